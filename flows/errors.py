@@ -1,0 +1,55 @@
+"""One error hierarchy. Every message says what went wrong and what to do about it."""
+
+from __future__ import annotations
+
+
+class PipelineError(Exception):
+    """Base of every error Tessera raises on purpose."""
+
+
+class ConfigError(PipelineError):
+    """The config file or a TESSERA_* variable holds a value we cannot use."""
+
+    def __init__(self, key: str, value: object, fix: str) -> None:
+        self.key, self.value, self.fix = key, value, fix
+        super().__init__(f"config error at {key!r} (value: {value!r}): {fix}")
+
+
+class SourceError(PipelineError):
+    """A source cannot be read as a whole (missing directory, missing column...)."""
+
+
+class RecordError(SourceError):
+    """One record cannot be used; it is quarantined and the batch goes on."""
+
+    def __init__(self, reason: str, expectation: str = "readable") -> None:
+        self.reason, self.expectation = reason, expectation
+        super().__init__(reason)
+
+
+class ContractViolation(PipelineError):
+    """A fatal data-contract expectation failed; nothing was written."""
+
+
+class EmbeddingError(PipelineError):
+    """The embedding model could not be loaded or returned unusable vectors."""
+
+
+class VectorStoreError(PipelineError):
+    """Qdrant (embedded or server) refused or failed an operation."""
+
+
+class ModelMismatchError(VectorStoreError):
+    """A collection was written by one model and another tried to write to it."""
+
+
+class StoreLockedError(VectorStoreError):
+    """Another process holds the embedded store."""
+
+
+class QualityGateError(PipelineError):
+    """A retrieval-quality metric breached its configured gate."""
+
+
+class MartsError(PipelineError):
+    """The dbt build of the marts failed or could not start."""

@@ -1,0 +1,244 @@
+"""Append-only run events, one Parquet file per run and table, under TESSERA_HOME/events/<table>/.
+
+Events are never updated. Each run writes its own files (named after the run id), so concurrent
+runs and remote workers never share a file, and dbt reads them all with `read_parquet`.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections import defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+_TS = pa.timestamp("us", tz="UTC")
+_RUN = [("run_id", pa.string())]
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "ingest_runs": pa.schema(
+        _RUN
+        + [
+            ("flow", pa.string()),  # ingest | quality
+            ("sources", pa.string()),  # comma-separated source names
+            ("collection", pa.string()),
+            ("model_id", pa.string()),
+            ("backend", pa.string()),  # local | modal
+            ("device", pa.string()),  # cpu | cuda | the Modal GPU type
+            ("gpu_type", pa.string()),  # null on CPU
+            ("status", pa.string()),  # completed | failed
+            ("error", pa.string()),
+            ("started_at", _TS),
+            ("finished_at", _TS),
+            ("seen", pa.int64()),
+            ("indexed", pa.int64()),
+            ("unchanged", pa.int64()),
+            ("quarantined", pa.int64()),
+            ("deleted", pa.int64()),
+            ("chunks_embedded", pa.int64()),
+            ("points_upserted", pa.int64()),
+            ("seconds", pa.float64()),
+            ("gpu_seconds", pa.float64()),
+            ("discover_seconds", pa.float64()),
+            ("load_seconds", pa.float64()),
+            ("chunk_seconds", pa.float64()),
+            ("diff_seconds", pa.float64()),
+            ("embed_seconds", pa.float64()),
+            ("upsert_seconds", pa.float64()),
+            ("delete_seconds", pa.float64()),
+        ]
+    ),
+    # One row per (run, source, stage, batch): where the time went.
+    "ingest_batches": pa.schema(
+        _RUN
+        + [
+            ("source", pa.string()),
+            ("stage", pa.string()),  # discover | load | chunk | diff | embed | upsert | delete
+            ("batch_index", pa.int64()),
+            ("items", pa.int64()),
+            ("seconds", pa.float64()),
+            ("recorded_at", _TS),
+        ]
+    ),
+    # One row per document the run saw (and per document it removed).
+    "documents_indexed": pa.schema(
+        _RUN
+        + [
+            ("source", pa.string()),
+            ("collection", pa.string()),
+            ("doc_id", pa.string()),
+            ("outcome", pa.string()),  # indexed | unchanged | quarantined | deleted
+            ("modality", pa.string()),
+            ("content_hash", pa.string()),
+            ("chunk_count", pa.int64()),
+            ("bytes", pa.int64()),
+            ("recorded_at", _TS),
+        ]
+    ),
+    "quarantine": pa.schema(
+        _RUN
+        + [
+            ("source", pa.string()),
+            ("doc_id", pa.string()),
+            ("uri", pa.string()),
+            ("suite", pa.string()),  # the contract suite, or "load" for unreadable input
+            ("expectation", pa.string()),
+            ("observed", pa.string()),
+            ("reason", pa.string()),
+            ("content_hash", pa.string()),
+            ("recorded_at", _TS),
+        ]
+    ),
+    "contract_results": pa.schema(
+        _RUN
+        + [
+            ("source", pa.string()),
+            ("suite", pa.string()),
+            ("expectation", pa.string()),
+            ("column", pa.string()),
+            ("severity", pa.string()),  # error | fatal
+            ("success", pa.bool_()),
+            ("element_count", pa.int64()),
+            ("unexpected_count", pa.int64()),
+            ("recorded_at", _TS),
+        ]
+    ),
+    "prune_runs": pa.schema(
+        _RUN
+        + [
+            ("collection", pa.string()),
+            ("expired", pa.int64()),
+            ("deleted", pa.int64()),
+            ("dry_run", pa.bool_()),
+            ("seconds", pa.float64()),
+            ("started_at", _TS),
+        ]
+    ),
+    # Points per collection and source after each run that changes the index.
+    "index_snapshots": pa.schema(
+        _RUN
+        + [
+            ("collection", pa.string()),
+            ("source", pa.string()),
+            ("points", pa.int64()),
+            ("recorded_at", _TS),
+        ]
+    ),
+    "model_cache_events": pa.schema(
+        _RUN
+        + [
+            ("model_id", pa.string()),
+            ("revision", pa.string()),
+            ("path", pa.string()),
+            ("files_sha256", pa.string()),  # JSON object: file name -> sha256
+            ("probe_cosine", pa.float64()),
+            ("load_seconds", pa.float64()),
+            ("status", pa.string()),  # ok | downloaded | mismatch | missing
+            ("message", pa.string()),
+            ("recorded_at", _TS),
+        ]
+    ),
+    "quality_runs": pa.schema(
+        _RUN
+        + [
+            ("dataset", pa.string()),
+            ("model_id", pa.string()),
+            ("collection", pa.string()),
+            ("queries", pa.int64()),
+            ("ndcg_at_10", pa.float64()),
+            ("recall_at_10", pa.float64()),
+            ("recall_at_100", pa.float64()),
+            ("mrr_at_10", pa.float64()),
+            ("seconds", pa.float64()),
+            ("status", pa.string()),  # passed | failed
+            ("gate_message", pa.string()),
+            ("started_at", _TS),
+        ]
+    ),
+    "quality_query_results": pa.schema(
+        _RUN
+        + [
+            ("dataset", pa.string()),
+            ("model_id", pa.string()),
+            ("query_id", pa.string()),
+            ("ndcg_at_10", pa.float64()),
+            ("recall_at_10", pa.float64()),
+            ("recall_at_100", pa.float64()),
+            ("mrr_at_10", pa.float64()),
+            ("recorded_at", _TS),
+        ]
+    ),
+}
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id: UTC timestamp plus a random suffix."""
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC (the only clock events use)."""
+    return datetime.now(UTC)
+
+
+class EventLog:
+    """Buffers one run's events and writes them as new Parquet files; never rewrites a file."""
+
+    def __init__(self, events_dir: Path, run_id: str) -> None:
+        self.events_dir = events_dir
+        self.run_id = run_id
+        self._rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self._parts: dict[str, int] = defaultdict(int)
+
+    def add(self, table: str, **row: Any) -> None:
+        """Queue one row for `table`; the run id is filled in."""
+        if table not in SCHEMAS:
+            raise KeyError(f"unknown event table {table!r}")
+        row.setdefault("run_id", self.run_id)
+        self._rows[table].append(row)
+
+    def extend(self, table: str, rows: list[dict[str, Any]]) -> None:
+        """Queue many rows for `table`."""
+        for row in rows:
+            self.add(table, **row)
+
+    def rows(self, table: str) -> list[dict[str, Any]]:
+        """Rows queued (not yet flushed) for `table`."""
+        return list(self._rows.get(table, []))
+
+    def flush(self) -> list[Path]:
+        """Write every queued table as a new file (atomically: temp name, then rename)."""
+        written = []
+        for table, rows in list(self._rows.items()):
+            if not rows:
+                continue
+            schema = SCHEMAS[table]
+            columns = {f.name: [r.get(f.name) for r in rows] for f in schema}
+            arrow = pa.Table.from_pydict(columns, schema=schema)
+            folder = self.events_dir / table
+            folder.mkdir(parents=True, exist_ok=True)
+            part = self._parts[table]
+            self._parts[table] += 1
+            final = folder / f"{self.run_id}-{part:03d}.parquet"
+            tmp = folder / f".{final.name}.tmp"
+            pq.write_table(arrow, tmp)
+            os.replace(tmp, final)
+            written.append(final)
+            self._rows[table] = []
+        return written
+
+
+def write_empty_tables(events_dir: Path) -> None:
+    """Give every table a zero-row file so readers (dbt) see each schema before any run."""
+    for table, schema in SCHEMAS.items():
+        folder = events_dir / table
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / "_schema.parquet"
+        if not target.exists():
+            tmp = folder / "._schema.parquet.tmp"
+            pq.write_table(schema.empty_table(), tmp)
+            os.replace(tmp, target)

@@ -1,0 +1,292 @@
+"""One settings object, from `tessera.toml` plus `TESSERA_*` variables, built at the entry points."""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from flows.errors import ConfigError
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_NO_TTL = {"none", "never", "0", ""}
+
+
+def parse_ttl(value: str | int | None) -> int | None:
+    """Turn "7d", "12h", "30m" or "none" into seconds (None means the points never expire)."""
+    if value is None:
+        return None
+    if isinstance(value, int):
+        return value if value > 0 else None
+    if value.strip().lower() in _NO_TTL:
+        return None
+    match = _DURATION.match(value.lower())
+    if not match:
+        raise ValueError(f"{value!r} is not a duration; write it like '7d', '12h', '30m' or 'none'")
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SourceOptions(_Section):
+    """How records are read out of structured files."""
+
+    id_field: str = "id"
+    title_field: str = "title"
+    text_field: str = "text"
+    encoding: str = "utf-8"
+    max_file_bytes: int = 64 * 1024 * 1024
+    max_image_pixels: int = 40_000_000
+    max_image_bytes: int = 20 * 1024 * 1024
+
+
+class SourceConfig(_Section):
+    """One declared source: where its records are and how long its points live."""
+
+    name: str
+    kind: Literal["directory", "beir", "images"] = "directory"
+    path: Path
+    glob: str = "**/*"
+    ttl: str | None = "30d"
+    modality: Literal["text", "image"] = "text"
+    schedule: str | None = None
+    delete_missing: bool = True
+    collection: str | None = None
+    options: SourceOptions = Field(default_factory=SourceOptions)
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_simple(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", value):
+            raise ValueError("use letters, digits, '_', '-' or '.' only")
+        return value
+
+    @field_validator("ttl")
+    @classmethod
+    def _ttl_parses(cls, value: str | None) -> str | None:
+        parse_ttl(value)
+        return value
+
+    @property
+    def ttl_seconds(self) -> int | None:
+        """This source's TTL in seconds, or None when its points never expire."""
+        return parse_ttl(self.ttl)
+
+
+class ModelEntry(_Section):
+    """A model declared in config, beside the built-in registry."""
+
+    id: str
+    kind: Literal["sentence-transformers", "clip"] = "sentence-transformers"
+    path: Path | None = None
+    dimension: int
+    distance: Literal["cosine", "dot", "euclid"] = "cosine"
+    modalities: list[Literal["text", "image"]] = ["text"]
+    max_length: int = 256
+    revision: str = "local"
+    normalize: bool = True
+
+
+class ModalConfig(_Section):
+    """The deployed Modal app and how to fan work out to it."""
+
+    app_name: str = "tessera-embedder"
+    class_name: str = "Embedder"
+    gpu: str = "L4"
+    max_containers: int = 4
+    scaledown_window: int = 300
+    timeout: int = 600
+    batch_size: int = 256
+    max_concurrency: int = 4
+    retries: int = 3
+    volume: str = "tessera-model-cache"
+
+
+class EmbeddingConfig(_Section):
+    """Which backend embeds, on which device, in what batch size."""
+
+    backend: Literal["local", "modal", "auto"] = "local"
+    device: str = "auto"
+    batch_size: int = Field(default=32, ge=1, le=4096)
+    modal_threshold_chunks: int = 5000
+    modal: ModalConfig = Field(default_factory=ModalConfig)
+
+
+class StoreConfig(_Section):
+    """Where vectors live: Qdrant Edge in-process, or a Qdrant server."""
+
+    kind: Literal["edge", "qdrant"] = "edge"
+    url: str | None = None
+    api_key: SecretStr | None = None
+    path: Path | None = None
+    lock_timeout: float = 600.0
+    upsert_batch: int = Field(default=512, ge=1)
+
+
+class ChunkingConfig(_Section):
+    """Token-aware chunking: window size (None = the model's maximum) and overlap."""
+
+    max_tokens: int | None = None
+    overlap: int = Field(default=32, ge=0)
+
+
+class ContractsConfig(_Section):
+    """Bounds and thresholds the data contracts enforce."""
+
+    min_text_chars: int = 1
+    max_text_chars: int = 2_000_000
+    allowed_extensions: list[str] = [
+        ".txt", ".md", ".markdown", ".html", ".htm", ".json", ".jsonl", ".csv", ".parquet",
+        ".png", ".jpg", ".jpeg", ".webp", ".gif",
+    ]
+    norm_tolerance: float = 0.01
+    max_duplicate_vector_rate: float = 0.5
+
+
+class QualitySet(_Section):
+    """A labelled BEIR-layout query set the nightly flow scores."""
+
+    path: Path
+    name: str | None = None
+
+
+class QualityConfig(_Section):
+    """Which sets to score and the gates a run must pass."""
+
+    sets: list[QualitySet] = []
+    min_ndcg_at_10: float = 0.0
+    max_drop: float = 0.02
+
+
+class MartsConfig(_Section):
+    """Whether flows rebuild the dbt marts as their last task."""
+
+    build_after_ingest: bool = False
+    build_after_nightly: bool = True
+
+
+class Settings(BaseSettings):
+    """Everything configurable about Tessera. Built once at an entry point, passed down."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TESSERA_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    home: Path = Path(".tessera")
+    collection: str = "tessera"
+    model: str = "all-minilm-l6-v2"
+    models: dict[str, ModelEntry] = {}
+    embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
+    contracts: ContractsConfig = Field(default_factory=ContractsConfig)
+    quality: QualityConfig = Field(default_factory=QualityConfig)
+    marts: MartsConfig = Field(default_factory=MartsConfig)
+    sources: list[SourceConfig] = []
+    timezone: str = "UTC"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment beats the file, which init_settings carries (see load_settings).
+        return (env_settings, init_settings)
+
+    def source(self, name: str) -> SourceConfig:
+        """The declared source called `name`, or a ConfigError listing the known ones."""
+        for src in self.sources:
+            if src.name == name:
+                return src
+        known = ", ".join(s.name for s in self.sources) or "none declared"
+        raise ConfigError("sources", name, f"no source with that name; known sources: {known}")
+
+    def collection_for(self, source: SourceConfig) -> str:
+        """The collection a source writes to."""
+        return source.collection or self.collection
+
+    @property
+    def events_dir(self) -> Path:
+        return self.home / "events"
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.home / "warehouse.duckdb"
+
+    @property
+    def model_cache_dir(self) -> Path:
+        return self.home / "models"
+
+
+def default_config_path() -> Path | None:
+    """`TESSERA_CONFIG`, else ./tessera.toml if it exists (the one place we read the path)."""
+    env = os.environ.get("TESSERA_CONFIG")
+    if env:
+        return Path(env)
+    local = Path("tessera.toml")
+    return local if local.exists() else None
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Make relative paths in the file relative to the file, not to the caller's cwd."""
+    for src in data.get("sources", []) or []:
+        if isinstance(src, dict) and "path" in src and not Path(src["path"]).is_absolute():
+            src["path"] = str(base / src["path"])
+    for entry in (data.get("models") or {}).values():
+        if isinstance(entry, dict) and entry.get("path") and not Path(entry["path"]).is_absolute():
+            entry["path"] = str(base / entry["path"])
+    for qs in (data.get("quality") or {}).get("sets", []) or []:
+        if isinstance(qs, dict) and "path" in qs and not Path(qs["path"]).is_absolute():
+            qs["path"] = str(base / qs["path"])
+    if "home" in data and not Path(data["home"]).is_absolute():
+        data["home"] = str(base / data["home"])
+    return data
+
+
+def load_settings(config: Path | str | None = None, **overrides: Any) -> Settings:
+    """Build Settings from a TOML file (if any), TESSERA_* variables and explicit overrides."""
+    path = Path(config) if config else default_config_path()
+    data: dict[str, Any] = {}
+    if path is not None:
+        if not path.exists():
+            raise ConfigError("config", str(path), "the file does not exist; pass --config PATH")
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("config", str(path), f"not valid TOML: {exc}") from exc
+        data = _resolve_paths(data, path.parent.resolve())
+    data.update(overrides)
+    try:
+        settings = Settings(**data)
+    except ValidationError as exc:
+        raise _config_error(exc) from None
+    names = [s.name for s in settings.sources]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError("sources", dupes, "source names must be unique")
+    settings.home = settings.home.resolve()
+    return settings
+
+
+def _config_error(exc: ValidationError) -> ConfigError:
+    err = exc.errors()[0]
+    key = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        fix = "unknown key; check its spelling against the configuration reference in README.md"
+    elif err["type"] == "missing":
+        fix = "this key is required"
+    else:
+        fix = err["msg"]
+    return ConfigError(key, err.get("input"), fix)
