@@ -1,0 +1,23 @@
+"""Sources: where documents come from. `make_source` picks the reader for a declared source."""
+
+from __future__ import annotations
+
+from flows.settings import SourceConfig
+from flows.sources.base import Document, Loaded, Quarantined, Source
+
+__all__ = ["Document", "Loaded", "Quarantined", "Source", "make_source"]
+
+
+def make_source(config: SourceConfig) -> Source:
+    """The reader for this source's kind."""
+    if config.kind == "beir":
+        from flows.sources.directory import BeirSource
+
+        return BeirSource(config)
+    if config.kind == "images":
+        from flows.sources.images import ImageSource  # type: ignore[import-not-found,unused-ignore]
+
+        return ImageSource(config)  # type: ignore[no-any-return,unused-ignore]
+    from flows.sources.directory import DirectorySource
+
+    return DirectorySource(config)
