@@ -29,7 +29,9 @@ def pick_device(device: str) -> str:
 def load_sentence_transformer(path: Path, device: str) -> Any:
     """Load a sentence-transformers (or CLIP) directory with no network access."""
     from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()
     try:
         return SentenceTransformer(str(path), device=device, local_files_only=True)
     except Exception as exc:  # noqa: BLE001 - any load failure becomes one clear error

@@ -1,0 +1,123 @@
+with config as (
+
+    select * from {{ ref('stg_tessera__source_config') }}
+
+),
+
+runs as (
+
+    select * from {{ ref('fct_ingest_runs') }}
+
+),
+
+-- Every place an event names a source counts as seeing it.
+sightings as (
+
+    select source, recorded_at as seen_at, null::varchar as outcome
+    from {{ ref('stg_tessera__ingest_batches') }}
+
+    union all
+
+    select source, recorded_at, outcome
+    from {{ ref('stg_tessera__documents_indexed') }}
+
+    union all
+
+    select source, recorded_at, 'quarantined'
+    from {{ ref('stg_tessera__quarantine') }}
+
+    union all
+
+    select source, recorded_at, null
+    from {{ ref('stg_tessera__contract_results') }}
+
+    union all
+
+    select source, recorded_at, null
+    from {{ ref('stg_tessera__index_snapshots') }}
+
+    union all
+
+    select trim(source.unnest), runs.finished_at, null
+    from runs, unnest(string_split(runs.source_list, ',')) as source
+
+),
+
+seen as (
+
+    select
+        source,
+        min(seen_at) as first_seen_at,
+        max(seen_at) as last_seen_at,
+        max(seen_at) filter (where outcome = 'indexed') as last_indexed_at
+
+    from sightings
+    where source is not null and source <> ''
+    group by source
+
+),
+
+run_counts as (
+
+    select
+        trim(source.unnest) as source,
+        count(*) as runs,
+        count(*) filter (where runs.is_failed) as failed_runs,
+        max(runs.finished_at) filter (where not runs.is_failed) as last_successful_run_at
+
+    from runs, unnest(string_split(runs.source_list, ',')) as source
+    group by 1
+
+),
+
+latest_points as (
+
+    select source, sum(points) as current_points
+    from {{ ref('fct_index_size') }}
+    where is_latest
+    group by source
+
+),
+
+final as (
+
+    select
+        coalesce(config.source, seen.source) as source,
+        config.source is not null as is_configured,
+        config.kind,
+        config.source_path,
+        config.file_glob,
+        config.modality,
+        config.collection,
+        config.ttl,
+        config.ttl_seconds,
+        config.schedule,
+        config.is_delete_missing,
+
+        seen.first_seen_at,
+        seen.last_seen_at,
+        seen.last_indexed_at,
+        run_counts.last_successful_run_at,
+        coalesce(run_counts.runs, 0) as runs,
+        coalesce(run_counts.failed_runs, 0) as failed_runs,
+        coalesce(latest_points.current_points, 0) as current_points,
+
+        -- Freshness as of this build (built_at): how long since any run saw the source.
+        timezone('UTC', now()) as built_at,
+        date_diff('second', seen.last_seen_at, timezone('UTC', now())) / 3600.0
+            as hours_since_last_seen,
+        case
+            when seen.last_seen_at is null then 'never_seen'
+            when seen.last_seen_at
+                < timezone('UTC', now()) - to_hours({{ var('stale_after_hours') }}) then 'stale'
+            else 'fresh'
+        end as freshness_status
+
+    from config
+    full outer join seen on config.source = seen.source
+    left join run_counts on run_counts.source = coalesce(config.source, seen.source)
+    left join latest_points on latest_points.source = coalesce(config.source, seen.source)
+
+)
+
+select * from final

@@ -1,0 +1,90 @@
+"""Token-aware chunking with the model's own tokenizer: deterministic windows with overlap."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flows.errors import EmbeddingError
+from flows.sources.base import Document
+
+# [CLS] and [SEP] (or CLIP's start/end tokens) take two of the model's positions.
+_SPECIAL_TOKENS = 2
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One window of a document; knows its place and its document's chunk count."""
+
+    doc_id: str
+    index: int
+    count: int
+    text: str
+    tokens: int
+
+
+class Chunker:
+    """Splits text into windows of at most `max_tokens` model tokens, overlapping by `overlap`."""
+
+    def __init__(self, tokenizer_dir: Path, model_max_length: int, max_tokens: int | None = None,
+                 overlap: int = 32) -> None:
+        limit = model_max_length - _SPECIAL_TOKENS
+        self.max_tokens = min(max_tokens or limit, limit)
+        if overlap >= self.max_tokens:
+            raise EmbeddingError(f"chunking.overlap ({overlap}) must be smaller than the window "
+                                 f"({self.max_tokens} tokens)")
+        self.overlap = overlap
+        self._tokenizer = _load_tokenizer(tokenizer_dir)
+
+    def chunk(self, docs: list[Document]) -> dict[str, list[Chunk]]:
+        """Chunks for each document (images: one chunk holding the caption)."""
+        out: dict[str, list[Chunk]] = {}
+        texts = [d for d in docs if d.modality == "text"]
+        encodings = self._tokenizer.encode_batch([d.text for d in texts], add_special_tokens=False)
+        for doc, enc in zip(texts, encodings, strict=True):
+            out[doc.doc_id] = self._windows(doc, enc.offsets, enc.word_ids)
+        for doc in docs:
+            if doc.modality != "text":
+                out[doc.doc_id] = [Chunk(doc.doc_id, 0, 1, doc.text, 0)]
+        return out
+
+    def count_tokens(self, text: str) -> int:
+        """Model tokens in `text`, without special tokens."""
+        return len(self._tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def _windows(self, doc: Document, offsets: list[tuple[int, int]],
+                 words: list[int | None]) -> list[Chunk]:
+        n = len(offsets)
+        spans: list[tuple[int, int]] = []
+        start = 0
+        while start < n:
+            end = min(start + self.max_tokens, n)
+            # Do not cut a word in two when the window can end at an earlier word boundary.
+            while end < n and end - 1 > start and words[end] is not None and words[end] == words[end - 1]:
+                end -= 1
+            spans.append((start, end))
+            if end >= n:
+                break
+            nxt = max(end - self.overlap, start + 1)
+            while nxt > start + 1 and words[nxt] is not None and words[nxt] == words[nxt - 1]:
+                nxt -= 1
+            start = nxt
+        count = len(spans)
+        return [
+            Chunk(doc.doc_id, i, count, doc.text[offsets[a][0]:offsets[b - 1][1]], b - a)
+            for i, (a, b) in enumerate(spans)
+        ]
+
+
+def _load_tokenizer(model_dir: Path) -> Any:
+    """The fast tokenizer from tokenizer.json (cheap to import), else transformers' loader."""
+    from tokenizers import Tokenizer
+
+    path = Path(model_dir) / "tokenizer.json"
+    if path.exists():
+        tok = Tokenizer.from_file(str(path))
+        tok.no_truncation()
+        tok.no_padding()
+        return tok
+    raise EmbeddingError(f"no tokenizer.json in {model_dir}; save the model with a fast tokenizer")

@@ -1,0 +1,105 @@
+"""The pure parts of an ingest: what the index holds, what changed, and which points to write."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from flows.chunking import Chunk
+from flows.sources.base import Document
+from flows.store import DIFF_FIELDS, Match, PointRecord, VectorStore, point_id
+
+# Points of sources with no TTL still carry an expiry, far enough out never to be pruned.
+NEVER_EXPIRES = 253_402_300_799  # 9999-12-31T23:59:59Z
+
+
+@dataclass
+class Existing:
+    """What the collection holds for one document."""
+
+    hashes: set[str] = field(default_factory=set)
+    models: set[str] = field(default_factory=set)
+    chunk_counts: set[int] = field(default_factory=set)
+    ids_by_index: dict[int, str] = field(default_factory=dict)
+
+    def is_current(self, content_hash: str, model_id: str) -> bool:
+        """True when every chunk is there, from this content and this model (nothing to embed)."""
+        if self.hashes != {content_hash} or self.models != {model_id} or len(self.chunk_counts) != 1:
+            return False
+        (count,) = self.chunk_counts
+        return set(self.ids_by_index) == set(range(count))
+
+    @property
+    def ids(self) -> list[str]:
+        """All point ids of the document."""
+        return list(self.ids_by_index.values())
+
+
+def read_existing(store: VectorStore, collection: str, source: str) -> dict[str, Existing]:
+    """One scan of the source's points: doc id -> what is indexed for it."""
+    out: dict[str, Existing] = {}
+    for pid, payload in store.scan(collection, Match(source=source), DIFF_FIELDS):
+        entry = out.setdefault(str(payload.get("doc_id")), Existing())
+        entry.hashes.add(str(payload.get("content_hash")))
+        entry.models.add(str(payload.get("model_id")))
+        entry.chunk_counts.add(int(payload.get("chunk_count", -1)))
+        entry.ids_by_index[int(payload.get("chunk_index", -1))] = pid
+    return out
+
+
+def stale_ids(existing: Existing | None, new_ids: set[str]) -> list[str]:
+    """Points of the document that the new version does not overwrite (to delete after upsert)."""
+    if existing is None:
+        return []
+    return [pid for pid in existing.ids if pid not in new_ids]
+
+
+def build_points(collection: str, doc: Document, chunks: list[Chunk], vectors: np.ndarray,
+                 model_id: str, now: int, expires_at: int) -> list[PointRecord]:
+    """Points for a document's chunks with the payload DESIGN.md fixes."""
+    base: dict[str, Any] = {
+        "doc_id": doc.doc_id,
+        "source": doc.source,
+        "uri": doc.uri,
+        "modality": doc.modality,
+        "content_hash": doc.content_hash,
+        "model_id": model_id,
+        "title": doc.title,
+        "ingested_at": now,
+        "expires_at": expires_at,
+    }
+    meta = {k: v for k, v in doc.metadata.items() if k not in base and v is not None}
+    return [
+        PointRecord(
+            id=point_id(collection, doc.doc_id, chunk.index),
+            vector=vectors[i],
+            payload={**meta, **base, "chunk_index": chunk.index, "chunk_count": chunk.count,
+                     "text": chunk.text},
+        )
+        for i, chunk in enumerate(chunks)
+    ]
+
+
+def expiry(now: int, ttl_seconds: int | None) -> int:
+    """Epoch seconds at which a point written now expires."""
+    return NEVER_EXPIRES if ttl_seconds is None else now + ttl_seconds
+
+
+@dataclass
+class RunCounts:
+    """A run's document outcomes and work done; `seen = indexed + unchanged + quarantined`."""
+
+    seen: int = 0
+    indexed: int = 0
+    unchanged: int = 0
+    quarantined: int = 0
+    deleted: int = 0
+    chunks_embedded: int = 0
+    points_upserted: int = 0
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    def add_time(self, stage: str, seconds: float) -> None:
+        """Accumulate time spent in a stage."""
+        self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + seconds

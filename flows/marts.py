@@ -1,0 +1,336 @@
+"""Build the analysts' marts: `dbt build` in-process into TESSERA_HOME/warehouse.duckdb.
+
+DuckDB allows one writer per file and analysts may have the warehouse open at any time, so the
+build never writes the live file. It holds an exclusive lock (TESSERA_HOME/locks/marts.lock),
+builds into TESSERA_HOME/.marts-build/warehouse.duckdb, and renames that over the warehouse only
+when every model and test passed. A reader opens either the previous warehouse or the new one,
+never a half-built file; a failed build leaves the previous warehouse in place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from flows.errors import MartsError
+from flows.events import SCHEMAS, write_empty_tables
+from flows.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+DBT_PROJECT_DIR = Path(__file__).resolve().parent.parent / "dbt"
+LOCK_TIMEOUT_SECONDS = 120.0
+_LOCK_POLL_SECONDS = 0.2
+
+# The dbt profile reads these (dbt/profiles.yml); they are set only for the length of a build.
+ENV_DUCKDB_PATH = "DBT_TESSERA_DUCKDB_PATH"
+ENV_EVENTS_DIR = "DBT_TESSERA_EVENTS_DIR"
+ENV_CONFIG_DIR = "DBT_TESSERA_CONFIG_DIR"
+
+_SOURCE_CONFIG_SCHEMA = pa.schema(
+    [
+        ("source", pa.string()),
+        ("kind", pa.string()),
+        ("path", pa.string()),
+        ("glob", pa.string()),
+        ("modality", pa.string()),
+        ("ttl", pa.string()),
+        ("ttl_seconds", pa.int64()),
+        ("schedule", pa.string()),
+        ("delete_missing", pa.bool_()),
+        ("collection", pa.string()),
+        ("snapshot_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+
+class MartsBusyError(MartsError):
+    """Another marts build held the lock for longer than we were willing to wait."""
+
+
+def build_marts(
+    settings: Settings, select: str | None = None, *, lock_timeout: float = LOCK_TIMEOUT_SECONDS
+) -> dict[str, Any]:
+    """Run `dbt build` (optionally `--select`) and swap the result in as the warehouse."""
+    started = time.monotonic()
+    home = settings.home
+    warehouse = settings.warehouse_path
+    with _exclusive_lock(home / "locks" / "marts.lock", lock_timeout):
+        _prepare_events(settings.events_dir)
+        config_dir = _write_source_config(settings, home / "marts" / "config")
+        # A partial build starts from the current warehouse so the marts it skips stay in it.
+        seed = warehouse if select and warehouse.exists() else None
+        build_db = _fresh_build_file(home / ".marts-build" / warehouse.name, seed)
+        env = {
+            ENV_DUCKDB_PATH: str(build_db),
+            ENV_EVENTS_DIR: str(settings.events_dir),
+            ENV_CONFIG_DIR: str(config_dir),
+        }
+        with _environ(env):
+            result = _invoke_dbt(_dbt_args("build", home, select))
+        summary = _summarize(result, home)
+        if summary["errors"]:
+            raise MartsError(_failure_message(summary["errors"], build_db, home))
+        _durable_replace(build_db, warehouse)
+    summary.pop("errors")
+    summary.update(
+        status="warn" if summary["failures"] else "success",
+        warehouse=str(warehouse),
+        seconds=round(time.monotonic() - started, 2),
+    )
+    logger.info("marts built into %s in %.1fs", warehouse, summary["seconds"])
+    return summary
+
+
+def generate_docs(settings: Settings, *, lock_timeout: float = LOCK_TIMEOUT_SECONDS) -> Path:
+    """Write the dbt docs site as one offline HTML file; returns its path."""
+    home = settings.home
+    if not settings.warehouse_path.exists():
+        raise MartsError(f"no warehouse at {settings.warehouse_path}; run `tessera marts` first")
+    with _exclusive_lock(home / "locks" / "marts.lock", lock_timeout):
+        # Read the catalog from a copy: the live file may be open in analysts' sessions.
+        copy = _fresh_build_file(
+            home / ".marts-build" / settings.warehouse_path.name, settings.warehouse_path
+        )
+        env = {
+            ENV_DUCKDB_PATH: str(copy),
+            ENV_EVENTS_DIR: str(settings.events_dir),
+            ENV_CONFIG_DIR: str(home / "marts" / "config"),
+        }
+        with _environ(env):
+            result = _invoke_dbt(_dbt_args("docs", home, None) + ["--static"])
+        if not result.success:
+            raise MartsError(f"dbt docs generate failed: {result.exception}; see {home}/marts/logs")
+    return home / "marts" / "target" / "static_index.html"
+
+
+@task(
+    name="build-marts",
+    retries=3,
+    retry_delay_seconds=[2, 5, 15],
+    retry_condition_fn=lambda _task, _run, state: _is_busy(state),
+    cache_policy=NO_CACHE,
+)
+def build_marts_task(settings: Settings, select: str | None = None) -> dict[str, Any]:
+    """Rebuild the warehouse marts (one dbt build); retries only while another build runs."""
+    run_logger = get_run_logger()
+    summary = build_marts(settings, select)
+    run_logger.info(
+        "marts %s: %d models, %d tests, %d seeds in %.1fs -> %s",
+        summary["status"], summary["models"], summary["tests"], summary["seeds"],
+        summary["seconds"], summary["warehouse"],
+    )
+    for failure in summary["failures"]:
+        run_logger.warning("dbt %s %s: %s", failure["status"], failure["node"], failure["message"])
+    return summary
+
+
+def _is_busy(state: Any) -> bool:
+    # A failing test fails the same way on retry; only lock contention is worth waiting out.
+    try:
+        state.result()
+    except MartsBusyError:
+        return True
+    except Exception:
+        return False
+    return False
+
+
+@contextlib.contextmanager
+def _exclusive_lock(path: Path, timeout: float) -> Iterator[None]:
+    """Hold an flock on `path`, waiting up to `timeout` seconds, then MartsBusyError."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + timeout
+    with open(path, "a+", encoding="utf-8") as handle:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    handle.seek(0)
+                    holder = handle.read().strip() or "unknown"
+                    raise MartsBusyError(
+                        f"another marts build is running (pid {holder}); waited {timeout:.0f}s "
+                        f"for {path}. Let it finish and run `tessera marts` again."
+                    ) from None
+                time.sleep(_LOCK_POLL_SECONDS)
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(os.getpid()))
+            handle.flush()
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _environ(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the length of the block, then restore them."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+def _prepare_events(events_dir: Path) -> None:
+    """Give dbt every table's schema, even before any run (and after SCHEMAS gains a column)."""
+    write_empty_tables(events_dir)
+    for table, schema in SCHEMAS.items():
+        target = events_dir / table / "_schema.parquet"
+        if not pq.read_schema(target).equals(schema, check_metadata=False):
+            tmp = target.with_name("._schema.parquet.tmp")
+            pq.write_table(schema.empty_table(), tmp)
+            os.replace(tmp, target)
+
+
+def _write_source_config(settings: Settings, config_dir: Path) -> Path:
+    """Snapshot the declared sources for dim_sources (config is not in the events)."""
+    now = datetime.now(UTC)
+    rows = [
+        {
+            "source": s.name,
+            "kind": s.kind,
+            "path": str(s.path),
+            "glob": s.glob,
+            "modality": s.modality,
+            "ttl": s.ttl,
+            "ttl_seconds": s.ttl_seconds,
+            "schedule": s.schedule,
+            "delete_missing": s.delete_missing,
+            "collection": settings.collection_for(s),
+            "snapshot_at": now,
+        }
+        for s in settings.sources
+    ]
+    table = pa.Table.from_pylist(rows, schema=_SOURCE_CONFIG_SCHEMA)
+    config_dir.mkdir(parents=True, exist_ok=True)
+    tmp = config_dir / ".sources.parquet.tmp"
+    pq.write_table(table, tmp)
+    os.replace(tmp, config_dir / "sources.parquet")
+    return config_dir
+
+
+def _fresh_build_file(build_db: Path, copy_from: Path | None) -> Path:
+    """Clear leftovers of an earlier build, and start from a copy of `copy_from` if given."""
+    # Same file name as the warehouse, so DuckDB's catalog name (the file stem) does not change
+    # when the file is renamed into place.
+    if build_db.parent.exists():
+        shutil.rmtree(build_db.parent)
+    build_db.parent.mkdir(parents=True)
+    if copy_from is not None:
+        shutil.copy2(copy_from, build_db)
+    return build_db
+
+
+def _dbt_args(command: str, home: Path, select: str | None) -> list[str]:
+    args = [command] if command != "docs" else ["docs", "generate"]
+    args += [
+        "--project-dir", str(DBT_PROJECT_DIR),
+        "--profiles-dir", str(DBT_PROJECT_DIR),
+        # Keep dbt's artifacts out of the repo and inside this home's lock.
+        "--target-path", str(home / "marts" / "target"),
+        "--log-path", str(home / "marts" / "logs"),
+        "--log-level", "none",
+        "--log-level-file", "info",
+        "--no-use-colors",
+        "--no-send-anonymous-usage-stats",
+        "--no-version-check",
+    ]
+    if select:
+        args += ["--select", select]
+    return args
+
+
+def _invoke_dbt(args: list[str]) -> Any:
+    """Run one dbt command in this process (dbt is imported here: it costs 3-4 s)."""
+    from dbt.cli.main import dbtRunner
+
+    try:
+        return dbtRunner().invoke(args)
+    finally:
+        _close_duckdb()
+
+
+def _close_duckdb() -> None:
+    # dbt-duckdb caches its DuckDB handle per process; the profile sets keep_open: false, and this
+    # makes sure no handle outlives the build, since it would hold the file's lock after the swap.
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+
+    env = getattr(DuckDBConnectionManager, "_ENV", None)
+    if env is not None:
+        with contextlib.suppress(Exception):
+            env.close()
+    DuckDBConnectionManager.close_all_connections()
+
+
+def _summarize(result: Any, home: Path) -> dict[str, Any]:
+    """Count what dbt built and tested; split blocking errors from warnings."""
+    summary: dict[str, Any] = {"models": 0, "tests": 0, "seeds": 0, "failures": [], "errors": []}
+    if result.exception is not None:
+        summary["errors"].append({"node": "dbt", "status": "error", "message": str(result.exception)})
+        return summary
+    for node_result in getattr(result.result, "results", None) or []:
+        node = node_result.node
+        kind = {"model": "models", "seed": "seeds", "test": "tests", "unit_test": "tests"}.get(
+            str(node.resource_type)
+        )
+        if kind:
+            summary[kind] += 1
+        status = str(node_result.status)
+        if status in {"success", "pass", "skipped"}:
+            continue
+        entry = {"node": node.unique_id, "status": status, "message": node_result.message or ""}
+        summary["failures" if status == "warn" else "errors"].append(entry)
+    if not result.success and not summary["errors"]:
+        summary["errors"].append(
+            {"node": "dbt", "status": "error", "message": f"see {home}/marts/logs/dbt.log"}
+        )
+    return summary
+
+
+def _failure_message(errors: list[dict[str, str]], build_db: Path, home: Path) -> str:
+    lines = [f"  {e['node']} ({e['status']}): {e['message']}" for e in errors[:10]]
+    more = f"\n  ... and {len(errors) - 10} more" if len(errors) > 10 else ""
+    return (
+        f"dbt build failed; the warehouse was left as it was.\n" + "\n".join(lines) + more
+        + f"\nThe failed build is at {build_db}; dbt's log is {home}/marts/logs/dbt.log."
+    )
+
+
+def _durable_replace(build_db: Path, warehouse: Path) -> None:
+    """Rename the finished build over the warehouse: readers see the old file or the new one."""
+    wal = build_db.with_name(build_db.name + ".wal")
+    if wal.exists():
+        raise MartsError(f"{build_db} still has a write-ahead log; the build did not close cleanly")
+    with open(build_db, "rb") as handle:
+        os.fsync(handle.fileno())
+    warehouse.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(build_db, warehouse)
+    dir_fd = os.open(warehouse.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

@@ -1,0 +1,69 @@
+"""Read side: search the index, report status, list quarantined records. No Prefect needed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flows.errors import ConfigError
+from flows.settings import Settings
+from flows.store import Match, open_store
+from models import EmbeddingBackend, get_spec, make_backend
+
+RESULT_FIELDS = ("doc_id", "chunk_index", "source", "title", "text", "modality", "uri")
+
+
+def search(settings: Settings, query: str | None = None, image: bytes | None = None, k: int = 5,
+           source: str | None = None, modality: str | None = None,
+           collection: str | None = None, backend: EmbeddingBackend | None = None
+           ) -> list[dict[str, Any]]:
+    """Top-k hits for a text or an image query, with the payload fields a caller needs."""
+    if (query is None) == (image is None):
+        raise ConfigError("query", query, "give either a text query or --image PATH, not both")
+    spec = get_spec(settings)
+    backend = backend or make_backend(settings, spec)
+    vector = backend.embed_images([image])[0] if image is not None else backend.embed_queries([query or ""])[0]
+    store = open_store(settings)
+    try:
+        hits = store.search(collection or settings.collection, vector, k,
+                            Match(source=source, modality=modality))
+    finally:
+        store.close()
+    return [{**{f: h.payload.get(f) for f in RESULT_FIELDS}, "score": round(h.score, 6)} for h in hits]
+
+
+def _read_events(settings: Settings, table: str) -> list[dict[str, Any]]:
+    import pyarrow.dataset as ds
+
+    folder = settings.events_dir / table
+    files = sorted(str(p) for p in folder.glob("*.parquet")) if folder.exists() else []
+    if not files:
+        return []
+    rows: list[dict[str, Any]] = ds.dataset(files, format="parquet").to_table().to_pylist()
+    return rows
+
+
+def status(settings: Settings, last: int = 5) -> dict[str, Any]:
+    """Each collection's model, dimension and size, and the most recent runs."""
+    store = open_store(settings)
+    collections = []
+    try:
+        for name in store.list_collections():
+            info = store.get_collection(name)
+            assert info is not None
+            collections.append({"name": name, "model": info.model_id, "dimension": info.dimension,
+                                "distance": info.distance, "points": store.count(name)})
+    finally:
+        store.close()
+    runs = sorted(_read_events(settings, "ingest_runs"), key=lambda r: r["started_at"], reverse=True)
+    keep = ("run_id", "status", "started_at", "seconds", "seen", "indexed", "unchanged",
+            "quarantined", "deleted", "chunks_embedded")
+    return {"home": str(settings.home), "collections": collections,
+            "last_runs": [{k: r.get(k) for k in keep} for r in runs[:last]]}
+
+
+def quarantine_rows(settings: Settings, run_id: str | None = None) -> list[dict[str, Any]]:
+    """Quarantined records, newest first, optionally for one run."""
+    rows = _read_events(settings, "quarantine")
+    if run_id:
+        rows = [r for r in rows if r["run_id"] == run_id]
+    return sorted(rows, key=lambda r: (r["recorded_at"], r["doc_id"]), reverse=True)

@@ -1,0 +1,172 @@
+"""The vector store: one protocol, two implementations (Qdrant Edge in-process, Qdrant server)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from flows.errors import ModelMismatchError
+
+if TYPE_CHECKING:
+    from flows.settings import Settings
+    from models.registry import ModelSpec
+
+# Fixed namespace: point ids must be the same in every process and every release.
+_POINT_NAMESPACE = uuid.UUID("6f1c1b8e-4a57-5d0e-9a43-7e55a1d2c0de")
+
+# Payload fields that get an index (DESIGN.md: doc_id, source, modality, expires_at).
+KEYWORD_INDEXES = ("doc_id", "source", "modality")
+INTEGER_INDEXES = ("expires_at",)
+DIFF_FIELDS = ["doc_id", "chunk_index", "chunk_count", "content_hash", "model_id"]
+
+
+def point_id(collection: str, doc_id: str, chunk_index: int) -> str:
+    """The point's id: a UUID derived from (collection, document id, chunk index)."""
+    return str(uuid.uuid5(_POINT_NAMESPACE, f"{collection}\x00{doc_id}\x00{chunk_index}"))
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    """What a collection records about the model that writes it."""
+
+    name: str
+    model_id: str
+    model_name: str
+    dimension: int
+    distance: str
+    vector_name: str
+    modalities: tuple[str, ...] = ("text",)
+
+    @classmethod
+    def for_model(cls, name: str, spec: ModelSpec) -> CollectionInfo:
+        """The collection `name` as built by this model."""
+        return cls(name=name, model_id=spec.id, model_name=spec.name, dimension=spec.dimension,
+                   distance=spec.distance, vector_name=spec.vector_name,
+                   modalities=tuple(spec.modalities))
+
+    def to_metadata(self) -> dict[str, Any]:
+        """Plain dict, stored beside (Edge) or inside (server) the collection."""
+        data = asdict(self)
+        data["modalities"] = list(self.modalities)
+        return data
+
+    @classmethod
+    def from_metadata(cls, data: dict[str, Any]) -> CollectionInfo:
+        """Inverse of to_metadata."""
+        return cls(**{**data, "modalities": tuple(data.get("modalities", ("text",)))})
+
+
+@dataclass
+class PointRecord:
+    """One point to upsert."""
+
+    id: str
+    vector: np.ndarray
+    payload: dict[str, Any]
+
+
+@dataclass
+class Hit:
+    """One search result."""
+
+    id: str
+    score: float
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Match:
+    """A payload filter: exact matches on source / modality / doc ids (all optional)."""
+
+    source: str | None = None
+    modality: str | None = None
+    doc_ids: tuple[str, ...] | None = None
+
+
+class VectorStore(Protocol):
+    """What the pipeline needs from Qdrant, whichever way it runs."""
+
+    kind: str
+
+    def get_collection(self, name: str) -> CollectionInfo | None:
+        """The collection's recorded model, or None if it does not exist."""
+        ...
+
+    def create_collection(self, info: CollectionInfo) -> None:
+        """Create the collection with payload indexes and its model recorded."""
+        ...
+
+    def list_collections(self) -> list[str]:
+        """Names of the collections this store holds."""
+        ...
+
+    def scan(self, name: str, match: Match, fields: list[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(point id, payload subset) for every point matching `match`."""
+        ...
+
+    def upsert(self, name: str, points: list[PointRecord]) -> None:
+        """Insert or replace points (idempotent: ids are deterministic)."""
+        ...
+
+    def set_payload(self, name: str, ids: list[str], payload: dict[str, Any]) -> None:
+        """Overwrite some payload keys of existing points (expiry refresh)."""
+        ...
+
+    def delete(self, name: str, ids: list[str]) -> None:
+        """Delete points by id."""
+        ...
+
+    def count(self, name: str, match: Match | None = None) -> int:
+        """Exact number of points matching `match` (all when None)."""
+        ...
+
+    def count_expired(self, name: str, now: int) -> int:
+        """Points whose expires_at is at or before `now`."""
+        ...
+
+    def delete_expired(self, name: str, now: int) -> None:
+        """Delete, by a range filter, the points whose expires_at is at or before `now`."""
+        ...
+
+    def search(self, name: str, vector: np.ndarray, limit: int, match: Match | None = None) -> list[Hit]:
+        """Nearest points to `vector` in the collection's named vector."""
+        ...
+
+    def close(self) -> None:
+        """Flush and release the store."""
+        ...
+
+
+def ensure_collection(store: VectorStore, info: CollectionInfo) -> CollectionInfo:
+    """Create the collection, or check that it was built by the same model; refuse otherwise."""
+    existing = store.get_collection(info.name)
+    if existing is None:
+        store.create_collection(info)
+        return info
+    if (existing.model_id, existing.dimension, existing.distance, existing.vector_name) != (
+        info.model_id, info.dimension, info.distance, info.vector_name
+    ):
+        raise ModelMismatchError(
+            f"collection {info.name!r} holds vectors from model {existing.model_id!r} "
+            f"({existing.dimension}-dim, {existing.distance}, modalities "
+            f"{'/'.join(existing.modalities)}), but this run embeds with {info.model_id!r} "
+            f"({info.dimension}-dim, {info.distance}, modalities {'/'.join(info.modalities)}). "
+            "One collection holds one model: write to a new collection (set `collection` in "
+            "tessera.toml), score it with `tessera quality`, then point readers at it."
+        )
+    return existing
+
+
+def open_store(settings: Settings) -> VectorStore:
+    """The store the config asks for."""
+    if settings.store.kind == "qdrant":
+        from flows.store.server import ServerStore
+
+        return ServerStore(settings.store)
+    from flows.store.edge import EdgeStore
+
+    return EdgeStore(settings.store.path or settings.home / "qdrant", settings.store.lock_timeout)

@@ -1,0 +1,181 @@
+"""A Qdrant server or cluster through qdrant-client (tests drive it through local mode)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from flows.errors import VectorStoreError
+from flows.settings import StoreConfig
+from flows.store import INTEGER_INDEXES, KEYWORD_INDEXES, CollectionInfo, Hit, Match, PointRecord
+
+logger = logging.getLogger(__name__)
+
+_SCROLL_PAGE = 2048
+
+
+def _m() -> Any:
+    from qdrant_client import models
+
+    return models
+
+
+def _filter(match: Match | None) -> Any:
+    if match is None:
+        return None
+    m = _m()
+    must: list[Any] = []
+    if match.source is not None:
+        must.append(m.FieldCondition(key="source", match=m.MatchValue(value=match.source)))
+    if match.modality is not None:
+        must.append(m.FieldCondition(key="modality", match=m.MatchValue(value=match.modality)))
+    if match.doc_ids is not None:
+        must.append(m.FieldCondition(key="doc_id", match=m.MatchAny(any=list(match.doc_ids))))
+    return m.Filter(must=must) if must else None
+
+
+def _expired(now: int) -> Any:
+    m = _m()
+    return m.Filter(must=[m.FieldCondition(key="expires_at", range=m.Range(lte=now))])
+
+
+class ServerStore:
+    """VectorStore over qdrant-client: `url` (+ `api_key`) for a server, `path` for local mode."""
+
+    kind = "qdrant"
+
+    def __init__(self, config: StoreConfig) -> None:
+        from qdrant_client import QdrantClient
+
+        self._where = config.url or str(config.path or ":memory:")
+        api_key = config.api_key.get_secret_value() if config.api_key else None
+        try:
+            if config.url:
+                self.client = QdrantClient(url=config.url, api_key=api_key, timeout=30)
+                self.client.get_collections()  # fail now, clearly, if unreachable
+            elif config.path:
+                self.client = QdrantClient(path=str(config.path))
+            else:
+                self.client = QdrantClient(":memory:")
+        except Exception as exc:  # noqa: BLE001 - connection errors come in many types
+            raise VectorStoreError(
+                f"cannot reach Qdrant at {self._where}: {type(exc).__name__}; check store.url, "
+                "that the server is running, and that TESSERA_STORE__API_KEY is right"
+            ) from None
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - wrapped where it crosses into our code
+            raise VectorStoreError(f"Qdrant at {self._where} failed to {what}: {exc}") from exc
+
+    def get_collection(self, name: str) -> CollectionInfo | None:
+        """The model recorded in the collection's metadata, or None."""
+        if not self._call("list collections", self.client.collection_exists, name):
+            return None
+        info = self._call("read collection", self.client.get_collection, name)
+        meta = getattr(info.config, "metadata", None) or {}
+        if "model_id" not in meta:
+            raise VectorStoreError(
+                f"collection {name!r} exists but was not created by Tessera (no model recorded); "
+                "choose another collection name"
+            )
+        return CollectionInfo.from_metadata(meta)
+
+    def create_collection(self, info: CollectionInfo) -> None:
+        """Named vector for the model's space, payload indexes, model recorded as metadata."""
+        m = _m()
+        distance = {"cosine": m.Distance.COSINE, "dot": m.Distance.DOT,
+                    "euclid": m.Distance.EUCLID}[info.distance]
+        self._call("create collection", self.client.create_collection, info.name,
+                   vectors_config={info.vector_name: m.VectorParams(size=info.dimension,
+                                                                    distance=distance)},
+                   metadata=info.to_metadata())
+        for field in KEYWORD_INDEXES:
+            self._call("index payload", self.client.create_payload_index, info.name, field,
+                       field_schema=m.PayloadSchemaType.KEYWORD)
+        for field in INTEGER_INDEXES:
+            self._call("index payload", self.client.create_payload_index, info.name, field,
+                       field_schema=m.PayloadSchemaType.INTEGER)
+
+    def list_collections(self) -> list[str]:
+        """Collections Tessera created."""
+        names = [c.name for c in self._call("list collections", self.client.get_collections).collections]
+        return sorted(n for n in names if self.get_collection_safe(n))
+
+    def get_collection_safe(self, name: str) -> bool:
+        """True for a collection with Tessera metadata."""
+        try:
+            return self.get_collection(name) is not None
+        except VectorStoreError:
+            return False
+
+    def scan(self, name: str, match: Match, fields: list[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Scroll with a payload selector."""
+        offset = None
+        while True:
+            records, offset = self._call("scroll", self.client.scroll, name,
+                                         scroll_filter=_filter(match), limit=_SCROLL_PAGE,
+                                         offset=offset, with_payload=fields, with_vectors=False)
+            for rec in records:
+                yield str(rec.id), dict(rec.payload or {})
+            if offset is None:
+                return
+
+    def upsert(self, name: str, points: list[PointRecord]) -> None:
+        """One upsert call per batch, waiting for the write to be applied."""
+        if not points:
+            return
+        m = _m()
+        vector_name = self.get_collection(name).vector_name  # type: ignore[union-attr]
+        structs = [m.PointStruct(id=p.id, vector={vector_name: np.asarray(p.vector, np.float32).tolist()},
+                                 payload=p.payload) for p in points]
+        self._call("upsert", self.client.upsert, name, points=structs, wait=True)
+
+    def set_payload(self, name: str, ids: list[str], payload: dict[str, Any]) -> None:
+        """Set keys on existing points."""
+        if ids:
+            self._call("set payload", self.client.set_payload, name, payload=payload,
+                       points=ids, wait=True)
+
+    def delete(self, name: str, ids: list[str]) -> None:
+        """Delete by id."""
+        if ids:
+            self._call("delete", self.client.delete, name,
+                       points_selector=_m().PointIdsList(points=ids), wait=True)
+
+    def count(self, name: str, match: Match | None = None) -> int:
+        """Exact count."""
+        return int(self._call("count", self.client.count, name, count_filter=_filter(match),
+                              exact=True).count)
+
+    def count_expired(self, name: str, now: int) -> int:
+        """Points at or past their expiry."""
+        return int(self._call("count", self.client.count, name, count_filter=_expired(now),
+                              exact=True).count)
+
+    def delete_expired(self, name: str, now: int) -> None:
+        """Delete by a range filter on expires_at."""
+        self._call("delete expired", self.client.delete, name,
+                   points_selector=_m().FilterSelector(filter=_expired(now)), wait=True)
+
+    def search(self, name: str, vector: np.ndarray, limit: int, match: Match | None = None) -> list[Hit]:
+        """query_points on the collection's named vector."""
+        info = self.get_collection(name)
+        if info is None:
+            raise VectorStoreError(f"collection {name!r} does not exist; run `tessera ingest` first")
+        res = self._call("search", self.client.query_points, name,
+                         query=np.asarray(vector, np.float32).tolist(), using=info.vector_name,
+                         query_filter=_filter(match), limit=limit, with_payload=True)
+        return [Hit(id=str(p.id), score=float(p.score), payload=dict(p.payload or {}))
+                for p in res.points]
+
+    def optimize(self, name: str) -> None:
+        """The server optimizes on its own."""
+
+    def close(self) -> None:
+        """Close the client (local mode releases its folder)."""
+        self.client.close()

