@@ -15,6 +15,13 @@ from prefect.cache_policies import NO_CACHE
 
 from data_contracts import ContractRunner
 from flows.chunking import Chunker
+from flows.errors import (
+    ConfigError,
+    ContractViolation,
+    ModelMismatchError,
+    RecordError,
+    StoreLockedError,
+)
 from flows.events import EventLog, new_run_id, utcnow
 from flows.indexer import Existing, RunCounts, build_points, expiry, read_existing, stale_ids
 from flows.settings import Settings, SourceConfig, load_settings, parse_ttl
@@ -24,7 +31,17 @@ from flows.store import CollectionInfo, Match, VectorStore, ensure_collection, o
 from models import EmbeddingBackend, get_spec, make_backend, resolve_model_path
 from models.registry import ModelSpec
 
-IO_RETRY: dict[str, Any] = {"retries": 3, "retry_delay_seconds": [2, 5, 15]}
+# Errors a retry cannot fix: bad config, the wrong model, a lock already waited for.
+_PERMANENT = (ConfigError, ModelMismatchError, StoreLockedError, ContractViolation, RecordError)
+
+
+def _is_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry I/O hiccups only."""
+    return not isinstance(state.result(raise_on_failure=False), _PERMANENT)
+
+
+IO_RETRY: dict[str, Any] = {"retries": 3, "retry_delay_seconds": [2, 5, 15],
+                            "retry_condition_fn": _is_transient}
 DOC_BATCH = 256
 
 # The CLI sets this to drive a progress bar: called with (documents done, documents known).
@@ -265,8 +282,6 @@ def _select_sources(settings: Settings, names: list[str] | None, path: str | Non
         return [(src.model_copy(update={"path": target}), None)]
     chosen = [settings.source(n) for n in names] if names else list(settings.sources)
     if not chosen:
-        from flows.errors import ConfigError
-
         raise ConfigError("sources", [], "no sources declared; add a [[sources]] table or pass PATH")
     return [(s, None) for s in chosen]
 
@@ -315,10 +330,7 @@ def _artifact(summary: dict[str, Any], status: str, error: str | None) -> None:
     md = f"## Ingest run `{summary['run_id']}`: {status}\n\n| field | value |\n|---|---|\n{rows}\n"
     if error:
         md += f"\n**Error:** {error}\n"
-    try:
-        create_markdown_artifact(key="ingest-summary", markdown=md, description="ingest run summary")
-    except Exception:  # noqa: BLE001 - outside a flow run there is nowhere to put it
-        pass
+    create_markdown_artifact(key="ingest-summary", markdown=md, description="ingest run summary")
 
 
 @flow(name="ingest", log_prints=True)

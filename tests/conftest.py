@@ -1,0 +1,117 @@
+"""Shared fixtures: one Prefect test server, one loaded model, and config files in tmp dirs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# Before Prefect or Hugging Face import: offline, quiet, state in a per-session temp dir.
+for _key, _value in {
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    "PREFECT_LOGGING_LEVEL": "WARNING",
+}.items():
+    os.environ.setdefault(_key, _value)
+for _key in [k for k in os.environ if k.startswith("TESSERA_")]:
+    del os.environ[_key]  # a developer's own TESSERA_* must not leak into tests
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples" / "corpus"
+SCIFACT = REPO.parent / "shared" / "datasets" / "scifact"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """One Prefect test server for the whole session (starting one costs 15-20 s)."""
+    os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect-home"))
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="session")
+def minilm() -> Any:
+    """The bundled all-MiniLM-L6-v2 through our local backend, loaded once per session."""
+    from models.local import LocalBackend
+    from models.registry import BUILTIN, resolve_model_path
+
+    spec = BUILTIN["all-minilm-l6-v2"]
+    backend = LocalBackend(spec, resolve_model_path(spec), device="cpu", batch_size=32)
+    backend.model  # noqa: B018 - load now, once
+    return backend
+
+
+@pytest.fixture(autouse=True)
+def _share_model(minilm: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every run in the session reuses the one loaded model instead of reloading it.
+
+    This swaps no component: the real LocalBackend runs; only its 8 s import/load is shared.
+    """
+    from models import local
+
+    original = local.load_sentence_transformer
+
+    def cached(path: Path, device: str) -> Any:
+        if Path(path) == minilm.path:
+            return minilm.model
+        return original(path, device)
+
+    monkeypatch.setattr(local, "load_sentence_transformer", cached)
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    """A writable copy of the sample corpus."""
+    target = tmp_path / "corpus"
+    shutil.copytree(EXAMPLES, target)
+    return target
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def write_config(path: Path, top: dict[str, Any], sections: dict[str, dict[str, Any]],
+                 sources: list[dict[str, Any]]) -> Path:
+    """Write a tessera.toml from plain dicts."""
+    lines = [f"{k} = {_toml_value(v)}" for k, v in top.items()]
+    for name, values in sections.items():
+        lines.append(f"\n[{name}]")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
+    for src in sources:
+        lines.append("\n[[sources]]")
+        opts = src.pop("options", None)
+        lines += [f"{k} = {_toml_value(v)}" for k, v in src.items()]
+        if opts:
+            lines.append("[sources.options]")
+            lines += [f"{k} = {_toml_value(v)}" for k, v in opts.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def make_config(tmp_path: Path) -> Callable[..., Path]:
+    """Build a tessera.toml under tmp_path: make_config(sources=[...], store={...}, ...)."""
+    def make(sources: list[dict[str, Any]] | None = None, name: str = "tessera.toml",
+             **sections: Any) -> Path:
+        top = {"home": str(tmp_path / "home"), "collection": "test"}
+        top.update({k: v for k, v in sections.items() if not isinstance(v, dict)})
+        tables = {k: v for k, v in sections.items() if isinstance(v, dict)}
+        return write_config(tmp_path / name, top, tables, [dict(s) for s in (sources or [])])
+    return make

@@ -1,0 +1,95 @@
+"""Both store implementations behave the same: Qdrant Edge and qdrant-client (local mode)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flows.errors import ModelMismatchError, StoreLockedError
+from flows.settings import StoreConfig
+from flows.store import CollectionInfo, Match, PointRecord, VectorStore, ensure_collection, point_id
+from flows.store.edge import EdgeStore
+from flows.store.server import ServerStore
+
+pytestmark = pytest.mark.filterwarnings("ignore:Payload indexes have no effect")
+
+INFO = CollectionInfo("c", "model-a", "a", 8, "cosine", "a")
+
+
+@pytest.fixture(params=["edge", "qdrant-local"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorStore]:
+    s: VectorStore
+    if request.param == "edge":
+        s = EdgeStore(tmp_path / "edge")
+    else:
+        s = ServerStore(StoreConfig(kind="qdrant", path=tmp_path / "local"))
+    yield s
+    s.close()
+
+
+def _points(n: int, source: str = "s", expires: int = 1000) -> list[PointRecord]:
+    rng = np.random.default_rng(0)
+    return [PointRecord(point_id("c", f"d{i}", 0), rng.random(8).astype(np.float32),
+                        {"doc_id": f"d{i}", "source": source, "modality": "text",
+                         "chunk_index": 0, "expires_at": expires + i}) for i in range(n)]
+
+
+def test_point_ids_are_deterministic_and_distinct() -> None:
+    assert point_id("c", "d", 0) == point_id("c", "d", 0)
+    assert len({point_id("c", "d", 0), point_id("c", "d", 1), point_id("x", "d", 0)}) == 3
+
+
+def test_upsert_is_idempotent_and_filters_work(store: VectorStore) -> None:
+    ensure_collection(store, INFO)
+    pts = _points(10)
+    store.upsert("c", pts)
+    store.upsert("c", pts)
+    assert store.count("c") == 10
+    assert store.count("c", Match(source="s")) == 10
+    assert store.count("c", Match(source="other")) == 0
+    ids = {pid for pid, _ in store.scan("c", Match(doc_ids=("d1", "d2")), ["doc_id"])}
+    assert ids == {pts[1].id, pts[2].id}
+    hits = store.search("c", pts[3].vector, 1, Match(modality="text"))
+    assert hits[0].payload["doc_id"] == "d3"
+    assert store.search("c", pts[3].vector, 1, Match(modality="image")) == []
+
+
+def test_expiry_range_delete_never_touches_future_points(store: VectorStore) -> None:
+    ensure_collection(store, INFO)
+    store.upsert("c", _points(10, expires=1000))  # expires 1000..1009
+    assert store.count_expired("c", 1004) == 5
+    store.set_payload("c", [point_id("c", "d0", 0)], {"expires_at": 5000})
+    store.delete_expired("c", 1004)
+    left = {p["doc_id"] for _, p in store.scan("c", Match(), ["doc_id"])}
+    assert left == {"d0", "d5", "d6", "d7", "d8", "d9"}
+
+
+def test_a_collection_refuses_another_model(store: VectorStore) -> None:
+    ensure_collection(store, INFO)
+    other = CollectionInfo("c", "model-b", "b", 16, "cosine", "b")
+    with pytest.raises(ModelMismatchError, match="model-a") as err:
+        ensure_collection(store, other)
+    assert "16-dim" in str(err.value) and "new collection" in str(err.value)
+    assert ensure_collection(store, INFO) == INFO
+
+
+def test_edge_store_is_locked_to_one_process_at_a_time(tmp_path: Path) -> None:
+    first = EdgeStore(tmp_path / "edge")
+    ensure_collection(first, INFO)
+    second = EdgeStore(tmp_path / "edge", lock_timeout=0.5)
+    with pytest.raises(StoreLockedError, match="in use by another Tessera process"):
+        second.count("c")
+    first.close()
+    assert second.count("c") == 0
+    second.close()
+
+
+def test_unreachable_server_is_a_clear_error() -> None:
+    from flows.errors import VectorStoreError
+
+    with pytest.raises(VectorStoreError, match="cannot reach Qdrant at http://127.0.0.1:9") as err:
+        ServerStore(StoreConfig(kind="qdrant", url="http://127.0.0.1:9", api_key="hunter2"))
+    assert "hunter2" not in str(err.value)
