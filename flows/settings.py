@@ -125,7 +125,8 @@ class StoreConfig(_Section):
 
     kind: Literal["edge", "qdrant"] = "edge"
     url: str | None = None
-    api_key: SecretStr | None = None
+    api_key: SecretStr | None = None  # from TESSERA_STORE__API_KEY, never from the file
+    api_key_block: str | None = None  # or the name of a Prefect Secret block holding it
     path: Path | None = None
     lock_timeout: float = 600.0
     upsert_batch: int = Field(default=512, ge=1)

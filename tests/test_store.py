@@ -93,3 +93,26 @@ def test_unreachable_server_is_a_clear_error() -> None:
     with pytest.raises(VectorStoreError, match="cannot reach Qdrant at http://127.0.0.1:9") as err:
         ServerStore(StoreConfig(kind="qdrant", url="http://127.0.0.1:9", api_key="hunter2"))
     assert "hunter2" not in str(err.value)
+
+
+def test_api_key_can_come_from_a_prefect_secret_block(tmp_path: Path) -> None:
+    from prefect.blocks.system import Secret
+
+    from flows.settings import load_settings
+    from flows.store import _secret_block, open_store
+
+    Secret(value="from-block-key").save("tessera-test-qdrant-key", overwrite=True)
+    assert _secret_block("tessera-test-qdrant-key").get_secret_value() == "from-block-key"
+    settings = load_settings(None, home=str(tmp_path), store={
+        "kind": "qdrant", "url": "http://127.0.0.1:9", "api_key_block": "tessera-test-qdrant-key"})
+    from flows.errors import VectorStoreError
+
+    with pytest.raises(VectorStoreError, match="cannot reach Qdrant") as err:
+        open_store(settings)
+    assert "from-block-key" not in str(err.value)
+    missing = load_settings(None, home=str(tmp_path), store={
+        "kind": "qdrant", "url": "http://127.0.0.1:9", "api_key_block": "no-such-block"})
+    from flows.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no Prefect Secret block"):
+        open_store(missing)

@@ -166,12 +166,29 @@ def ensure_collection(store: VectorStore, info: CollectionInfo) -> CollectionInf
     return existing
 
 
+def _secret_block(name: str) -> Any:
+    """The Qdrant API key from a Prefect Secret block, as a SecretStr."""
+    from prefect.blocks.system import Secret
+    from pydantic import SecretStr
+
+    from flows.errors import ConfigError
+
+    try:
+        return SecretStr(str(Secret.load(name).get()))
+    except ValueError:
+        raise ConfigError("store.api_key_block", name, "no Prefect Secret block with that name; "
+                          "create it in the UI (Blocks > Secret) or with `prefect block create`") from None
+
+
 def open_store(settings: Settings) -> VectorStore:
     """The store the config asks for."""
     if settings.store.kind == "qdrant":
         from flows.store.server import ServerStore
 
-        return ServerStore(settings.store)
+        config = settings.store
+        if config.api_key is None and config.api_key_block:
+            config = config.model_copy(update={"api_key": _secret_block(config.api_key_block)})
+        return ServerStore(config)
     from flows.store.edge import EdgeStore
 
     return EdgeStore(settings.store.path or settings.home / "qdrant", settings.store.lock_timeout)
