@@ -174,7 +174,8 @@ def _secret_block(name: str) -> Any:
     from flows.errors import ConfigError
 
     try:
-        return SecretStr(str(Secret.load(name).get()))
+        block: Any = Secret.load(name)
+        return SecretStr(str(block.get()))
     except ValueError:
         raise ConfigError("store.api_key_block", name, "no Prefect Secret block with that name; "
                           "create it in the UI (Blocks > Secret) or with `prefect block create`") from None
