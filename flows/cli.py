@@ -100,6 +100,18 @@ def cmd_status(args: argparse.Namespace) -> dict[str, Any]:
     return status(_settings(args), last=args.last)
 
 
+@command("alias")
+def cmd_alias(args: argparse.Namespace) -> dict[str, Any]:
+    """Point an alias (what readers search) at a collection: the last step of a model change."""
+    from flows.store import open_store, switch_alias
+
+    store = open_store(_settings(args))
+    try:
+        return switch_alias(store, args.alias, args.collection)
+    finally:
+        store.close()
+
+
 @command("marts")
 def cmd_marts(args: argparse.Namespace) -> dict[str, Any]:
     """Build the dbt marts into TESSERA_HOME/warehouse.duckdb."""
@@ -195,6 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", parents=[common], help=cmd_status.__doc__)
     p.add_argument("--last", type=int, default=5, help="how many recent runs to show")
+
+    p = sub.add_parser("alias", parents=[common], help=cmd_alias.__doc__)
+    p.add_argument("alias", help="the name readers use, e.g. the configured collection name")
+    p.add_argument("collection", help="the collection it should point at")
 
     sub.add_parser("marts", parents=[common], help=cmd_marts.__doc__)
     p = sub.add_parser("quarantine", parents=[common], help=cmd_quarantine.__doc__)

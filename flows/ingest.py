@@ -27,7 +27,7 @@ from flows.indexer import Existing, RunCounts, build_points, expiry, read_existi
 from flows.settings import Settings, SourceConfig, load_settings, parse_ttl
 from flows.sources import make_source
 from flows.sources.base import Document, Loaded, Quarantined
-from flows.store import CollectionInfo, Match, VectorStore, ensure_collection, open_store
+from flows.store import CollectionInfo, Match, VectorStore, ensure_collection, open_store, resolve
 from models import EmbeddingBackend, get_spec, make_backend, resolve_model_path
 from models.registry import ModelSpec
 
@@ -169,70 +169,78 @@ def _process_batch(run: _Run, store: VectorStore, source: SourceConfig, loaded: 
     docs = [x for x in loaded if isinstance(x, Document)]
     run.counts.seen += len(loaded)
     run.quarantine([x for x in loaded if isinstance(x, Quarantined)])
-    docs, bad = run.contracts.check_documents(docs)
-    run.quarantine(bad)
-
-    changed, unchanged_ids = [], []
-    for doc in docs:
-        old = existing.get(doc.doc_id)
-        if old is not None and old.is_current(doc.content_hash, run.spec.id):
-            unchanged_ids.extend(old.ids)
-            run.counts.unchanged += 1
-            run.outcome(source.name, doc.doc_id, "unchanged", modality=doc.modality,
-                        content_hash=doc.content_hash, chunk_count=len(old.ids),
-                        bytes=doc.size_bytes)
-        else:
-            changed.append(doc)
-    if unchanged_ids:
-        with run.stage(source.name, "refresh", len(unchanged_ids)):
-            refresh_expiry(store, coll, unchanged_ids, expires_at)
-    if not changed:
-        return
-
-    with run.stage(source.name, "chunk", len(changed)):
-        chunks = run.chunker.chunk(changed)
-        changed, bad = run.contracts.check_chunks(changed, chunks)
+    try:
+        docs, bad = run.contracts.check_documents(docs, source)
         run.quarantine(bad)
-    texts = [c.text for d in changed if d.modality == "text" for c in chunks[d.doc_id]]
-    images = [d.data or b"" for d in changed if d.modality == "image"]
-    with run.stage(source.name, "embed", len(texts) + len(images)):
-        text_vecs, image_vecs = embed(run.backend, texts, images)
-    vectors: dict[str, np.ndarray] = {}
-    t = i = 0
-    for doc in changed:
-        if doc.modality == "image":
-            vectors[doc.doc_id] = image_vecs[i:i + 1]
-            i += 1
-        else:
-            n = len(chunks[doc.doc_id])
-            vectors[doc.doc_id] = text_vecs[t:t + n]
-            t += n
-    run.counts.chunks_embedded += len(texts) + len(images)
-    changed, bad = run.contracts.check_embeddings(changed, vectors)
-    run.quarantine(bad)
 
-    points, stale = [], []
-    for doc in changed:
-        doc_points = build_points(coll, doc, chunks[doc.doc_id], vectors[doc.doc_id], run.spec.id,
-                                  now, expires_at)
-        points.extend(doc_points)
-        stale.extend(stale_ids(existing.get(doc.doc_id), {p.id for p in doc_points}))
-        run.outcome(source.name, doc.doc_id, "indexed", modality=doc.modality,
-                    content_hash=doc.content_hash, chunk_count=len(doc_points), bytes=doc.size_bytes)
-    run.counts.indexed += len(changed)
-    size = run.settings.store.upsert_batch
-    with run.stage(source.name, "upsert", len(points)):
-        for start in range(0, len(points), size):
-            run.counts.points_upserted += upsert(store, coll, points[start:start + size])
-    # Write, then delete: stale chunks go only after the new ones are in.
-    if stale:
-        with run.stage(source.name, "delete", len(stale)):
-            delete_points(store, coll, stale)
+        changed, unchanged_ids = [], []
+        for doc in docs:
+            old = existing.get(doc.doc_id)
+            if old is not None and old.is_current(doc.content_hash, run.spec.id):
+                unchanged_ids.extend(old.ids)
+                run.counts.unchanged += 1
+                run.outcome(source.name, doc.doc_id, "unchanged", modality=doc.modality,
+                            content_hash=doc.content_hash, chunk_count=len(old.ids),
+                            bytes=doc.size_bytes)
+            else:
+                changed.append(doc)
+        if unchanged_ids:
+            with run.stage(source.name, "refresh", len(unchanged_ids)):
+                refresh_expiry(store, coll, unchanged_ids, expires_at)
+        if not changed:
+            return
+
+        with run.stage(source.name, "chunk", len(changed)):
+            chunks = run.chunker.chunk(changed)
+            changed, bad = run.contracts.check_chunks(changed, chunks, source)
+            run.quarantine(bad)
+        texts = [c.text for d in changed if d.modality == "text" for c in chunks[d.doc_id]]
+        images = [d.data or b"" for d in changed if d.modality == "image"]
+        with run.stage(source.name, "embed", len(texts) + len(images)):
+            text_vecs, image_vecs = embed(run.backend, texts, images)
+        vectors: dict[str, np.ndarray] = {}
+        t = i = 0
+        for doc in changed:
+            if doc.modality == "image":
+                vectors[doc.doc_id] = image_vecs[i:i + 1]
+                i += 1
+            else:
+                n = len(chunks[doc.doc_id])
+                vectors[doc.doc_id] = text_vecs[t:t + n]
+                t += n
+        run.counts.chunks_embedded += len(texts) + len(images)
+        changed, bad = run.contracts.check_embeddings(changed, vectors, chunks, source)
+        run.quarantine(bad)
+
+        doc_points = {doc.doc_id: build_points(coll, doc, chunks[doc.doc_id], vectors[doc.doc_id],
+                                               run.spec.id, now, expires_at) for doc in changed}
+        # The last check before the write: a document fails here as a whole, never half-written.
+        changed, bad = run.contracts.check_payloads(changed, doc_points, source)
+        run.quarantine(bad)
+        points, stale = [], []
+        for doc in changed:
+            mine = doc_points[doc.doc_id]
+            points.extend(mine)
+            stale.extend(stale_ids(existing.get(doc.doc_id), {p.id for p in mine}))
+            run.outcome(source.name, doc.doc_id, "indexed", modality=doc.modality,
+                        content_hash=doc.content_hash, chunk_count=len(mine), bytes=doc.size_bytes)
+        run.counts.indexed += len(changed)
+        size = run.settings.store.upsert_batch
+        with run.stage(source.name, "upsert", len(points)):
+            for start in range(0, len(points), size):
+                run.counts.points_upserted += upsert(store, coll, points[start:start + size])
+        # Write, then delete: stale chunks go only after the new ones are in.
+        if stale:
+            with run.stage(source.name, "delete", len(stale)):
+                delete_points(store, coll, stale)
+    finally:
+        # Every suite run of this batch, failed or not, as one artifact on the flow run.
+        run.contracts.publish(source.name, run.batch_index)
 
 
 def _ingest_source(run: _Run, store: VectorStore, source: SourceConfig, items: list[str] | None) -> None:
     """One source: every batch, then removal of documents that disappeared from it."""
-    run.collection = run.settings.collection_for(source)
+    run.collection = resolve(store, run.settings.collection_for(source))
     ensure_collection(store, CollectionInfo.for_model(run.collection, run.spec))
     full_listing = items is None
     with run.stage(source.name, "discover", 0):

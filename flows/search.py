@@ -6,7 +6,7 @@ from typing import Any
 
 from flows.errors import ConfigError
 from flows.settings import Settings
-from flows.store import Match, open_store
+from flows.store import Match, open_store, resolve
 from models import EmbeddingBackend, get_spec, make_backend
 
 RESULT_FIELDS = ("doc_id", "chunk_index", "source", "title", "text", "modality", "uri")
@@ -24,7 +24,7 @@ def search(settings: Settings, query: str | None = None, image: bytes | None = N
     vector = backend.embed_images([image])[0] if image is not None else backend.embed_queries([query or ""])[0]
     store = open_store(settings)
     try:
-        hits = store.search(collection or settings.collection, vector, k,
+        hits = store.search(resolve(store, collection or settings.collection), vector, k,
                             Match(source=source, modality=modality))
     finally:
         store.close()
@@ -52,12 +52,13 @@ def status(settings: Settings, last: int = 5) -> dict[str, Any]:
             assert info is not None
             collections.append({"name": name, "model": info.model_id, "dimension": info.dimension,
                                 "distance": info.distance, "points": store.count(name)})
+        aliases = store.aliases()
     finally:
         store.close()
     runs = sorted(_read_events(settings, "ingest_runs"), key=lambda r: r["started_at"], reverse=True)
     keep = ("run_id", "status", "started_at", "seconds", "seen", "indexed", "unchanged",
             "quarantined", "deleted", "chunks_embedded")
-    return {"home": str(settings.home), "collections": collections,
+    return {"home": str(settings.home), "collections": collections, "aliases": aliases,
             "last_runs": [{k: r.get(k) for k in keep} for r in runs[:last]]}
 
 

@@ -116,3 +116,23 @@ def test_api_key_can_come_from_a_prefect_secret_block(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="no Prefect Secret block"):
         open_store(missing)
+
+
+def test_alias_switch_points_readers_at_the_new_collection(store: VectorStore) -> None:
+    from flows.errors import VectorStoreError
+    from flows.store import resolve, switch_alias
+
+    ensure_collection(store, INFO)
+    v2 = CollectionInfo("c2", "model-b", "b", 8, "cosine", "b")
+    ensure_collection(store, v2)
+    store.upsert("c2", [PointRecord(point_id("c2", "n", 0), np.ones(8, np.float32),
+                                    {"doc_id": "n", "source": "s", "modality": "text"})])
+    assert switch_alias(store, "live", "c") == {"alias": "live", "collection": "c", "previous": None}
+    assert resolve(store, "live") == "c" and resolve(store, "c2") == "c2"
+    assert switch_alias(store, "live", "c2")["previous"] == "c"
+    assert store.aliases() == {"live": "c2"}
+    assert store.search(resolve(store, "live"), np.ones(8, np.float32), 1)[0].payload["doc_id"] == "n"
+    with pytest.raises(VectorStoreError, match="does not exist"):
+        switch_alias(store, "live", "missing")
+    with pytest.raises(VectorStoreError, match="cannot also be an alias"):
+        switch_alias(store, "c", "c2")

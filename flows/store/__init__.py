@@ -141,9 +141,36 @@ class VectorStore(Protocol):
         """Nearest points for each row of `vectors`, in one call; `exact` skips the HNSW index."""
         ...
 
+    def set_alias(self, alias: str, collection: str) -> None:
+        """Point `alias` at `collection` (atomically replacing where it pointed before)."""
+        ...
+
+    def aliases(self) -> dict[str, str]:
+        """alias -> collection."""
+        ...
+
     def close(self) -> None:
         """Flush and release the store."""
         ...
+
+
+def resolve(store: VectorStore, name: str) -> str:
+    """The collection behind `name` when it is an alias, else `name` itself."""
+    return store.aliases().get(name, name)
+
+
+def switch_alias(store: VectorStore, alias: str, collection: str) -> dict[str, str | None]:
+    """Point readers at a new collection; refuses targets that do not exist or clash."""
+    from flows.errors import VectorStoreError
+
+    if store.get_collection(collection) is None:
+        raise VectorStoreError(f"collection {collection!r} does not exist; build it first")
+    if alias in store.list_collections():
+        raise VectorStoreError(f"{alias!r} is a collection, so it cannot also be an alias; "
+                               "pick another alias name")
+    previous = store.aliases().get(alias)
+    store.set_alias(alias, collection)
+    return {"alias": alias, "collection": collection, "previous": previous}
 
 
 def ensure_collection(store: VectorStore, info: CollectionInfo) -> CollectionInfo:

@@ -244,6 +244,19 @@ class EdgeStore:
         """Merge segments and build the HNSW index (after large writes)."""
         self._shard(name).optimize()
 
+    def aliases(self) -> dict[str, str]:
+        """Aliases kept in aliases.json beside the shards."""
+        path = self.root / "aliases.json"
+        return dict(json.loads(path.read_text())) if path.exists() else {}
+
+    def set_alias(self, alias: str, collection: str) -> None:
+        """Rewrite aliases.json atomically (temp file, then rename)."""
+        data = {**self.aliases(), alias: collection}
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / ".aliases.json.tmp"
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+        os.replace(tmp, self.root / "aliases.json")
+
     def close(self) -> None:
         """Flush and close every open shard, then release the locks."""
         for name, shard in list(self._shards.items()):

@@ -190,6 +190,21 @@ class ServerStore:
         return [[Hit(id=str(p.id), score=float(p.score), payload=dict(p.payload or {}))
                  for p in res.points] for res in responses]
 
+    def aliases(self) -> dict[str, str]:
+        """Qdrant's own collection aliases."""
+        res = self._call("list aliases", self.client.get_aliases)
+        return {a.alias_name: a.collection_name for a in res.aliases}
+
+    def set_alias(self, alias: str, collection: str) -> None:
+        """Delete and create the alias in one atomic aliases update."""
+        m = _m()
+        ops: list[Any] = []
+        if alias in self.aliases():
+            ops.append(m.DeleteAliasOperation(delete_alias=m.DeleteAlias(alias_name=alias)))
+        ops.append(m.CreateAliasOperation(create_alias=m.CreateAlias(
+            collection_name=collection, alias_name=alias)))
+        self._call("switch alias", self.client.update_collection_aliases, change_aliases_operations=ops)
+
     def optimize(self, name: str) -> None:
         """The server optimizes on its own."""
 
