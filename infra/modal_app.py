@@ -26,6 +26,9 @@ MINUTES = 60
 MODEL_DIR = "/models"  # the Volume's mount point; one folder per model, named by vector name
 DEFAULT_MODEL = "all-minilm-l6-v2"
 ENCODE_BATCH = 128  # sentence-transformers' inner batch on the GPU
+# Other frameworks' copies of the weights: torch never reads them, and they triple the download.
+SKIP_FILES = ["*.h5", "*.msgpack", "*.onnx", "onnx/*", "openvino/*", "*.ot", "*.tflite",
+              "rust_model*", "coreml/*"]
 # Deploy-time config; inside the container Modal already knows the deployed values.
 CONFIG: ModalConfig = load_settings().embedding.modal if modal.is_local() else ModalConfig()
 
@@ -127,7 +130,8 @@ def _fill_one(spec: ModelSpec) -> dict[str, Any]:
 
     target = Path(MODEL_DIR) / spec.vector_name
     start = time.perf_counter()
-    snapshot_download(repo_id=spec.id, revision=spec.revision, local_dir=target)
+    snapshot_download(repo_id=spec.id, revision=spec.revision, local_dir=target,
+                      ignore_patterns=SKIP_FILES)
     hashes = {p.relative_to(target).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
               for p in sorted(target.rglob("*")) if p.is_file() and ".cache" not in p.parts}
     return {**row, "path": f"{CONFIG.volume}:{target}", "files_sha256": json.dumps(hashes),
@@ -143,7 +147,8 @@ def main(text: str = "a photo of a cat", image_path: str = "", model: str = "",
 
     # The container cannot see this machine's paths: it loads from the Volume or the image.
     spec_json = spec_to_json(replace(get_spec(load_settings(), model), path=None)) if model else ""
-    embedder = Embedder(model_spec=spec_json, device=device)
+    # Modal builds the constructor from the `modal.parameter` fields; mypy cannot see it.
+    embedder = Embedder(model_spec=spec_json, device=device)  # type: ignore[call-arg]
     result = embedder.embed.remote([text])
     _report("text", result)
     if image_path:

@@ -58,7 +58,7 @@ def spec_from_json(text: str) -> ModelSpec:
 
 
 class RemoteMethod(Protocol):
-    """The one network boundary: a deployed method's `.map` (tests pass a fake)."""
+    """A deployed method: `.map` and the `Lookup` are the only calls that cross the network."""
 
     def map(self, *input_iterators: Iterable[Any], order_outputs: bool = True,
             return_exceptions: bool = False) -> Iterable[Any]:
@@ -81,21 +81,22 @@ def modal_lookup(app_name: str, class_name: str) -> Any:
 
 def explain_modal_error(exc: BaseException, app_name: str, class_name: str) -> str | None:
     """A message that tells the user what to do, for the Modal failures that no retry fixes."""
-    name = type(exc).__name__
-    text = str(exc)
-    if name == "AuthError" or "token missing" in text.lower():
-        return (f"Modal has no credentials on this machine ({text.strip()}). Run `modal token new` "
-                "(or set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET), then `modal deploy "
+    import modal.exception
+
+    text = str(exc).strip()
+    if isinstance(exc, modal.exception.AuthError):
+        return (f"Modal has no credentials on this machine ({text}). Run `modal token new` (or "
+                "set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET), then `modal deploy "
                 "infra/modal_app.py`; or set embedding.backend = \"local\" in tessera.toml.")
-    if name == "NotFoundError":
-        return (f"the Modal app {app_name!r} with class {class_name!r} is not deployed in this "
-                f"Modal environment ({text.strip()}). Run `modal deploy infra/modal_app.py`; or "
-                "set embedding.backend = \"local\" in tessera.toml.")
+    if isinstance(exc, modal.exception.NotFoundError):
+        return (f"the Modal app {app_name!r} with {class_name!r} is not deployed in this Modal "
+                f"environment ({text}). Run `modal deploy infra/modal_app.py`; or set "
+                "embedding.backend = \"local\" in tessera.toml.")
+    if isinstance(exc, modal.exception.PermissionDeniedError | modal.exception.InvalidError):
+        return f"Modal refused the call ({type(exc).__name__}: {text}); check the token's workspace"
+    if isinstance(exc, EmbeddingError):  # raised by our own code inside the container
+        return f"the Modal container could not embed: {text}"
     return None
-
-
-def _fatal(exc: BaseException) -> bool:
-    return type(exc).__name__ in {"AuthError", "NotFoundError", "InvalidError"}
 
 
 class ModalBackend:
@@ -189,8 +190,8 @@ class ModalBackend:
             outputs = list(method.map(window, order_outputs=True, return_exceptions=True))
         except Exception as exc:  # noqa: BLE001 - decided below: fatal, or retry the window
             message = explain_modal_error(exc, self.config.app_name, self.config.class_name)
-            if _fatal(exc):
-                raise EmbeddingError(message or f"Modal refused the call: {exc}") from exc
+            if message is not None:
+                raise EmbeddingError(message) from exc
             return [exc] * len(window)
         if len(outputs) != len(window):
             raise EmbeddingError(f"Modal returned {len(outputs)} results for {len(window)} batches")
@@ -198,8 +199,8 @@ class ModalBackend:
 
     def _check_retry(self, index: int, attempts: list[int], error: BaseException) -> None:
         attempts[index] += 1
-        if _fatal(error) or attempts[index] > self.config.retries:
-            message = explain_modal_error(error, self.config.app_name, self.config.class_name)
+        message = explain_modal_error(error, self.config.app_name, self.config.class_name)
+        if message is not None or attempts[index] > self.config.retries:
             raise EmbeddingError(
                 message or f"batch {index} failed on Modal {attempts[index]} time(s), the last "
                 f"with {type(error).__name__}: {error}; see the app's logs with "

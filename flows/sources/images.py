@@ -62,7 +62,10 @@ def inspect_image(data: bytes, limits: ImageLimits) -> ImageInfo:
             # Our own pixel limit below replaces Pillow's global decompression-bomb guard.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as exc:
+    except Image.DecompressionBombError as exc:  # so large that Pillow refuses to open it
+        raise RecordError(f"the image is too large to open safely ({exc}); downscale it",
+                          expectation="image_pixels_within_limit") from None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise RecordError(
             f"not a readable image ({exc}); supported formats are png, jpeg, webp and gif",
             expectation="image_decodable") from None

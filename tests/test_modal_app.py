@@ -1,0 +1,139 @@
+"""infra/modal_app.py: the container code, run here through Modal's `.local()` on the CPU.
+
+`Embedder(device="cpu").embed.local(...)` runs the `@modal.enter` setup and the method body as
+the container would; its vectors must match the local backend's for the same inputs.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from packaging.requirements import Requirement
+from packaging.version import Version
+
+from flows.settings import ModalConfig
+from models.local import LocalBackend
+from models.modal_backend import spec_to_json
+from tests.tiny_clip import DIMENSION, build_tiny_clip, tiny_clip_spec
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:The .* function is executing locally:UserWarning"),
+    pytest.mark.filterwarnings("ignore::UserWarning:transformers.*"),
+]
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def modal_app() -> Any:
+    import infra.modal_app
+
+    return infra.modal_app
+
+
+@pytest.fixture(scope="module")
+def clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
+
+
+def _png(seed: int) -> bytes:
+    from PIL import Image
+
+    pixels = np.random.default_rng(seed).integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _min_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return float((a * b).sum(axis=1).min())
+
+
+def test_container_embeds_texts_like_the_local_backend(modal_app: Any, minilm: LocalBackend) -> None:
+    texts = ["Tessera keeps a vector index fresh.", "GPUs on Modal", "", "naïve café ☕"]
+
+    result = modal_app.Embedder(device="cpu").embed.local(texts)
+
+    assert set(result) == {"vectors", "seconds", "device", "gpu"}
+    assert result["vectors"].dtype == np.float32 and result["vectors"].shape == (4, 384)
+    assert (result["device"], result["gpu"]) == ("cpu", None) and result["seconds"] > 0
+    assert _min_cosine(result["vectors"], minilm.embed_texts(texts)) >= 0.9999
+
+
+def test_container_embeds_images_and_text_with_a_clip_from_a_path(modal_app: Any,
+                                                                  clip_dir: Path) -> None:
+    spec = tiny_clip_spec(clip_dir)
+    local = LocalBackend(spec, clip_dir, device="cpu")
+    images = [_png(seed) for seed in range(3)]
+    embedder = modal_app.Embedder(model_spec=spec_to_json(spec), device="cpu")
+
+    from_images = embedder.embed.local(images)["vectors"]
+    from_text = embedder.embed.local(["a photo of a cat"])["vectors"]
+
+    assert from_images.shape == (3, DIMENSION) and from_text.shape == (1, DIMENSION)
+    assert _min_cosine(from_images, local.embed_images(images)) >= 0.9999
+    assert _min_cosine(from_text, local.embed_texts(["a photo of a cat"])) >= 0.9999
+    with pytest.raises(TypeError, match="not a mix"):
+        embedder.embed.local(["text", images[0]])
+
+
+def test_image_pins_match_pyproject_and_the_tested_versions(modal_app: Any) -> None:
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    declared = {Requirement(r).name.lower(): Requirement(r)
+                for r in pyproject["project"]["dependencies"]}
+    for pin in modal_app.PINNED:
+        name, _, pinned = pin.partition("==")
+        assert pinned, f"{pin} is not an exact pin"
+        tested = Version(version(name)).public  # the local build tag (+cpu) aside
+        assert tested == pinned, f"{name}: the image pins {pinned}, the tests ran {tested}"
+        if name.lower() in declared:
+            assert declared[name.lower()].specifier.contains(pinned), f"{pin} breaks pyproject"
+    assert {"torch", "sentence-transformers", "transformers"} <= {
+        p.partition("==")[0] for p in modal_app.PINNED}
+
+
+def test_app_layout_follows_config(modal_app: Any) -> None:
+    assert ModalConfig().app_name == "tessera-embedder"
+    assert modal_app.app.name == modal_app.CONFIG.app_name
+    assert re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", ModalConfig().volume)  # kebab-case
+    assert callable(modal_app.main)  # the local entrypoint (`modal run infra/modal_app.py`)
+
+
+def test_deploy_time_settings_come_from_config(tmp_path: Path) -> None:
+    """`TESSERA_EMBEDDING__MODAL__*` (or tessera.toml) reach the decorator when deploying."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TESSERA_", "MODAL_"))}
+    env |= {"TESSERA_EMBEDDING__MODAL__GPU": "A100", "TESSERA_EMBEDDING__MODAL__VOLUME": "x-cache",
+            "PYTHONPATH": str(REPO)}
+    code = ("import infra.modal_app as m; s = m.Embedder._get_class_service_function()._spec_; "
+            "print(m.CONFIG.gpu, s.gpus, sorted(v.name for v in s.volumes.values()))")
+
+    out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=120)
+
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["A100", "A100", "['x-cache']"]
+
+
+def test_fill_function_reports_bundled_and_unpinned_models(modal_app: Any, clip_dir: Path) -> None:
+    from models.registry import BUILTIN
+
+    rows = modal_app.fill_model_cache.local(
+        [spec_to_json(BUILTIN["all-minilm-l6-v2"]), spec_to_json(tiny_clip_spec(None))])
+
+    assert [r["status"] for r in rows] == ["ok", "missing"]
+    assert "bundled in the image" in rows[0]["message"]
+    assert "revision must be a commit hash" in rows[1]["message"]
+    assert set(rows[0]) >= {"model_id", "revision", "path", "files_sha256", "probe_cosine",
+                            "load_seconds", "status", "message"}
