@@ -112,6 +112,7 @@ def generate_docs(settings: Settings, *, lock_timeout: float = LOCK_TIMEOUT_SECO
         }
         with _environ(env):
             result = _invoke_dbt(_dbt_args("docs", home, None) + ["--static"])
+        copy.unlink(missing_ok=True)
         if not result.success:
             raise MartsError(f"dbt docs generate failed: {result.exception}; see {home}/marts/logs")
     return home / "marts" / "target" / "static_index.html"
@@ -315,7 +316,7 @@ def _failure_message(errors: list[dict[str, str]], build_db: Path, home: Path) -
     lines = [f"  {e['node']} ({e['status']}): {e['message']}" for e in errors[:10]]
     more = f"\n  ... and {len(errors) - 10} more" if len(errors) > 10 else ""
     return (
-        f"dbt build failed; the warehouse was left as it was.\n" + "\n".join(lines) + more
+        "dbt build failed; the warehouse was left as it was.\n" + "\n".join(lines) + more
         + f"\nThe failed build is at {build_db}; dbt's log is {home}/marts/logs/dbt.log."
     )
 

@@ -4,17 +4,24 @@ with config as (
 
 ),
 
+batches as (
+
+    select * from {{ ref('stg_tessera__ingest_batches') }}
+
+),
+
 runs as (
 
     select * from {{ ref('fct_ingest_runs') }}
 
 ),
 
--- Every place an event names a source counts as seeing it.
+-- Every place an event names a source counts as seeing it. (ingest_runs.source_list is what
+-- the run was asked for, e.g. "all", so the per-source events are the ones to trust.)
 sightings as (
 
     select source, recorded_at as seen_at, null::varchar as outcome
-    from {{ ref('stg_tessera__ingest_batches') }}
+    from batches
 
     union all
 
@@ -36,10 +43,6 @@ sightings as (
     select source, recorded_at, null
     from {{ ref('stg_tessera__index_snapshots') }}
 
-    union all
-
-    select trim(source.unnest), runs.finished_at, null
-    from runs, unnest(string_split(runs.source_list, ',')) as source
 
 ),
 
@@ -57,16 +60,24 @@ seen as (
 
 ),
 
+-- A run read a source when it recorded a stage (at least discover) for it.
+run_sources as (
+
+    select distinct run_id, source from batches
+
+),
+
 run_counts as (
 
     select
-        trim(source.unnest) as source,
+        run_sources.source,
         count(*) as runs,
         count(*) filter (where runs.is_failed) as failed_runs,
         max(runs.finished_at) filter (where not runs.is_failed) as last_successful_run_at
 
-    from runs, unnest(string_split(runs.source_list, ',')) as source
-    group by 1
+    from run_sources
+    inner join runs using (run_id)
+    group by run_sources.source
 
 ),
 

@@ -6,6 +6,19 @@ with runs as (
 
 -- A run writes its summary once; if a retried task wrote it twice, keep the latest so one bad
 -- event cannot block the whole build (stg_tessera__ingest_runs warns about the duplicate).
+-- Which sources each run actually read (source_list is what it was asked for, e.g. "all").
+run_sources as (
+
+    select
+        run_id,
+        string_agg(distinct source, ',' order by source) as source_names,
+        count(distinct source) as source_count
+
+    from {{ ref('stg_tessera__ingest_batches') }}
+    group by run_id
+
+),
+
 latest as (
 
     select *
@@ -20,7 +33,8 @@ final as (
         run_id,
         flow,
         source_list,
-        len(string_split(source_list, ',')) as source_count,
+        coalesce(run_sources.source_names, '') as source_names,
+        coalesce(run_sources.source_count, 0) as source_count,
         collection,
         model_id,
         backend,
@@ -56,6 +70,7 @@ final as (
         chunks_embedded / nullif(embed_seconds, 0) as chunks_embedded_per_second
 
     from latest
+    left join run_sources using (run_id)
 
 )
 
