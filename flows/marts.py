@@ -136,7 +136,24 @@ def build_marts_task(settings: Settings, select: str | None = None) -> dict[str,
     )
     for failure in summary["failures"]:
         run_logger.warning("dbt %s %s: %s", failure["status"], failure["node"], failure["message"])
+    _artifact(summary)
     return summary
+
+
+def _artifact(summary: dict[str, Any]) -> None:
+    from prefect.artifacts import create_markdown_artifact
+
+    warnings = "".join(f"\n- `{f['node']}` ({f['status']}): {f['message']}" for f in summary["failures"])
+    create_markdown_artifact(
+        key="marts-build",
+        description="dbt build of the analysts' marts",
+        markdown=(
+            f"## Marts build: {summary['status']}\n\n"
+            f"{summary['models']} models, {summary['tests']} tests, {summary['seeds']} seeds in "
+            f"{summary['seconds']} s into `{summary['warehouse']}`."
+            + (f"\n\n### Warnings{warnings}" if warnings else "")
+        ),
+    )
 
 
 def _is_busy(state: Any) -> bool:
@@ -267,7 +284,10 @@ def _dbt_args(command: str, home: Path, select: str | None) -> list[str]:
 
 def _invoke_dbt(args: list[str]) -> Any:
     """Run one dbt command in this process (dbt is imported here: it costs 3-4 s)."""
-    from dbt.cli.main import dbtRunner
+    try:
+        from dbt.cli.main import dbtRunner
+    except ImportError as exc:
+        raise MartsError(f"dbt is not importable ({exc}); reinstall with `make install`") from exc
 
     try:
         return dbtRunner().invoke(args)
