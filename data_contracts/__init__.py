@@ -1,5 +1,9 @@
-"""Data contracts: what a valid batch is. The ingest calls `ContractRunner` at each stage."""
+"""Data contracts: what a valid batch is. Suites live in `suites/*.json`; the ingest runs them.
 
+Importing this package does not import Great Expectations; the first validation does.
+"""
+
+from data_contracts.engine import SUITE_NAMES, load_spec
 from data_contracts.runner import ContractRunner
 
-__all__ = ["ContractRunner"]
+__all__ = ["SUITE_NAMES", "ContractRunner", "load_spec"]

@@ -1,96 +1,272 @@
-"""Checks every batch before it can reach the index; bad rows are quarantined, never lost."""
+"""Runs the suites on every batch: failing rows are quarantined, fatal failures stop the run.
+
+Each `check_*` validates the whole batch once (one GE validation, one Prefect task when inside a
+flow run) and returns (documents kept, quarantine rows). A document is quarantined once, for the
+first expectation it breaks in suite order. Every expectation's result becomes a
+`contract_results` event; `publish` turns a batch's results into a markdown artifact.
+"""
 
 from __future__ import annotations
 
-from collections import Counter
-from typing import TYPE_CHECKING
+import logging
+import math
+import string
+import time
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from flows.errors import ContractViolation
+from data_contracts import engine, frames
+from data_contracts.engine import Outcome, Severity
+from flows.errors import ConfigError, ContractViolation
 from flows.sources.base import Document, Quarantined
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from flows.chunking import Chunk
     from flows.events import EventLog
-    from flows.settings import Settings
+    from flows.settings import Settings, SourceConfig
+    from flows.store import PointRecord
     from models.registry import ModelSpec
+
+logger = logging.getLogger(__name__)
+
+# [CLS]/[SEP] (or CLIP's start/end) take two of the model's positions; chunk token counts exclude them.
+_SPECIAL_TOKENS = 2
+_MAX_OBSERVED = 200
 
 
 class ContractRunner:
-    """Runs the document, chunk and embedding contracts for one ingest run."""
+    """Runs the documents, chunks, embeddings and payload suites for one ingest run."""
 
     def __init__(self, settings: Settings, spec: ModelSpec, events: EventLog) -> None:
         self.settings = settings
         self.spec = spec
         self.events = events
+        self.severity = _severities(settings)
+        self._batch: list[tuple[str, str, Outcome, Severity]] = []  # for the artifact
 
-    def _q(self, doc: Document, suite: str, expectation: str, reason: str,
-           observed: object = None) -> Quarantined:
-        return Quarantined(source=doc.source, doc_id=doc.doc_id, uri=doc.uri, reason=reason,
-                           expectation=expectation, suite=suite,
-                           observed=None if observed is None else str(observed),
-                           content_hash=doc.content_hash)
+    # -- the four suites -------------------------------------------------------------------
 
-    def check_documents(self, docs: list[Document]) -> tuple[list[Document], list[Quarantined]]:
-        """Unique ids, text within bounds."""
-        limits = self.settings.contracts
-        dupes = {k for k, n in Counter(d.doc_id for d in docs).items() if n > 1}
-        kept, bad = [], []
-        for doc in docs:
-            size = len(doc.text.strip())
-            if doc.doc_id in dupes:
-                bad.append(self._q(doc, "documents", "doc_id_unique",
-                                   f"doc_id {doc.doc_id!r} appears more than once in this batch; "
-                                   "give each record its own id", doc.doc_id))
-            elif doc.modality == "text" and size < limits.min_text_chars:
-                bad.append(self._q(doc, "documents", "text_length_within_bounds",
-                                   "the document has no text to embed", size))
-            elif doc.modality == "text" and size > limits.max_text_chars:
-                bad.append(self._q(doc, "documents", "text_length_within_bounds",
-                                   f"the text is {size:,} characters, over the limit of "
-                                   f"{limits.max_text_chars:,} (contracts.max_text_chars); split it",
-                                   size))
-            else:
-                kept.append(doc)
-        return kept, bad
+    def check_documents(self, docs: list[Document], source: SourceConfig | None = None
+                        ) -> tuple[list[Document], list[Quarantined]]:
+        """Ids present and unique, source and modality allowed, text length, extension, images, times."""
+        rows = frames.document_rows(docs, _image_check(source))
+        c = self.settings.contracts
+        names = {s.name for s in self.settings.sources} | ({source.name} if source else set())
+        params = {
+            "sources": sorted(names or {d.source for d in docs}),
+            "modalities": list(self.spec.modalities),
+            "min_text_chars": c.min_text_chars, "max_text_chars": c.max_text_chars,
+            "allowed_extensions": sorted({e.lower() for e in c.allowed_extensions}),
+            **self._time_bounds(),
+        }
+        return self._run("documents", docs, rows, params, source)
 
-    def check_chunks(self, docs: list[Document], chunks: dict[str, list[Chunk]]
-                     ) -> tuple[list[Document], list[Quarantined]]:
-        """Every document has at least one chunk."""
-        kept, bad = [], []
-        for doc in docs:
-            if not chunks.get(doc.doc_id):
-                bad.append(self._q(doc, "chunks", "has_chunks", "the text holds no tokens to embed", 0))
-            else:
-                kept.append(doc)
-        return kept, bad
+    def check_chunks(self, docs: list[Document], chunks: dict[str, list[Chunk]],
+                     source: SourceConfig | None = None) -> tuple[list[Document], list[Quarantined]]:
+        """Each document has tokens, every chunk fits the model, chunk indexes run 0..n-1."""
+        params = {"max_chunk_tokens": self.spec.max_length - _SPECIAL_TOKENS}
+        return self._run("chunks", docs, frames.chunk_rows(docs, chunks), params, source)
 
-    def check_embeddings(self, docs: list[Document], vectors: dict[str, np.ndarray]
+    def check_embeddings(self, docs: list[Document], vectors: dict[str, np.ndarray],
+                         chunks: dict[str, list[Chunk]] | None = None,
+                         source: SourceConfig | None = None
                          ) -> tuple[list[Document], list[Quarantined]]:
-        """Right dimension (fatal), finite, unit norm for normalizing models, not all zero."""
-        kept, bad = [], []
-        for doc in docs:
-            vecs = vectors[doc.doc_id]
-            if vecs.ndim != 2 or vecs.shape[1] != self.spec.dimension:
-                raise ContractViolation(
-                    f"the model returned {vecs.shape[-1]}-dim vectors but collection expects "
-                    f"{self.spec.dimension}; nothing was written. Check the model files and "
-                    f"[models.{self.spec.name}].dimension"
-                )
-            if not np.isfinite(vecs).all():
-                bad.append(self._q(doc, "embeddings", "values_finite",
-                                   "the model returned NaN or infinite values for this document",
-                                   "non-finite"))
+        """Right dimension and count (fatal), finite, not zero, unit norm, few duplicates (fatal)."""
+        tol = self.settings.contracts.norm_tolerance
+        params = {"dimension": self.spec.dimension, "min_norm": 1 - tol, "max_norm": 1 + tol,
+                  "max_duplicate_vector_rate": self.settings.contracts.max_duplicate_vector_rate}
+        rows = frames.vector_rows(docs, vectors, chunks, self.spec.normalize)
+        return self._run("embeddings", docs, rows, params, source)
+
+    def check_payloads(self, docs: list[Document], points: dict[str, list[PointRecord]],
+                       source: SourceConfig | None = None
+                       ) -> tuple[list[Document], list[Quarantined]]:
+        """Required payload keys with the right types; expires_at after ingested_at."""
+        required = engine.load_spec("payload").meta["required_keys"]
+        rows = frames.payload_rows(docs, points, required)
+        return self._run("payload", docs, rows, self._time_bounds(), source,
+                         object_columns=tuple(required))
+
+    # -- running one suite -----------------------------------------------------------------
+
+    def _run(self, suite: str, docs: list[Document], rows: list[frames.Row],
+             params: dict[str, Any], source: SourceConfig | None,
+             object_columns: tuple[str, ...] = ()) -> tuple[list[Document], list[Quarantined]]:
+        if not rows:
+            return list(docs), []
+        source_name = source.name if source else docs[0].source
+        outcomes = _validate(suite, frames.to_frame(rows, object_columns), params)
+        context = {**self._context(params), **params}
+        self._record(suite, source_name, outcomes)
+        fatal = [o for o in outcomes if not o.success and
+                 (o.error or self.severity[suite][o.spec.name] == "fatal")]
+        if fatal:
+            raise ContractViolation("; ".join(self._fatal_message(suite, o, rows, context)
+                                              for o in fatal))
+        bad: dict[int, Quarantined] = {}
+        for o in outcomes:
+            if o.success:
                 continue
-            norms = np.linalg.norm(vecs, axis=1)
-            if (norms == 0).any():
-                bad.append(self._q(doc, "embeddings", "not_all_zero",
-                                   "the model returned an all-zero vector", 0.0))
-            elif self.spec.normalize and (np.abs(norms - 1) > self.settings.contracts.norm_tolerance).any():
-                bad.append(self._q(doc, "embeddings", "unit_norm",
-                                   "vector norm outside [0.99, 1.01] for a normalizing model",
-                                   float(norms.max())))
-            else:
-                kept.append(doc)
-        return kept, bad
+            if not o.unexpected_rows:
+                logger.warning("%s/%s failed for the batch as a whole (severity error): %s",
+                               suite, o.spec.name, _reason(o, None, context))
+            for label in o.unexpected_rows:
+                row = rows[label]
+                if row["_doc"] not in bad:
+                    bad[row["_doc"]] = self._quarantined(docs[row["_doc"]], suite, o, row, context)
+        return [d for i, d in enumerate(docs) if i not in bad], [bad[i] for i in sorted(bad)]
+
+    def _quarantined(self, doc: Document, suite: str, o: Outcome, row: frames.Row,
+                     context: dict[str, Any]) -> Quarantined:
+        observed = _observed(o, row)
+        return Quarantined(source=doc.source, doc_id=doc.doc_id, uri=doc.uri,
+                           reason=_reason(o, row, context), expectation=o.spec.name, suite=suite,
+                           observed=observed, content_hash=doc.content_hash)
+
+    def _fatal_message(self, suite: str, o: Outcome, rows: list[frames.Row],
+                       context: dict[str, Any]) -> str:
+        if o.error:
+            return (f"the {suite} contract could not evaluate {o.spec.name} ({o.error}); nothing "
+                    f"of this batch was written. Check data_contracts/suites/{suite}.json")
+        row = rows[o.unexpected_rows[0]] if o.unexpected_rows else None
+        count = f" ({o.unexpected_count} of {o.element_count} rows)" if o.unexpected_rows else ""
+        return f"contract {suite}/{o.spec.name} failed{count}: {_reason(o, row, context)}"
+
+    def _record(self, suite: str, source: str, outcomes: list[Outcome]) -> None:
+        from flows.events import utcnow
+
+        now = utcnow()
+        for o in outcomes:
+            severity = self.severity[suite][o.spec.name]
+            self._batch.append((suite, source, o, severity))
+            self.events.add("contract_results", source=source, suite=suite,
+                            expectation=o.spec.name, column=",".join(o.spec.columns),
+                            severity=severity, success=o.success, element_count=o.element_count,
+                            unexpected_count=o.unexpected_count, recorded_at=now)
+
+    def _time_bounds(self) -> dict[str, Any]:
+        c = self.settings.contracts
+        return {"earliest_timestamp": c.earliest_timestamp,
+                "latest_timestamp": int(time.time()) + c.max_clock_skew_seconds}
+
+    def _context(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Values a reason may quote besides the row's own."""
+        return {
+            "model": self.spec.name, "model_id": self.spec.id,
+            "max_clock_skew_seconds": self.settings.contracts.max_clock_skew_seconds,
+            "earliest_text": frames.iso(self.settings.contracts.earliest_timestamp),
+            **{f"{k}_list": ", ".join(map(str, v)) for k, v in params.items() if isinstance(v, list)},
+        }
+
+    # -- reporting -------------------------------------------------------------------------
+
+    def publish(self, source: str, batch_index: int) -> str | None:
+        """This batch's suite results as a markdown artifact on the flow run (None outside one)."""
+        batch, self._batch = self._batch, []
+        if not batch or not _in_flow_run():
+            return None
+        from prefect.artifacts import create_markdown_artifact
+
+        md = batch_markdown(source, batch_index, batch)
+        key = "contracts-" + "".join(ch if ch.isalnum() else "-" for ch in source.lower())
+        try:
+            create_markdown_artifact(key=key, markdown=md,
+                                     description=f"data contracts, {source} batch {batch_index}")
+        except Exception as exc:  # noqa: BLE001 - a report must never fail the batch it reports on
+            logger.warning("could not create the data-contracts artifact: %s", exc)
+        return md
+
+
+def batch_markdown(source: str, batch_index: int,
+                   batch: list[tuple[str, str, Outcome, Severity]]) -> str:
+    """A table per suite: each expectation, its severity, and how many rows broke it."""
+    lines = [f"## Data contracts: `{source}`, batch {batch_index}", ""]
+    suites = list(dict.fromkeys(s for s, *_ in batch))
+    for suite in suites:
+        mine = [(o, sev) for s, _, o, sev in batch if s == suite]
+        failed = sum(not o.success for o, _ in mine)
+        verdict = "passed" if not failed else f"{failed} of {len(mine)} expectations failed"
+        lines += [f"### {suite}: {verdict}", "",
+                  "| expectation | severity | result | rows | unexpected |", "|---|---|---|---|---|"]
+        for o, sev in mine:
+            result = "ok" if o.success else ("**error**" if o.error else "**failed**")
+            unexpected = o.unexpected_count if o.unexpected_count is not None else (
+                "-" if o.observed is None else f"observed {_short(o.observed)}")
+            lines.append(f"| {o.spec.name} | {sev} | {result} | {o.element_count} | {unexpected} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _severities(settings: Settings) -> dict[str, dict[str, Severity]]:
+    """Each expectation's severity: the suite file's, unless contracts.severity overrides it."""
+    out: dict[str, dict[str, Severity]] = {}
+    for name in engine.SUITE_NAMES:
+        out[name] = {e.name: e.severity for e in engine.load_spec(name).expectations}
+    for suite, overrides in settings.contracts.severity.items():
+        if suite not in out:
+            raise ConfigError(f"contracts.severity.{suite}", suite,
+                              f"no such suite; suites are {', '.join(engine.SUITE_NAMES)}")
+        for name, severity in overrides.items():
+            if name not in out[suite]:
+                raise ConfigError(f"contracts.severity.{suite}.{name}", name,
+                                  f"no such expectation in data_contracts/suites/{suite}.json; "
+                                  f"it has {', '.join(out[suite])}")
+            out[suite][name] = severity
+    return out
+
+
+def _validate(suite: str, frame: Any, params: dict[str, Any]) -> list[Outcome]:
+    """One suite run: a Prefect task inside a flow run (visible in the UI), a plain call outside."""
+    if _in_flow_run():
+        from data_contracts.tasks import validate_suite
+
+        return validate_suite(suite, frame, params)
+    return engine.validate(suite, frame, params)
+
+
+def _in_flow_run() -> bool:
+    try:
+        from prefect.context import FlowRunContext
+    except ImportError:  # pragma: no cover - Prefect is a dependency, but the checks need not be
+        return False
+    return FlowRunContext.get() is not None
+
+
+def _image_check(source: SourceConfig | None) -> frames.ImageCheck | None:
+    try:
+        from flows.sources.images import check_image
+    except ImportError:  # the image source is optional; text batches need no image check
+        return None
+    options = source.options if source else None
+    return lambda data: check_image(data, options)
+
+
+def _observed(o: Outcome, row: frames.Row | None) -> str | None:
+    if row is None or not o.spec.columns:
+        return None if o.observed is None else _short(o.observed)
+    values = [f"{c}={_short(row.get(c))}" for c in o.spec.columns]
+    return _short(row.get(o.spec.columns[0])) if len(values) == 1 else ", ".join(values)
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float) and math.isfinite(value):
+        text = str(int(value)) if value.is_integer() else f"{value:.6g}"
+    else:
+        text = str(value)
+    return text if len(text) <= _MAX_OBSERVED else text[:_MAX_OBSERVED] + "..."
+
+
+class _Fields(dict[str, Any]):
+    def __missing__(self, key: str) -> str:
+        return "?"
+
+
+def _reason(o: Outcome, row: frames.Row | None, context: dict[str, Any]) -> str:
+    """The suite's reason template filled with the row, the parameters and the observed value."""
+    first = row.get(o.spec.columns[0]) if row and o.spec.columns else o.observed
+    fields = _Fields({**context, **(row or {}), "observed": first})
+    try:
+        return string.Formatter().vformat(o.spec.reason, (), fields)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return f"{o.spec.reason} (observed: {_short(first)})"

@@ -145,11 +145,16 @@ class ContractsConfig(_Section):
     min_text_chars: int = 1
     max_text_chars: int = 2_000_000
     allowed_extensions: list[str] = [
-        ".txt", ".md", ".markdown", ".html", ".htm", ".json", ".jsonl", ".csv", ".parquet",
-        ".png", ".jpg", ".jpeg", ".webp", ".gif",
+        ".txt", ".md", ".markdown", ".html", ".htm", ".rst", ".json", ".jsonl", ".csv",
+        ".parquet", ".png", ".jpg", ".jpeg", ".webp", ".gif",
     ]
     norm_tolerance: float = 0.01
     max_duplicate_vector_rate: float = 0.5
+    # Record timestamps before this (epoch seconds; 1980-01-01) are epoch-zero or unit bugs.
+    earliest_timestamp: int = 315_532_800
+    max_clock_skew_seconds: int = Field(default=86_400, ge=0)
+    # Override an expectation's severity: [contracts.severity.documents] doc_id_unique = "fatal"
+    severity: dict[str, dict[str, Literal["error", "fatal"]]] = {}
 
 
 class QualitySet(_Section):
