@@ -1,0 +1,261 @@
+"""Retrieval quality: index a BEIR-layout set through the ingest path, score it, enforce the gates.
+
+The corpus goes through `run_ingest` like any source (contracts, chunking, diff, upsert), into a
+collection named after the dataset and the model, so the score measures the pipeline itself and a
+second run re-embeds nothing. Documents longer than the model's window have several chunks; a
+document's score is its best chunk's. Metrics come from pytrec_eval (trec_eval), never by hand.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from flows.errors import QualityGateError, SourceError
+from flows.events import EventLog, new_run_id, utcnow
+from flows.settings import QualityConfig, Settings, SourceConfig, load_settings
+from flows.store import Hit, Match, open_store
+from models import get_spec, make_backend
+
+TOP_DOCS = 100  # recall@100 needs the 100 best documents per query
+METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10")
+_TREC = {"ndcg@10": "ndcg_cut_10", "recall@10": "recall_10", "recall@100": "recall_100"}
+_ALL = Match()  # no conditions: every point
+_COLUMN = {"ndcg@10": "ndcg_at_10", "recall@10": "recall_at_10", "recall@100": "recall_at_100",
+           "mrr@10": "mrr_at_10"}
+
+
+@dataclass(frozen=True)
+class QualityData:
+    """A labelled set: the queries that have judgements, and the judgements."""
+
+    name: str
+    path: Path
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]]
+
+
+def slug(text: str) -> str:
+    """Lower-case letters, digits and dashes (collection and artifact keys accept these)."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "dataset"
+
+
+def load_dataset(path: Path, name: str | None = None, limit_queries: int | None = None) -> QualityData:
+    """Read queries.jsonl and qrels/test.tsv; keep only the queries that have judgements."""
+    path = Path(path)
+    for rel in ("corpus.jsonl", "queries.jsonl", "qrels/test.tsv"):
+        if not (path / rel).is_file():
+            raise SourceError(f"{path} is not a BEIR-layout set: {rel} is missing "
+                              "(need corpus.jsonl, queries.jsonl, qrels/test.tsv)")
+    qrels: dict[str, dict[str, int]] = defaultdict(dict)
+    with (path / "qrels" / "test.tsv").open(encoding="utf-8", newline="") as fh:
+        for row in csv.reader(fh, delimiter="\t"):
+            if len(row) < 3 or row[0] == "query-id":
+                continue
+            qrels[row[0]][row[1]] = int(row[2])
+    texts: dict[str, str] = {}
+    with (path / "queries.jsonl").open(encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                rec = json.loads(line)
+                texts[str(rec["_id"])] = str(rec["text"])  # `metadata` (labels) is never read
+    missing = [q for q in qrels if q not in texts]
+    if missing:
+        raise SourceError(f"{path}: {len(missing)} judged queries are not in queries.jsonl "
+                          f"(first: {missing[0]}); the set is incomplete")
+    ids = list(qrels)[:limit_queries] if limit_queries else list(qrels)
+    label = name or path.name
+    if limit_queries and limit_queries < len(qrels):
+        label = f"{label}-first{limit_queries}"  # its own series: not comparable with the full set
+    return QualityData(name=label, path=path, queries={q: texts[q] for q in ids},
+                       qrels={q: dict(qrels[q]) for q in ids})
+
+
+def quality_collection(dataset_dir: Path, name: str | None, model_vector_name: str) -> str:
+    """The collection a set is indexed into: one per dataset and model."""
+    return f"quality-{slug(name or Path(dataset_dir).name)}-{model_vector_name}"
+
+
+def quality_source(dataset_dir: Path, name: str | None, collection: str) -> SourceConfig:
+    """The set's corpus as an ordinary BEIR source; its points never expire."""
+    return SourceConfig(name=f"quality-{slug(name or Path(dataset_dir).name)}", kind="beir",
+                        path=Path(dataset_dir), ttl=None, collection=collection)
+
+
+@task(cache_policy=NO_CACHE)
+def index_corpus(settings: Settings, source: SourceConfig) -> dict[str, Any]:
+    """Index the corpus through the normal ingest path (unchanged documents are not re-embedded)."""
+    from flows.ingest import run_ingest
+
+    scoped = settings.model_copy(update={"sources": [source]})
+    return run_ingest(scoped, sources=[source.name])
+
+
+@task(cache_policy=NO_CACHE)
+def embed_queries(settings: Settings, queries: list[str]) -> np.ndarray:
+    """Embed the query texts with the configured model (its query mode)."""
+    backend = make_backend(settings, get_spec(settings), pending_chunks=len(queries))
+    try:
+        return backend.embed_queries(queries)
+    finally:
+        backend.close()
+
+
+@task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[2, 5, 15])
+def retrieve(settings: Settings, collection: str, query_ids: list[str],
+             vectors: np.ndarray) -> dict[str, dict[str, float]]:
+    """Best TOP_DOCS documents per query, a document scored by its best chunk (exact search)."""
+    store = open_store(settings)
+    try:
+        most_chunks = max((int(p.get("chunk_count", 1)) for _, p in
+                           store.scan(collection, _ALL, ["chunk_count"])), default=1)
+        # Enough chunks that TOP_DOCS distinct documents are always among them.
+        limit = min(TOP_DOCS * most_chunks, max(store.count(collection), 1))
+        hits = store.search_batch(collection, vectors, limit, fields=["doc_id"], exact=True)
+    finally:
+        store.close()
+    return {qid: best_per_doc(found, TOP_DOCS) for qid, found in zip(query_ids, hits, strict=True)}
+
+
+def best_per_doc(hits: list[Hit], top: int) -> dict[str, float]:
+    """Collapse chunk hits to documents (max score), keep the `top` best documents."""
+    best: dict[str, float] = {}
+    for hit in hits:
+        doc = str(hit.payload.get("doc_id"))
+        if hit.score > best.get(doc, -np.inf):
+            best[doc] = hit.score
+    return dict(sorted(best.items(), key=lambda kv: kv[1], reverse=True)[:top])
+
+
+@task(cache_policy=NO_CACHE)
+def score(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Per-query nDCG@10, recall@10, recall@100 and MRR@10 from pytrec_eval."""
+    import pytrec_eval
+
+    main = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.10,100"}).evaluate(run)
+    # trec_eval's recip_rank has no cut-off: scoring the run cut at 10 (in trec_eval's own order,
+    # score then doc id, both descending) gives MRR@10.
+    top10 = {q: dict(sorted(docs.items(), key=lambda kv: (kv[1], kv[0]), reverse=True)[:10])
+             for q, docs in run.items()}
+    rr = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(top10)
+    out = {}
+    for qid in qrels:
+        m = main.get(qid, {})
+        out[qid] = {"ndcg@10": m.get("ndcg_cut_10", 0.0), "recall@10": m.get("recall_10", 0.0),
+                    "recall@100": m.get("recall_100", 0.0),
+                    "mrr@10": rr.get(qid, {}).get("recip_rank", 0.0)}
+    return out
+
+
+def mean_metrics(per_query: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Average of each metric over the scored queries."""
+    n = max(len(per_query), 1)
+    return {m: round(sum(q[m] for q in per_query.values()) / n, 5) for m in METRICS}
+
+
+def previous_run(settings: Settings, dataset: str, model_id: str,
+                 before: datetime) -> dict[str, Any] | None:
+    """The latest quality run of this dataset and model that started before `before`, or None."""
+    import pyarrow.dataset as ds
+
+    folder = settings.events_dir / "quality_runs"
+    files = sorted(str(p) for p in folder.glob("*.parquet")) if folder.exists() else []
+    if not files:
+        return None
+    rows = [r for r in ds.dataset(files, format="parquet").to_table().to_pylist()
+            if r["dataset"] == dataset and r["model_id"] == model_id
+            and r["ndcg_at_10"] is not None and r["started_at"] < before]
+    return max(rows, key=lambda r: (r["started_at"], r["run_id"])) if rows else None
+
+
+def check_gates(gates: QualityConfig, metrics: dict[str, float],
+                previous: dict[str, Any] | None) -> list[str]:
+    """One message per breached gate, naming the metric, its value and the gate."""
+    breaches = []
+    if metrics["ndcg@10"] < gates.min_ndcg_at_10:
+        breaches.append(f"ndcg@10 = {metrics['ndcg@10']:.4f} is below the floor "
+                        f"quality.min_ndcg_at_10 = {gates.min_ndcg_at_10}")
+    if previous is not None:
+        for metric in METRICS:
+            before = previous.get(_COLUMN[metric])
+            if before is not None and before - metrics[metric] > gates.max_drop + 1e-9:
+                breaches.append(
+                    f"{metric} = {metrics[metric]:.4f} dropped {before - metrics[metric]:.4f} from "
+                    f"{before:.4f} (run {previous['run_id']}), more than quality.max_drop = "
+                    f"{gates.max_drop}")
+    return breaches
+
+
+@task(cache_policy=NO_CACHE)
+def record(settings: Settings, events: EventLog, data: QualityData, model_id: str,
+           collection: str, per_query: dict[str, dict[str, float]], summary: dict[str, Any],
+           breaches: list[str], started: Any, previous: dict[str, Any] | None) -> None:
+    """Write the run's events and its table artifact."""
+    now = utcnow()
+    for qid, m in per_query.items():
+        events.add("quality_query_results", dataset=data.name, model_id=model_id, query_id=qid,
+                   recorded_at=now, **{_COLUMN[k]: v for k, v in m.items()})
+    events.add("quality_runs", dataset=data.name, model_id=model_id, collection=collection,
+               queries=len(per_query), seconds=summary["seconds"],
+               status="failed" if breaches else "passed",
+               gate_message="; ".join(breaches) or None, started_at=started,
+               **{_COLUMN[m]: summary[m] for m in METRICS})
+    events.flush()
+    _artifact(settings, data, model_id, summary, breaches, previous)
+
+
+def _artifact(settings: Settings, data: QualityData, model_id: str, summary: dict[str, Any],
+              breaches: list[str], previous: dict[str, Any] | None) -> None:
+    from prefect.artifacts import create_table_artifact
+
+    rows = [{"metric": m, "value": summary[m],
+             "previous": previous.get(_COLUMN[m]) if previous else None,
+             "gate": (f">= {settings.quality.min_ndcg_at_10}, " if m == "ndcg@10" else "")
+             + f"drop <= {settings.quality.max_drop}",
+             "status": "failed" if any(b.startswith(f"{m} ") for b in breaches) else "passed"}
+            for m in METRICS]
+    create_table_artifact(
+        key=f"quality-{slug(data.name)}", table=rows,
+        description=f"Retrieval quality of {model_id} on {data.name} ({len(data.queries)} "
+                    f"queries, run {summary['run_id']}): {'FAILED' if breaches else 'passed'}")
+
+
+@flow(name="quality", log_prints=True)
+def quality_flow(dataset: str, config: str | None = None, limit_queries: int | None = None,
+                 name: str | None = None) -> dict[str, Any]:
+    """Score retrieval on a BEIR-layout set; fail the run when a configured gate is breached."""
+    settings = load_settings(config)
+    logger = get_run_logger()
+    started, clock = utcnow(), time.perf_counter()
+    spec = get_spec(settings)
+    data = load_dataset(Path(dataset), name, limit_queries)
+    collection = quality_collection(Path(dataset), name, spec.vector_name)
+    indexed = index_corpus(settings, quality_source(Path(dataset), name, collection))
+    qids = list(data.queries)
+    vectors = embed_queries(settings, [data.queries[q] for q in qids])
+    per_query = score(data.qrels, retrieve(settings, collection, qids, vectors))
+    events = EventLog(settings.events_dir, new_run_id())
+    summary = {"run_id": events.run_id, "dataset": data.name, "model": spec.id,
+               "queries": len(per_query), **mean_metrics(per_query),
+               "seconds": round(time.perf_counter() - clock, 2), "collection": collection,
+               "chunks_embedded": indexed["chunks_embedded"]}
+    previous = previous_run(settings, data.name, spec.id, started)
+    breaches = check_gates(settings.quality, summary, previous)
+    record(settings, events, data, spec.id, collection, per_query, summary, breaches, started,
+           previous)
+    logger.info("quality %s", summary)
+    if breaches:
+        raise QualityGateError(f"retrieval quality gate breached on {data.name} with {spec.id}: "
+                               + "; ".join(breaches))
+    return summary

@@ -1,0 +1,178 @@
+"""Retrieval quality: through the ingest path, pytrec_eval metrics, events, artifact, gates."""
+
+from __future__ import annotations
+
+import csv
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow.dataset as ds
+import pytest
+
+from flows.errors import QualityGateError
+from flows.events import EventLog, utcnow
+from flows.quality import best_per_doc, check_gates, load_dataset, quality_flow, score
+from flows.settings import QualityConfig, Settings, load_settings
+from flows.store import Hit
+from tests.conftest import SCIFACT, write_config
+
+SLICE_QUERIES = 12
+SLICE_DISTRACTORS = 40
+
+
+def _events(settings: Settings, table: str) -> list[dict[str, Any]]:
+    files = sorted(str(p) for p in (settings.events_dir / table).glob("*.parquet"))
+    return ds.dataset(files, format="parquet").to_table().to_pylist() if files else []
+
+
+def make_slice(target: Path, queries: int, distractors: int) -> Path:
+    """A BEIR-layout slice of SciFact: the first judged queries, their documents, and others."""
+    with (SCIFACT / "qrels" / "test.tsv").open(newline="") as fh:
+        rows = [r for r in csv.reader(fh, delimiter="\t")][1:]
+    qids = list(dict.fromkeys(r[0] for r in rows))[:queries]
+    kept = [r for r in rows if r[0] in qids]
+    judged = {r[1] for r in kept}
+    corpus = [json.loads(line) for line in (SCIFACT / "corpus.jsonl").open()]
+    docs = [d for d in corpus if d["_id"] in judged]
+    docs += [d for d in corpus if d["_id"] not in judged][:distractors]
+    (target / "qrels").mkdir(parents=True)
+    (target / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    with (SCIFACT / "queries.jsonl").open() as fh:
+        (target / "queries.jsonl").write_text(
+            "".join(line for line in fh if json.loads(line)["_id"] in qids))
+    (target / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join("\t".join(r) + "\n" for r in kept))
+    return target
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A SciFact slice and one home shared by this module (so the corpus is embedded once)."""
+    root = tmp_path_factory.mktemp("quality")
+    data = make_slice(root / "scifact-slice", SLICE_QUERIES, SLICE_DISTRACTORS)
+
+    def config(name: str, **gates: Any) -> Path:
+        return write_config(root / f"{name}.toml", {"home": str(root / "home")},
+                            {"quality": gates} if gates else {}, [])
+    return {"data": data, "config": config, "first": None}
+
+
+def test_quality_indexes_through_ingest_and_scores(setup: dict[str, Any]) -> None:
+    """Metrics in [0, 1], per-query events, one run event, an artifact; rerun embeds nothing."""
+    config = setup["config"]("plain")
+    settings = load_settings(config)
+    first = quality_flow(dataset=str(setup["data"]), config=str(config))
+    assert first["dataset"] == "scifact-slice" and first["queries"] == SLICE_QUERIES
+    assert first["model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert first["collection"] == "quality-scifact-slice-all-minilm-l6-v2"
+    for metric in ("ndcg@10", "recall@10", "recall@100", "mrr@10"):
+        assert 0.0 < first[metric] <= 1.0
+    assert first["recall@100"] == 1.0  # every judged document is among fewer than 100
+    assert first["chunks_embedded"] > SLICE_QUERIES  # the corpus went through ingest
+
+    second = quality_flow(dataset=str(setup["data"]), config=str(config))
+    assert second["chunks_embedded"] == 0  # unchanged documents are not embedded again
+    assert {k: second[k] for k in ("ndcg@10", "mrr@10")} == {k: first[k] for k in ("ndcg@10", "mrr@10")}
+    setup["first"] = first
+
+    runs = _events(settings, "quality_runs")
+    assert [r["status"] for r in runs] == ["passed", "passed"]
+    per_query = [r for r in _events(settings, "quality_query_results") if r["run_id"] == first["run_id"]]
+    assert len(per_query) == SLICE_QUERIES
+    mean = sum(r["ndcg_at_10"] for r in per_query) / SLICE_QUERIES
+    assert mean == pytest.approx(first["ndcg@10"], abs=1e-5)
+    ingests = _events(settings, "ingest_runs")
+    assert [r["chunks_embedded"] for r in ingests] == [first["chunks_embedded"], 0]
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=["quality-scifact-slice"])))
+    assert arts and arts[0].type == "table"
+    assert {row["metric"] for row in json.loads(arts[0].data)} == {
+        "ndcg@10", "recall@10", "recall@100", "mrr@10"}
+
+
+def test_floor_breach_fails_naming_metric_value_and_gate(setup: dict[str, Any]) -> None:
+    """An nDCG@10 below the configured floor fails the flow; the run is still recorded."""
+    config = setup["config"]("floor", min_ndcg_at_10=1.01)
+    with pytest.raises(QualityGateError, match=r"ndcg@10 = [01]\.\d{4} is below the floor "
+                                               r"quality\.min_ndcg_at_10 = 1\.01"):
+        quality_flow(dataset=str(setup["data"]), config=str(config))
+    last = max(_events(load_settings(config), "quality_runs"), key=lambda r: r["started_at"])
+    assert last["status"] == "failed" and "min_ndcg_at_10" in last["gate_message"]
+
+
+def test_drop_against_previous_run_fails(setup: dict[str, Any]) -> None:
+    """A drop larger than max_drop against the previous run of the same set and model fails."""
+    config = setup["config"]("drop", max_drop=0.02)
+    settings = load_settings(config)
+    baseline = setup["first"] or quality_flow(dataset=str(setup["data"]), config=str(config))
+    log = EventLog(settings.events_dir, "seeded-better-run")
+    log.add("quality_runs", dataset="scifact-slice", model_id=baseline["model"], queries=12,
+            ndcg_at_10=baseline["ndcg@10"] + 0.05, recall_at_10=baseline["recall@10"],
+            recall_at_100=baseline["recall@100"], mrr_at_10=baseline["mrr@10"], status="passed",
+            started_at=utcnow() - timedelta(seconds=1))
+    log.flush()
+    with pytest.raises(QualityGateError, match=r"ndcg@10 = .* dropped 0\.0500 from .*"
+                                               r"\(run seeded-better-run\).*max_drop = 0\.02"):
+        quality_flow(dataset=str(setup["data"]), config=str(config))
+
+
+def test_gates_are_checked_per_metric() -> None:
+    """Pure gate logic: the floor is on nDCG@10, the drop on every metric; no previous, no drop."""
+    gates = QualityConfig(min_ndcg_at_10=0.5, max_drop=0.02)
+    now = {"ndcg@10": 0.6, "recall@10": 0.7, "recall@100": 0.9, "mrr@10": 0.5}
+    assert check_gates(gates, now, None) == []
+    prev = {"run_id": "r1", "ndcg_at_10": 0.61, "recall_at_10": 0.75, "recall_at_100": 0.9,
+            "mrr_at_10": 0.52}
+    (breach,) = check_gates(gates, now, prev)
+    assert breach.startswith("recall@10 = 0.7000 dropped 0.0500 from 0.7500 (run r1)")
+    assert len(check_gates(gates, {**now, "ndcg@10": 0.4}, None)) == 1
+
+
+def test_scoring_uses_trec_eval_semantics() -> None:
+    """Best chunk per document, then pytrec_eval: known values on a tiny judged run."""
+    hits = [Hit("p1", 0.9, {"doc_id": "a"}), Hit("p2", 0.8, {"doc_id": "b"}),
+            Hit("p3", 0.85, {"doc_id": "a"}), Hit("p4", 0.7, {"doc_id": "c"})]
+    assert best_per_doc(hits, 2) == {"a": 0.9, "b": 0.8}
+    run = {"q": {"a": 0.9, "b": 0.8, "c": 0.7}}
+    result = score.fn({"q": {"b": 1}}, run)["q"]
+    assert result["mrr@10"] == pytest.approx(0.5)
+    assert result["ndcg@10"] == pytest.approx(0.63093, abs=1e-5)  # 1 / log2(3)
+    assert (result["recall@10"], result["recall@100"]) == (1.0, 1.0)
+    far = {"q": {f"d{i:02d}": 1.0 - i / 100 for i in range(20)}}
+    assert score.fn({"q": {"d15": 1}}, far)["q"]["mrr@10"] == 0.0  # rank 16: outside MRR@10
+
+
+def test_limited_run_is_its_own_series_and_cli(setup: dict[str, Any],
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """--limit-queries scores the first N judged queries under its own dataset label."""
+    from flows.cli import main
+
+    data = load_dataset(setup["data"], limit_queries=5)
+    assert data.name == "scifact-slice-first5" and len(data.queries) == 5
+    config = setup["config"]("cli")
+    assert main(["quality", str(setup["data"]), "--limit-queries", "5", "--json",
+                 "--config", str(config)]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {"dataset", "model", "queries", "ndcg@10", "recall@10", "recall@100", "mrr@10",
+            "seconds"} <= set(out)
+    assert (out["dataset"], out["queries"], out["chunks_embedded"]) == ("scifact-slice-first5", 5, 0)
+
+
+MTEB_SCIFACT_NDCG10 = 0.645
+
+
+@pytest.mark.slow
+def test_scifact_matches_mteb(tmp_path: Path) -> None:
+    """The whole of SciFact through the pipeline: nDCG@10 within 0.01 of MTEB's 0.645 (~10 min)."""
+    config = write_config(tmp_path / "tessera.toml", {"home": str(tmp_path / "home")}, {}, [])
+    result = quality_flow(dataset=str(SCIFACT), config=str(config))
+    assert result["queries"] == 300
+    assert abs(result["ndcg@10"] - MTEB_SCIFACT_NDCG10) <= 0.01, result
+    assert result["recall@100"] > 0.9, result
