@@ -115,9 +115,11 @@ def cmd_alias(args: argparse.Namespace) -> dict[str, Any]:
 @command("marts")
 def cmd_marts(args: argparse.Namespace) -> dict[str, Any]:
     """Build the dbt marts into TESSERA_HOME/warehouse.duckdb."""
-    from flows.marts import build_marts  # type: ignore[import-not-found,unused-ignore]
+    from flows.marts import build_marts, generate_docs
 
     result: dict[str, Any] = build_marts(_settings(args))
+    if args.docs:
+        result["docs"] = str(generate_docs(_settings(args)))
     return result
 
 
@@ -212,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("alias", help="the name readers use, e.g. the configured collection name")
     p.add_argument("collection", help="the collection it should point at")
 
-    sub.add_parser("marts", parents=[common], help=cmd_marts.__doc__)
+    p = sub.add_parser("marts", parents=[common], help=cmd_marts.__doc__)
+    p.add_argument("--docs", action="store_true", help="also write the offline dbt docs site")
     p = sub.add_parser("quarantine", parents=[common], help=cmd_quarantine.__doc__)
     p.add_argument("--run", help="only this run id")
     p = sub.add_parser("prune", parents=[common], help=cmd_prune.__doc__)

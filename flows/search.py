@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flows.errors import ConfigError
+from flows.errors import ConfigError, VectorStoreError
 from flows.settings import Settings
 from flows.store import Match, open_store, resolve
 from models import EmbeddingBackend, get_spec, make_backend
@@ -19,13 +19,18 @@ def search(settings: Settings, query: str | None = None, image: bytes | None = N
     """Top-k hits for a text or an image query, with the payload fields a caller needs."""
     if (query is None) == (image is None):
         raise ConfigError("query", query, "give either a text query or --image PATH, not both")
-    spec = get_spec(settings)
-    backend = backend or make_backend(settings, spec)
-    vector = backend.embed_images([image])[0] if image is not None else backend.embed_queries([query or ""])[0]
     store = open_store(settings)
     try:
-        hits = store.search(resolve(store, collection or settings.collection), vector, k,
-                            Match(source=source, modality=modality))
+        name = resolve(store, collection or settings.collection)
+        info = store.get_collection(name)
+        if info is None:
+            raise VectorStoreError(f"collection {name!r} does not exist; run `tessera ingest` first")
+        # Queries are embedded by the model the collection was built with.
+        if backend is None or backend.spec.id != info.model_id:
+            backend = make_backend(settings, get_spec(settings, info.model_name))
+        vector = (backend.embed_images([image])[0] if image is not None
+                  else backend.embed_queries([query or ""])[0])
+        hits = store.search(name, vector, k, Match(source=source, modality=modality))
     finally:
         store.close()
     return [{**{f: h.payload.get(f) for f in RESULT_FIELDS}, "score": round(h.score, 6)} for h in hits]

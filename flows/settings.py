@@ -60,6 +60,7 @@ class SourceConfig(_Section):
     schedule: str | None = None
     delete_missing: bool = True
     collection: str | None = None
+    model: str | None = None  # default: the top-level `model`
     options: SourceOptions = Field(default_factory=SourceOptions)
 
     @field_validator("name")
@@ -116,6 +117,11 @@ class EmbeddingConfig(_Section):
     backend: Literal["local", "modal", "auto"] = "local"
     device: str = "auto"
     batch_size: int = Field(default=32, ge=1, le=4096)
+    # Local CPU runtime: torch (sentence-transformers) or the OpenVINO export in the model cache
+    # (text models; benchmarks/REPORT.md has the speeds). bf16 needs AVX512-BF16 or AMX.
+    runtime: Literal["torch", "openvino"] = "torch"
+    precision: Literal["f32", "bf16"] = "f32"
+    threads: int | None = Field(default=None, ge=1)  # None: the runtime's default (all cores)
     modal_threshold_chunks: int = 5000
     modal: ModalConfig = Field(default_factory=ModalConfig)
 
