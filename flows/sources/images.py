@@ -65,9 +65,11 @@ def inspect_image(data: bytes, limits: ImageLimits) -> ImageInfo:
     except Image.DecompressionBombError as exc:  # so large that Pillow refuses to open it
         raise RecordError(f"the image is too large to open safely ({exc}); downscale it",
                           expectation="image_pixels_within_limit") from None
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError):
+        # Pillow's message names an in-memory buffer, which tells the user nothing.
         raise RecordError(
-            f"not a readable image ({exc}); supported formats are png, jpeg, webp and gif",
+            f"not a readable image (the first bytes are {data[:8]!r}, which no supported format "
+            "starts with); supported formats are png, jpeg, webp and gif",
             expectation="image_decodable") from None
     with img:
         if img.format not in FORMATS:
