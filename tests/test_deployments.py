@@ -138,6 +138,7 @@ def _run_and_wait(url: str, runs: list[tuple[str, dict[str, Any]]], timeout: flo
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)
 def test_deploy_and_run_on_a_prefect_server(tmp_path: Path) -> None:
     """Server + process pool + `prefect deploy --all` + worker; ingest and nightly via the API."""
     from tests.test_quality import make_slice

@@ -168,11 +168,38 @@ def test_limited_run_is_its_own_series_and_cli(setup: dict[str, Any],
 MTEB_SCIFACT_NDCG10 = 0.645
 
 
+def first_chunk_ndcg(settings: Settings, dataset: Path, collection: str) -> float:
+    """nDCG@10 counting only each document's first window (what MTEB's truncation embeds)."""
+    from flows.quality import embed_queries, mean_metrics
+    from flows.store import open_store
+
+    data = load_dataset(dataset)
+    qids = list(data.queries)
+    vectors = embed_queries.fn(settings, [data.queries[q] for q in qids])
+    store = open_store(settings)
+    try:
+        hits = store.search_batch(collection, vectors, 3000, ["doc_id", "chunk_index"], exact=True)
+    finally:
+        store.close()
+    run = {q: best_per_doc([h for h in found if h.payload["chunk_index"] == 0], 100)
+           for q, found in zip(qids, hits, strict=True)}
+    return mean_metrics(score.fn(data.qrels, run))["ndcg@10"]
+
+
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_scifact_matches_mteb(tmp_path: Path) -> None:
-    """The whole of SciFact through the pipeline: nDCG@10 within 0.01 of MTEB's 0.645 (~10 min)."""
+    """All of SciFact through the pipeline: nDCG@10 within 0.01 of MTEB's 0.645.
+
+    Embeds 9,634 chunks of 5,183 documents: ~10 min on 2 idle cores, 33 min on a busy machine.
+    Measured: 0.65414 with documents scored by their best chunk; 0.64598 counting only first
+    chunks (MTEB truncates at 256 tokens: 0.64508), so pooling and normalization lose nothing and
+    the windows past the first add the rest.
+    """
     config = write_config(tmp_path / "tessera.toml", {"home": str(tmp_path / "home")}, {}, [])
     result = quality_flow(dataset=str(SCIFACT), config=str(config))
     assert result["queries"] == 300
     assert abs(result["ndcg@10"] - MTEB_SCIFACT_NDCG10) <= 0.01, result
     assert result["recall@100"] > 0.9, result
+    first = first_chunk_ndcg(load_settings(config), SCIFACT, result["collection"])
+    assert abs(first - 0.64508) <= 0.003, first
