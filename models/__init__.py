@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+import logging
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from models.base import EmbeddingBackend, EmbedStats
@@ -9,6 +12,8 @@ from models.registry import ModelSpec, get_spec, resolve_model_path
 
 if TYPE_CHECKING:
     from flows.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["EmbedStats", "EmbeddingBackend", "ModelSpec", "get_spec", "make_backend",
            "resolve_model_path"]
@@ -22,6 +27,11 @@ def choose_backend(settings: Settings, pending_chunks: int) -> str:
     return backend
 
 
+def _nvidia_driver() -> bool:
+    """No NVIDIA driver means no CUDA: then `auto` is the CPU without importing torch (seconds)."""
+    return Path("/proc/driver/nvidia").exists() or Path("/dev/nvidiactl").exists()
+
+
 def make_backend(settings: Settings, spec: ModelSpec | None = None,
                  pending_chunks: int = 0) -> EmbeddingBackend:
     """The embedding backend for this run (local torch, or the deployed Modal class)."""
@@ -30,7 +40,20 @@ def make_backend(settings: Settings, spec: ModelSpec | None = None,
         from models.modal_backend import ModalBackend  # type: ignore[import-not-found,unused-ignore]
 
         return ModalBackend(spec, settings.embedding.modal)  # type: ignore[no-any-return,unused-ignore]
-    from models.local import LocalBackend
+    from models.local import LocalBackend, pick_device
 
+    emb = settings.embedding
     path = resolve_model_path(spec, settings.model_cache_dir)
-    return LocalBackend(spec, path, settings.embedding.device, settings.embedding.batch_size)
+    # OpenVINO runs CPU text models; CUDA and CLIP stay on torch.
+    if (emb.runtime == "openvino" and spec.kind == "sentence-transformers"
+            and (emb.device == "cpu" or (emb.device == "auto"
+                                         and (not _nvidia_driver() or pick_device("auto") == "cpu")))):
+        if importlib.util.find_spec("openvino") is None:
+            logger.warning("runtime 'openvino' is configured but the openvino package is not "
+                           "installed; embedding with torch (pip install openvino to fix)")
+            return LocalBackend(spec, path, emb.device, emb.batch_size)
+        from models.optimized import OpenVINOBackend
+
+        return OpenVINOBackend(spec, path, settings.model_cache_dir, emb.precision,
+                               emb.batch_size, emb.threads)
+    return LocalBackend(spec, path, emb.device, emb.batch_size)

@@ -1,0 +1,1 @@
+"""Benchmarks for issue 7: pipeline overhead, CPU runtimes, re-ingest, scaling, search latency."""

@@ -1,0 +1,113 @@
+"""One measured step in a fresh process (so peak memory is this step's own).
+
+    python -m benchmarks.ingest_once ingest CONFIG [--repeat N]
+    python -m benchmarks.ingest_once bare CORPUS_DIR [--runtime torch|openvino] [--precision f32|bf16]
+
+Prints one JSON line. `bare` embeds exactly the chunk texts ingest would embed (same source
+reader, same chunker), in one call, with the model already loaded: the model's own cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks import common
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def ingest(config: Path, repeat: int) -> dict[str, Any]:
+    """Run the ingest flow `repeat` times on the same config; time each run."""
+    from flows.ingest import ingest_flow
+
+    runs = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        summary = ingest_flow(config=str(config))
+        runs.append({"seconds": time.perf_counter() - start, "summary": summary,
+                     "stages": _stage_seconds(config.parent / "events", summary["run_id"])})
+    return {"runs": runs, "peak_rss_mib": _peak_rss_mib()}
+
+
+def _stage_seconds(events: Path, run_id: str) -> dict[str, float]:
+    """The run's per-stage seconds, from its `ingest_runs` event (where the time went)."""
+    import pyarrow.parquet as pq
+
+    for path in sorted((events / "ingest_runs").glob(f"{run_id}-*.parquet")):
+        rows = pq.read_table(path).to_pylist()
+        if rows:
+            return {k: v for k, v in rows[0].items() if k.endswith("_seconds") and v is not None}
+    return {}
+
+
+def chunk_texts(corpus_dir: Path) -> tuple[list[str], int]:
+    """The chunk texts ingest embeds for this corpus, and the number of documents."""
+    from flows.chunking import Chunker
+    from flows.settings import SourceConfig
+    from flows.sources import make_source
+    from flows.sources.base import Document
+    from models.registry import BUILTIN
+
+    source = make_source(SourceConfig(name="scifact", kind="beir", path=corpus_dir))
+    docs = [d for d in source.load(source.discover()) if isinstance(d, Document)]
+    spec = BUILTIN[common.MODEL]
+    chunks = Chunker(common.model_dir(), spec.max_length).chunk(docs)
+    return [c.text for d in docs for c in chunks[d.doc_id]], len(docs)
+
+
+def bare(corpus_dir: Path, runtime: str, precision: str, batch_size: int,
+         cache_dir: Path) -> dict[str, Any]:
+    """Embed the chunk texts in one call; only the encode is timed."""
+    texts, docs = chunk_texts(corpus_dir)
+    if runtime == "torch":
+        from sentence_transformers import SentenceTransformer
+
+        model = SentenceTransformer(str(common.model_dir()), device="cpu", local_files_only=True)
+        model.encode(texts[:4], batch_size=batch_size)
+
+        def encode() -> Any:
+            return model.encode(texts, batch_size=batch_size, normalize_embeddings=True,
+                                convert_to_numpy=True, show_progress_bar=False)
+    else:
+        from models.optimized import OpenVINOBackend
+        from models.registry import BUILTIN
+
+        backend = OpenVINOBackend(BUILTIN[common.MODEL], common.model_dir(), cache_dir,
+                                  precision, batch_size)  # type: ignore[arg-type]
+        backend.embed_texts(texts[:4])
+
+        def encode() -> Any:
+            return backend.embed_texts(texts)
+    start = time.perf_counter()
+    encode()
+    return {"seconds": time.perf_counter() - start, "docs": docs, "chunks": len(texts),
+            "peak_rss_mib": _peak_rss_mib()}
+
+
+def main() -> None:
+    """Parse the step and print its JSON."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("mode", choices=["ingest", "bare"])
+    parser.add_argument("path", type=Path)
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--runtime", default="torch")
+    parser.add_argument("--precision", default="f32")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--cache-dir", type=Path, default=common.OUT / "models")
+    args = parser.parse_args()
+    if args.mode == "ingest":
+        out = ingest(args.path, args.repeat)
+    else:
+        out = bare(args.path, args.runtime, args.precision, args.batch_size, args.cache_dir)
+    print(json.dumps(out, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""Rebuild benchmarks/REPORT.md and benchmarks/scaling.png from benchmarks/results/*.json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from benchmarks import common
+
+REPORT = common.BENCH / "REPORT.md"
+PLOT = common.BENCH / "scaling.png"
+NOTES = common.BENCH / "NOTES.md"
+
+
+def _machine(results: dict[str, dict[str, Any]]) -> list[str]:
+    m = next((r["machine"] for r in results.values() if "machine" in r), common.machine())
+    v = m["versions"]
+    return [f"- CPU: {m['cpu']}, {m['cores']} cores visible, ISA: {', '.join(m['isa'])}",
+            f"- Python {m['python']}; " + ", ".join(f"{k} {val}" for k, val in v.items()),
+            f"- Load average when recorded: {', '.join(f'{x:.1f}' for x in m['loadavg'])} "
+            "(the 2 cores were shared with other engineers' test runs: read ratios, not seconds)"]
+
+
+def _runtimes(r: dict[str, Any]) -> list[str]:
+    out = [f"Screen: first {r['docs']} SciFact documents (\"title text\", truncated at 256 tokens), "
+           f"batch {r['batch_size']}, {r['rounds']} interleaved rounds; speed-up is the median over "
+           "rounds of (baseline seconds / candidate seconds) in the same round; cosine is per "
+           "document to the baseline's vector.", "",
+           "| candidate | speed-up vs torch fp32 | per-round | docs/s (best) | cosine mean | cosine min |",
+           "|---|---|---|---|---|---|"]
+    for row in r["rows"]:
+        out.append(f"| {row['candidate']} | **{row['speedup']:.2f}x** | "
+                   f"{', '.join(f'{x:.2f}' for x in row['speedups'])} | {row['docs_per_s']:.1f} | "
+                   f"{row['cosine_mean']:.5f} | {row['cosine_min']:.5f} |")
+    for family, err in r.get("errors", {}).items():
+        out.append(f"\n{family} candidates could not run: `{err}`")
+    return out
+
+
+def _ndcg(r: dict[str, Any]) -> list[str]:
+    out = ["| runtime | precision | nDCG@10 | recall@100 | corpus cosine to OpenVINO f32 (mean / min) |",
+           "|---|---|---|---|---|"]
+    for row in r["rows"]:
+        cos = (f"{row['cosine_mean']:.5f} / {row['cosine_min']:.5f}" if "cosine_mean" in row
+               else "(reference)")
+        out.append(f"| {row['runtime']} | {row['precision']} | **{row['ndcg@10']:.5f}** | "
+                   f"{row['recall@100']:.4f} | {cos} |")
+    return out
+
+
+def _overhead(r: dict[str, Any]) -> list[str]:
+    out = ["| runtime | docs | chunks | bare encode s (before, after) | ingest s | throughput ratio "
+           "(bare / ingest) | re-ingest s | re-ingest / first | peak RSS MiB |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for row in r["rows"]:
+        out.append(f"| {row['runtime']} {row['precision']} | {row['docs']} | {row['chunks']} | "
+                   f"{row['bare_seconds'][0]:.1f}, {row['bare_seconds'][1]:.1f} | "
+                   f"{row['ingest_seconds']:.1f} | **{row['throughput_ratio']:.3f}** | "
+                   f"{row['reingest_seconds']:.2f} | **{row['reingest_fraction']:.3f}** | "
+                   f"{row['peak_rss_mib']:.0f} |")
+    return out
+
+
+def _scaling(r: dict[str, Any]) -> list[str]:
+    out = [f"Runtime: {r['runtime']} {r['precision']}. Each size: a fresh home, a fresh process, "
+           "first ingest.", "",
+           "| documents | chunks | ingest s | docs/s | s/doc vs smallest | peak RSS MiB |",
+           "|---|---|---|---|---|---|"]
+    for p in r["points"]:
+        out.append(f"| {p['docs']} | {p['chunks']} | {p['seconds']:.1f} | {p['docs_per_s']:.1f} | "
+                   f"{p['seconds_per_doc_vs_first']:.3f} | {p['peak_rss_mib']:.0f} |")
+    return out
+
+
+def _search(r: dict[str, Any]) -> list[str]:
+    out = [f"{r['points']} points (vectors from `{r['vectors_from']}`, cycled with noise), upsert "
+           f"{r['upsert_seconds']:.1f} s, optimize {r['optimize_seconds']:.1f} s; "
+           f"{r['queries']} queries x {r['passes']} passes, top 10, one `EdgeStore.search` each.", "",
+           "| query | p50 ms | p99 ms | mean ms | n |", "|---|---|---|---|---|"]
+    for label in ("unfiltered", "filtered (source = 1 of 10 parts)"):
+        q = r[label]
+        out.append(f"| {label} | {q['p50_ms']:.2f} | {q['p99_ms']:.2f} | {q['mean_ms']:.2f} | {q['n']} |")
+    return out
+
+
+def plot(r: dict[str, Any], path: Path = PLOT) -> None:
+    """Ingest seconds and peak memory against documents, with the linear fit through the first."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = r["points"]
+    n = [p["docs"] for p in pts]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    a.plot(n, [p["seconds"] for p in pts], "o-", label="measured")
+    a.plot(n, [pts[0]["seconds"] * x / n[0] for x in n], "--", color="grey",
+           label="linear from the smallest")
+    a.set(xlabel="documents", ylabel="first ingest, seconds", title="Ingest time")
+    a.legend()
+    b.plot(n, [p["peak_rss_mib"] for p in pts], "o-")
+    b.set(xlabel="documents", ylabel="peak RSS, MiB", title="Peak memory (whole process)")
+    b.set_ylim(bottom=0)
+    fig.suptitle(f"tessera ingest, SciFact, runtime {r['runtime']} {r['precision']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+SECTIONS = (("runtimes", "Goal 2: CPU runtimes for all-MiniLM-L6-v2", _runtimes),
+            ("ndcg", "Goal 2: quality of the finalist on all of SciFact (5,183 documents, 300 "
+                     "test queries)", _ndcg),
+            ("overhead", "Goals 1 and 3: ingest against the bare model, and re-ingest", _overhead),
+            ("scaling", "Goal 4: scaling curve", _scaling),
+            ("search", "Goal 4: search latency, 50k points, Qdrant Edge (store benchmark)", _search))
+
+
+def write() -> Path:
+    """Rebuild the report (and the plot when scaling results exist)."""
+    results = common.load_results()
+    lines = ["# Tessera benchmarks", "",
+             "Tables generated by `make bench` (`python -m benchmarks.run`) from "
+             "`benchmarks/results/*.json`; the summary, the decisions and what was not measured "
+             "come from `benchmarks/NOTES.md` (hand-written).", "",
+             *(NOTES.read_text(encoding="utf-8").splitlines() if NOTES.exists() else []), "",
+             "## Machine", "", *_machine(results)]
+    for key, title, fmt in SECTIONS:
+        if key not in results:
+            continue
+        r = results[key]
+        lines += ["", f"## {title}", "", f"Command: `{r.get('command', '')}` at {r.get('recorded_at')}",
+                  "", *fmt(r)]
+        if key == "scaling":
+            plot(r)
+            lines += ["", "![scaling curve](scaling.png)"]
+    REPORT.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return REPORT

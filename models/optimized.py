@@ -1,0 +1,321 @@
+"""OpenVINO backend: the same model, exported once into the model cache, run by OpenVINO's CPU plugin.
+
+The export is an OpenVINO IR (fp32 weights) of the transformer plus mean pooling and L2
+normalisation, made locally from the model's own files. It lives in
+`<model cache>/derived/<model>/openvino/` beside a `meta.json` that records what it was made
+from (the sha256 of the source weights and config, the OpenVINO version, this module's export
+format) and the probe cosine to torch measured when it was made. Any change to those inputs makes
+the next load export again; a half-written export is never used (temp directory, then rename).
+
+`precision` is a compile-time hint, not a second export: "f32" computes in fp32 (cosine 1.0000 to
+torch), "bf16" runs the matrix products in bfloat16 on CPUs that have AVX512-BF16 or AMX (measured
+in benchmarks/REPORT.md; elsewhere OpenVINO emulates or falls back to fp32).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from flows.errors import EmbeddingError
+from models.base import EmbedStats
+from models.registry import ModelSpec
+
+logger = logging.getLogger(__name__)
+
+Precision = Literal["f32", "bf16"]
+EXPORT_FORMAT = 1  # bump when the exported graph changes
+PROBE_TEXTS = [
+    "Tessera model-cache probe: photosynthesis turns light, water and CO2 into sugar.",
+    "Vitamin D deficiency is associated with an increased risk of fractures in older adults.",
+    "a",
+]
+MIN_EXPORT_COSINE = 0.999
+# Exports made and verified in this process, by what they were made from: a second model cache
+# (another home) gets linked copies instead of a second export.
+_MADE: dict[str, Path] = {}
+_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+_SOURCE_FILES = ("model.safetensors", "pytorch_model.bin", "config.json", "modules.json",
+                 "1_Pooling/config.json")
+
+
+def export_dir(spec: ModelSpec, cache_dir: Path) -> Path:
+    """Where the OpenVINO export of this model lives in the model cache."""
+    return Path(cache_dir) / "derived" / spec.vector_name / "openvino"
+
+
+def source_fingerprint(model_dir: Path) -> dict[str, str]:
+    """sha256 of the files the export is computed from (weights, configs, pooling)."""
+    out = {}
+    for rel in _SOURCE_FILES:
+        path = Path(model_dir) / rel
+        if path.is_file():
+            out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+def _meta_key(model_dir: Path) -> dict[str, Any]:
+    import openvino
+
+    return {"format": EXPORT_FORMAT, "openvino": openvino.__version__,
+            "source": source_fingerprint(model_dir)}
+
+
+def _check_mean_pooling(model_dir: Path) -> None:
+    pooling = Path(model_dir) / "1_Pooling" / "config.json"
+    conf = json.loads(pooling.read_text()) if pooling.is_file() else {}
+    if not conf.get("pooling_mode_mean_tokens"):
+        raise EmbeddingError(f"runtime 'openvino' supports mean-pooled sentence-transformers models; "
+                             f"{model_dir} has no mean pooling config. Use runtime = 'torch'")
+
+
+def torch_module(model_dir: Path, normalize: bool) -> Any:
+    """The transformer with mean pooling (and normalisation) in one graph, keyword inputs."""
+    import torch
+    from transformers import AutoModel
+
+    class _Pooled(torch.nn.Module):
+        def __init__(self, bert: Any) -> None:
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
+            hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask,
+                               token_type_ids=token_type_ids).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(pooled, dim=-1) if normalize else pooled
+
+    bert = AutoModel.from_pretrained(str(model_dir), local_files_only=True).eval()
+    return _Pooled(bert).eval()
+
+
+def _current(folder: Path, key: dict[str, Any]) -> bool:
+    """True when `folder` holds a complete export made from exactly these inputs."""
+    meta_path = folder / "meta.json"
+    if not (meta_path.is_file() and (folder / "model.xml").is_file() and (folder / "model.bin").is_file()):
+        return False
+    meta = json.loads(meta_path.read_text())
+    return {k: meta.get(k) for k in key} == key
+
+
+def export_openvino(spec: ModelSpec, model_dir: Path, cache_dir: Path) -> Path:
+    """Export (or reuse) the OpenVINO IR of the model; returns the export directory."""
+    target = export_dir(spec, cache_dir)
+    key = _meta_key(model_dir)
+    if _current(target, key):
+        return target
+    if (target / "meta.json").is_file():
+        logger.info("OpenVINO export at %s is stale (made from other files); exporting again", target)
+    _check_mean_pooling(model_dir)
+    made = _MADE.get(json.dumps(key, sort_keys=True))
+    if made is not None and made != target and _current(made, key):
+        return _link_copy(made, target)
+    import openvino as ov
+    import torch
+
+    start = time.perf_counter()
+    module = torch_module(model_dir, spec.normalize)
+    example = torch.ones((2, 8), dtype=torch.long)
+    # Tracing warns about shape-dependent branches it freezes; the probe below checks the result
+    # at several lengths instead (and pytest turns warnings into errors).
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ir = ov.convert_model(module, example_input={"input_ids": example, "attention_mask": example,
+                                                      "token_type_ids": torch.zeros_like(example)})
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".tmp-openvino-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        # compress_to_fp16 defaults to True and would round the weights: keep them fp32.
+        ov.save_model(ir, str(tmp / "model.xml"), compress_to_fp16=False)
+        cos = _probe_cosine(spec, model_dir, tmp)
+        if cos < MIN_EXPORT_COSINE:
+            raise EmbeddingError(f"the OpenVINO export of {spec.name} embeds the probe texts at "
+                                 f"cosine {cos:.4f} to torch (needs >= {MIN_EXPORT_COSINE}); "
+                                 "use runtime = 'torch' and report the openvino version")
+        meta = {**key, "model_id": spec.id, "revision": spec.revision, "probe_cosine": round(cos, 6),
+                "export_seconds": round(time.perf_counter() - start, 3)}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+        if target.exists():
+            old = target.parent / f".old-openvino-{uuid.uuid4().hex[:8]}"
+            os.replace(target, old)
+            shutil.rmtree(old, ignore_errors=True)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _MADE[json.dumps(key, sort_keys=True)] = target
+    return target
+
+
+def _link_copy(source: Path, target: Path) -> Path:
+    """Put an export verified earlier in this process into another cache (hard links if possible)."""
+    def link(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".tmp-openvino-{uuid.uuid4().hex[:8]}"
+    shutil.copytree(source, tmp, copy_function=link)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+    return target
+
+
+def _probe_cosine(spec: ModelSpec, model_dir: Path, ir_dir: Path) -> float:
+    """Worst cosine, over the probe texts, of the fp32 export to sentence-transformers on torch."""
+    from models.local import load_sentence_transformer
+
+    reference = load_sentence_transformer(model_dir, "cpu").encode(
+        PROBE_TEXTS, normalize_embeddings=True, convert_to_numpy=True)
+    runner = _Runner(spec, model_dir, ir_dir, "f32", batch_size=8)
+    got = runner.embed(PROBE_TEXTS)
+    got = got / np.linalg.norm(got, axis=1, keepdims=True)
+    return float(np.min(np.sum(got * reference, axis=1)))
+
+
+Infer = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+class Batcher:
+    """Tokenize, sort by length, pad each batch to its longest text, infer, restore order."""
+
+    def __init__(self, spec: ModelSpec, model_dir: Path, batch_size: int) -> None:
+        from tokenizers import Tokenizer
+
+        self.batch_size = batch_size
+        self.dimension = spec.dimension
+        self.tokenizer = Tokenizer.from_file(str(Path(model_dir) / "tokenizer.json"))
+        # tokenizer.json ships truncation/padding at 128; the model's window is spec.max_length.
+        self.tokenizer.enable_truncation(spec.max_length)
+        self.tokenizer.no_padding()
+
+    def embed(self, texts: list[str], infer: Infer) -> np.ndarray:
+        """Vectors for `texts`, in input order, computed `batch_size` texts at a time."""
+        encodings = self.tokenizer.encode_batch(texts)
+        lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(texts))
+        order = np.argsort(-lengths, kind="stable")
+        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            width = int(lengths[idx[0]])
+            ids = np.zeros((len(idx), width), dtype=np.int64)
+            mask = np.zeros((len(idx), width), dtype=np.int64)
+            for row, i in enumerate(idx):
+                n = int(lengths[i])
+                ids[row, :n] = encodings[i].ids
+                mask[row, :n] = 1
+            out[idx] = infer(ids, mask, np.zeros_like(ids))
+        return out
+
+
+class _Runner:
+    """The compiled OpenVINO model behind a Batcher."""
+
+    def __init__(self, spec: ModelSpec, model_dir: Path, ir_dir: Path, precision: Precision,
+                 batch_size: int, threads: int | None = None) -> None:
+        import openvino as ov
+
+        self.batcher = Batcher(spec, model_dir, batch_size)
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        compiled = ov.Core().compile_model(str(ir_dir / "model.xml"), "CPU", config)
+        self.request = compiled.create_infer_request()
+
+    def _infer(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray) -> np.ndarray:
+        result = self.request.infer({"input_ids": ids, "attention_mask": mask,
+                                     "token_type_ids": types})
+        return np.asarray(result[0])
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Vectors for `texts`, in input order."""
+        return self.batcher.embed(texts, self._infer)
+
+
+class OpenVINOBackend:
+    """Text embeddings through the OpenVINO export of a mean-pooled sentence-transformers model."""
+
+    def __init__(self, spec: ModelSpec, path: Path, cache_dir: Path, precision: Precision = "f32",
+                 batch_size: int = 32, threads: int | None = None) -> None:
+        if spec.kind != "sentence-transformers":
+            raise EmbeddingError(f"runtime 'openvino' runs text models only; {spec.name!r} is "
+                                 f"{spec.kind}. Use runtime = 'torch'")
+        self.spec = spec
+        self.path = path
+        self.cache_dir = Path(cache_dir)
+        self.precision = precision
+        self.batch_size = batch_size
+        self.threads = threads
+        self.stats = EmbedStats(backend="local", device="cpu")
+        self.stats.extra["runtime_openvino"] = 1.0
+        self.load_seconds = 0.0
+        self._runner: _Runner | None = None
+
+    @property
+    def runner(self) -> _Runner:
+        """The compiled model; the first access exports (once per cache) and compiles."""
+        if self._runner is None:
+            start = time.perf_counter()
+            try:
+                ir_dir = export_openvino(self.spec, self.path, self.cache_dir)
+                self._runner = _Runner(self.spec, self.path, ir_dir, self.precision,
+                                       self.batch_size, self.threads)
+            except ImportError as exc:
+                raise EmbeddingError("runtime 'openvino' needs the openvino package: "
+                                     "pip install openvino, or set runtime = 'torch'") from exc
+            self.load_seconds = time.perf_counter() - start
+        return self._runner
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.spec.dimension), dtype=np.float32)
+        runner = self.runner
+        start = time.perf_counter()
+        vectors = runner.embed(texts)
+        self.stats.seconds += time.perf_counter() - start
+        self.stats.items += len(texts)
+        self.stats.batches += 1
+        return vectors
+
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        """Embed document chunks."""
+        return self._encode(list(texts))
+
+    def embed_queries(self, texts: list[str]) -> np.ndarray:
+        """Embed queries (this model family uses no query prefix)."""
+        return self._encode(list(texts))
+
+    def embed_images(self, images: list[bytes]) -> np.ndarray:
+        """Images need a CLIP-style model on the torch runtime."""
+        raise EmbeddingError(f"runtime 'openvino' embeds text only; set runtime = 'torch' for "
+                             f"{self.spec.name!r} images")
+
+    def close(self) -> None:
+        """Drop the compiled model."""
+        self._runner = None
+
+
+def openvino_loader(cache_dir: Path, precision: Precision = "f32") -> Callable[
+        [ModelSpec, Path], tuple[Callable[[list[str]], np.ndarray], float]]:
+    """A `models.cache.Loader` that probes through the OpenVINO export (making it if missing)."""
+    def load(spec: ModelSpec, path: Path) -> tuple[Callable[[list[str]], np.ndarray], float]:
+        backend = OpenVINOBackend(spec, path, cache_dir, precision, batch_size=8)
+        start = time.perf_counter()
+        backend.runner  # noqa: B018 - the first access exports/compiles
+        return backend.embed_texts, time.perf_counter() - start
+    return load

@@ -1,0 +1,119 @@
+"""The OpenVINO runtime: same vectors as torch, export made once into the model cache and reused.
+
+Correctness only; speeds live in benchmarks/REPORT.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("openvino", reason="runtime 'openvino' needs the openvino package")
+
+from flows.ingest import ingest_flow  # noqa: E402
+from flows.settings import load_settings  # noqa: E402
+from flows.store import open_store  # noqa: E402
+from models import make_backend  # noqa: E402
+from models.local import LocalBackend  # noqa: E402
+from models.optimized import OpenVINOBackend, export_dir, export_openvino  # noqa: E402
+from models.registry import BUILTIN, resolve_model_path  # noqa: E402
+
+SPEC = BUILTIN["all-minilm-l6-v2"]
+TEXTS = [
+    "Aspirin irreversibly inhibits cyclooxygenase and so reduces thromboxane synthesis.",
+    "short",
+    "The mitochondrial genome is inherited maternally in most animals. " * 30,  # > 256 tokens
+    "Qdrant Edge keeps the index in-process; a write-ahead log makes acknowledged points durable.",
+]
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One model cache for the module: the export is made once here."""
+    cache = tmp_path_factory.mktemp("model-cache")
+    export_openvino(SPEC, resolve_model_path(SPEC), cache)
+    return cache
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+@pytest.mark.parametrize(("precision", "floor"), [("f32", 0.9999), ("bf16", 0.999)])
+def test_vectors_match_torch(cache_dir: Path, minilm: LocalBackend, precision: str,
+                             floor: float) -> None:
+    backend = OpenVINOBackend(SPEC, resolve_model_path(SPEC), cache_dir, precision,  # type: ignore[arg-type]
+                              batch_size=2)
+    got = backend.embed_texts(TEXTS)
+    want = minilm.embed_texts(TEXTS)
+    assert got.shape == (len(TEXTS), SPEC.dimension) and got.dtype == np.float32
+    assert _cosines(got, want).min() >= floor
+    assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-3)
+    # Queries take the same path; order is kept whatever the lengths.
+    assert np.allclose(backend.embed_queries(TEXTS[::-1]), got[::-1], atol=1e-5)
+    assert backend.embed_texts([]).shape == (0, SPEC.dimension)
+
+
+def test_export_is_made_once_and_reused(cache_dir: Path) -> None:
+    folder = export_dir(SPEC, cache_dir)
+    assert {"model.xml", "model.bin", "meta.json"} <= {p.name for p in folder.iterdir()}
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["model_id"] == SPEC.id and meta["probe_cosine"] >= 0.999
+    assert meta["source"]["model.safetensors"]  # what it was made from, by sha256
+    before = (folder / "model.bin").stat().st_mtime_ns
+    assert export_openvino(SPEC, resolve_model_path(SPEC), cache_dir) == folder
+    assert (folder / "model.bin").stat().st_mtime_ns == before
+
+
+def test_stale_export_is_made_again(cache_dir: Path, tmp_path: Path) -> None:
+    other = tmp_path / "cache"
+    folder = export_openvino(SPEC, resolve_model_path(SPEC), other)
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["source"]["model.safetensors"] = "0" * 64  # as if the weights had changed
+    (folder / "meta.json").write_text(json.dumps(meta))
+    export_openvino(SPEC, resolve_model_path(SPEC), other)
+    fresh = json.loads((folder / "meta.json").read_text())
+    assert fresh["source"]["model.safetensors"] != "0" * 64
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".tmp")]
+
+
+def test_runtime_option_picks_the_backend(make_config: Callable[..., Path],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    ov = load_settings(make_config(embedding={"runtime": "openvino", "precision": "bf16",
+                                              "device": "cpu"}))
+    backend = make_backend(ov)
+    assert isinstance(backend, OpenVINOBackend) and backend.precision == "bf16"
+    assert isinstance(make_backend(load_settings(make_config(embedding={"runtime": "torch"}))),
+                      LocalBackend)
+    # CLIP (images) stays on torch whatever the runtime says.
+    clip = dataclasses.replace(BUILTIN["clip-vit-base-patch32"], path=resolve_model_path(SPEC))
+    assert isinstance(make_backend(ov, clip), LocalBackend)
+
+    import models
+
+    real = models.importlib.util.find_spec
+    monkeypatch.setattr(models.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "openvino" else real(name, *a))
+    assert isinstance(make_backend(ov), LocalBackend)  # not installed: torch, with a warning
+
+
+def test_ingest_and_search_on_openvino(make_config: Callable[..., Path], corpus: Path,
+                                       cache_dir: Path, minilm: LocalBackend) -> None:
+    config = make_config(sources=[{"name": "docs", "path": str(corpus)}],
+                         embedding={"runtime": "openvino", "device": "cpu"})
+    settings = load_settings(config)
+    summary = ingest_flow(config=str(config))
+    assert summary["indexed"] == 9 and summary["points_upserted"] == summary["chunks_embedded"]
+    store = open_store(settings)
+    try:
+        query = minilm.embed_queries(["photosynthesis"])[0]  # a torch query finds OpenVINO points
+        hits: list[Any] = store.search(settings.collection, query, 3)
+    finally:
+        store.close()
+    assert hits and hits[0].score > 0.3
