@@ -28,7 +28,9 @@ demo: install
 	$(BIN)/tessera demo
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/ruff check flows models data_contracts infra tests benchmarks
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -q --durations=15
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
