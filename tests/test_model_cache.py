@@ -159,3 +159,21 @@ def test_modal_volume_seam_maps_rows_to_reports() -> None:
     assert (report.model, report.status, report.files_sha256) == (
         "clip-vit-base-patch32", "downloaded", {"model.safetensors": "ab"})
     assert report.event()["message"].startswith("Modal Volume:")
+
+
+def test_modal_backend_without_credentials_fails_fast_and_clearly(
+        make_config: Callable[..., Path]) -> None:
+    """Backend "modal": an unreachable Volume fails the run (no retries: credentials are missing)."""
+    config = make_config(embedding={"backend": "modal"})
+    with pytest.raises(EmbeddingError, match=r"Modal Volume 'tessera-model-cache'.*modal token new"):
+        refresh_models_flow(config=str(config))
+    rows = _events(load_settings(config))
+    assert [r["status"] for r in rows] == ["ok", "missing"]
+
+
+def test_auto_backend_records_an_unreachable_volume_without_failing(
+        make_config: Callable[..., Path]) -> None:
+    """Backend "auto" embeds locally below the threshold, so the Volume is reported, not fatal."""
+    config = make_config(embedding={"backend": "auto"})
+    out = refresh_models_flow(config=str(config))
+    assert [m["status"] for m in out["models"]] == ["ok", "missing"]

@@ -123,6 +123,31 @@ def test_drop_against_previous_run_fails(setup: dict[str, Any]) -> None:
         quality_flow(dataset=str(setup["data"]), config=str(config))
 
 
+def test_nightly_fails_on_a_breach_after_building_the_marts(setup: dict[str, Any]) -> None:
+    """prune -> refresh-models -> quality -> marts: a breach fails the nightly, marts still built."""
+    import subprocess
+    import sys
+
+    from flows.errors import PipelineError
+    from flows.nightly import nightly_flow
+
+    config = setup["config"]("nightly", min_ndcg_at_10=1.01)
+    config.write_text(config.read_text() + f'\n[[quality.sets]]\npath = "{setup["data"]}"\n'
+                      'name = "nightly-set"\n')
+    with pytest.raises(PipelineError, match=r"nightly run failed in quality nightly-set: .*"
+                                            r"is below the floor"):
+        nightly_flow(config=str(config))
+    settings = load_settings(config)
+    assert [r["status"] for r in _events(settings, "model_cache_events")][-1] == "ok"
+    # Read the warehouse from another process: dbt ran in this one (DuckDB config clash).
+    query = ("import duckdb,sys; c=duckdb.connect(sys.argv[1], read_only=True); print(c.execute("
+             "\"select count(*), bool_or(not is_passed) from fct_retrieval_quality "
+             "where dataset = 'nightly-set'\").fetchone())")
+    out = subprocess.run([sys.executable, "-c", query, str(settings.warehouse_path)],
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "(4, True)"  # one failed run, four metrics
+
+
 def test_gates_are_checked_per_metric() -> None:
     """Pure gate logic: the floor is on nDCG@10, the drop on every metric; no previous, no drop."""
     gates = QualityConfig(min_ndcg_at_10=0.5, max_drop=0.02)
