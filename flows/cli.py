@@ -135,7 +135,7 @@ def cmd_quarantine(args: argparse.Namespace) -> dict[str, Any]:
 @command("prune")
 def cmd_prune(args: argparse.Namespace) -> dict[str, Any]:
     """Delete points whose expires_at has passed."""
-    from flows.prune import prune_flow  # type: ignore[import-not-found,unused-ignore]
+    from flows.prune import prune_flow
 
     result: dict[str, Any] = prune_flow(config=args.config, dry_run=args.dry_run)
     return result
@@ -144,7 +144,7 @@ def cmd_prune(args: argparse.Namespace) -> dict[str, Any]:
 @command("refresh-models")
 def cmd_refresh_models(args: argparse.Namespace) -> dict[str, Any]:
     """Verify (and where reachable, fill) the model cache."""
-    from flows.nightly import refresh_models_flow  # type: ignore[import-not-found,unused-ignore]
+    from flows.nightly import refresh_models_flow
 
     result: dict[str, Any] = refresh_models_flow(config=args.config)
     return result
@@ -153,7 +153,7 @@ def cmd_refresh_models(args: argparse.Namespace) -> dict[str, Any]:
 @command("quality")
 def cmd_quality(args: argparse.Namespace) -> dict[str, Any]:
     """Score retrieval quality on a BEIR-layout dataset."""
-    from flows.quality import quality_flow  # type: ignore[import-not-found,unused-ignore]
+    from flows.quality import quality_flow
 
     result: dict[str, Any] = quality_flow(dataset=args.dataset, config=args.config,
                                           limit_queries=args.limit_queries)
@@ -163,7 +163,7 @@ def cmd_quality(args: argparse.Namespace) -> dict[str, Any]:
 @command("nightly")
 def cmd_nightly(args: argparse.Namespace) -> dict[str, Any]:
     """Prune, refresh models, score quality sets, build marts."""
-    from flows.nightly import nightly_flow  # type: ignore[import-not-found,unused-ignore]
+    from flows.nightly import nightly_flow
 
     result: dict[str, Any] = nightly_flow(config=args.config)
     return result
@@ -172,7 +172,7 @@ def cmd_nightly(args: argparse.Namespace) -> dict[str, Any]:
 @command("serve")
 def cmd_serve(args: argparse.Namespace) -> dict[str, Any]:
     """Serve every deployment (ingest per source, nightly) from this process."""
-    from flows.nightly import serve_all  # type: ignore[import-not-found,unused-ignore]
+    from flows.nightly import serve_all
 
     serve_all(_settings(args), config=args.config)
     return {"served": True}

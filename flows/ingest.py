@@ -367,7 +367,7 @@ def ingest_flow(config: str | None = None, sources: list[str] | None = None,
     summary = run_ingest(settings, sources, ttl, path)
     get_run_logger().info("ingest %s", summary)
     if settings.marts.build_after_ingest:
-        from flows.marts import build_marts_task  # type: ignore[import-not-found,unused-ignore]
+        from flows.marts import build_marts_task
 
         build_marts_task(settings)
     return summary

@@ -37,9 +37,9 @@ def make_backend(settings: Settings, spec: ModelSpec | None = None,
     """The embedding backend for this run (local torch, or the deployed Modal class)."""
     spec = spec or get_spec(settings)
     if choose_backend(settings, pending_chunks) == "modal":
-        from models.modal_backend import ModalBackend  # type: ignore[import-not-found,unused-ignore]
+        from models.modal_backend import ModalBackend
 
-        return ModalBackend(spec, settings.embedding.modal)  # type: ignore[no-any-return,unused-ignore]
+        return ModalBackend(spec, settings.embedding.modal)
     from models.local import LocalBackend, pick_device
 
     emb = settings.embedding

@@ -15,9 +15,9 @@ def make_source(config: SourceConfig) -> Source:
 
         return BeirSource(config)
     if config.kind == "images":
-        from flows.sources.images import ImageSource  # type: ignore[import-not-found,unused-ignore]
+        from flows.sources.images import ImageSource
 
-        return ImageSource(config)  # type: ignore[no-any-return,unused-ignore]
+        return ImageSource(config)
     from flows.sources.directory import DirectorySource
 
     return DirectorySource(config)
