@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
-export PREFECT_HOME ?= $(TESSERA_HOME)/prefect
+# PREFECT_HOME: `tessera` puts it in $(TESSERA_HOME)/prefect and creates it; tests use a temp dir.
 
 .PHONY: install demo test test-fast lint bench clean
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ for _key, _value in {
     os.environ.setdefault(_key, _value)
 for _key in [k for k in os.environ if k.startswith("TESSERA_")]:
     del os.environ[_key]  # a developer's own TESSERA_* must not leak into tests
+# Test modules import Prefect at collection, and Prefect reads its home at import: set it now.
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="tessera-tests-prefect-")
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples" / "corpus"
@@ -30,9 +33,8 @@ SCIFACT = REPO.parent / "shared" / "datasets" / "scifact"
 
 
 @pytest.fixture(scope="session", autouse=True)
-def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+def prefect_server() -> Iterator[None]:
     """One Prefect test server for the whole session (starting one costs 15-20 s)."""
-    os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect-home"))
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=120):
