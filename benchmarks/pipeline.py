@@ -69,10 +69,13 @@ def scaling(api: str, sizes: list[int], runtime: str, precision: str) -> dict[st
         config = fresh_home(f"scale-{runtime}-{precision}-{n}", corpus(n), runtime, precision)
         out = common.run_child(["benchmarks.ingest_once", "ingest", str(config)], api, STEP_TIMEOUT)
         run = out["runs"][0]
-        points.append({"docs": n, "seconds": run["seconds"], "peak_rss_mib": out["peak_rss_mib"],
+        points.append({"docs": n, "seconds": run["seconds"], "cpu_seconds": run["cpu_seconds"],
+                       "peak_rss_mib": out["peak_rss_mib"], "stages": run.get("stages", {}),
                        "chunks": run["summary"].get("chunks_embedded"),
                        "docs_per_s": n / run["seconds"]})
     base = points[0]
     for p in points:
         p["seconds_per_doc_vs_first"] = (p["seconds"] / p["docs"]) / (base["seconds"] / base["docs"])
+        p["cpu_per_doc_vs_first"] = ((p["cpu_seconds"] / p["docs"])
+                                     / (base["cpu_seconds"] / base["docs"]))
     return {"runtime": runtime, "precision": precision, "points": points}

@@ -64,11 +64,14 @@ def _overhead(r: dict[str, Any]) -> list[str]:
 def _scaling(r: dict[str, Any]) -> list[str]:
     out = [f"Runtime: {r['runtime']} {r['precision']}. Each size: a fresh home, a fresh process, "
            "first ingest.", "",
-           "| documents | chunks | ingest s | docs/s | s/doc vs smallest | peak RSS MiB |",
-           "|---|---|---|---|---|---|"]
+           "| documents | chunks | ingest wall s | docs/s | wall s/doc vs smallest | CPU s | "
+           "CPU s/doc vs smallest | peak RSS MiB |",
+           "|---|---|---|---|---|---|---|---|"]
     for p in r["points"]:
+        cpu = (f"{p['cpu_seconds']:.1f} | **{p['cpu_per_doc_vs_first']:.3f}**" if "cpu_seconds" in p
+               else "n/a | n/a")
         out.append(f"| {p['docs']} | {p['chunks']} | {p['seconds']:.1f} | {p['docs_per_s']:.1f} | "
-                   f"{p['seconds_per_doc_vs_first']:.3f} | {p['peak_rss_mib']:.0f} |")
+                   f"{p['seconds_per_doc_vs_first']:.3f} | {cpu} | {p['peak_rss_mib']:.0f} |")
     return out
 
 
@@ -93,9 +96,11 @@ def plot(r: dict[str, Any], path: Path = PLOT) -> None:
     pts = r["points"]
     n = [p["docs"] for p in pts]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    a.plot(n, [p["seconds"] for p in pts], "o-", label="measured")
-    a.plot(n, [pts[0]["seconds"] * x / n[0] for x in n], "--", color="grey",
-           label="linear from the smallest")
+    a.plot(n, [p["seconds"] for p in pts], "o-", label="wall (shared CPU)")
+    if all("cpu_seconds" in p for p in pts):
+        a.plot(n, [p["cpu_seconds"] for p in pts], "s-", label="CPU seconds, all threads")
+        a.plot(n, [pts[0]["cpu_seconds"] * x / n[0] for x in n], "--", color="grey",
+               label="CPU, linear from the smallest")
     a.set(xlabel="documents", ylabel="first ingest, seconds", title="Ingest time")
     a.legend()
     b.plot(n, [p["peak_rss_mib"] for p in pts], "o-")
