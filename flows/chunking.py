@@ -24,13 +24,23 @@ class Chunk:
     tokens: int
 
 
+def window_tokens(model_max_length: int, max_tokens: int | None) -> int:
+    """Tokens per window: the configured size, capped by what the model can see."""
+    limit = model_max_length - _SPECIAL_TOKENS
+    return min(max_tokens or limit, limit)
+
+
+def signature(model_max_length: int, max_tokens: int | None, overlap: int) -> str:
+    """Identifies how documents were cut; recorded on points so a change re-chunks them."""
+    return f"tokens={window_tokens(model_max_length, max_tokens)};overlap={overlap}"
+
+
 class Chunker:
     """Splits text into windows of at most `max_tokens` model tokens, overlapping by `overlap`."""
 
     def __init__(self, tokenizer_dir: Path, model_max_length: int, max_tokens: int | None = None,
                  overlap: int = 32) -> None:
-        limit = model_max_length - _SPECIAL_TOKENS
-        self.max_tokens = min(max_tokens or limit, limit)
+        self.max_tokens = window_tokens(model_max_length, max_tokens)
         if overlap >= self.max_tokens:
             raise EmbeddingError(f"chunking.overlap ({overlap}) must be smaller than the window "
                                  f"({self.max_tokens} tokens)")

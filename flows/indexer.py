@@ -21,12 +21,14 @@ class Existing:
 
     hashes: set[str] = field(default_factory=set)
     models: set[str] = field(default_factory=set)
+    chunkings: set[str] = field(default_factory=set)
     chunk_counts: set[int] = field(default_factory=set)
     ids_by_index: dict[int, str] = field(default_factory=dict)
 
-    def is_current(self, content_hash: str, model_id: str) -> bool:
-        """True when every chunk is there, from this content and this model (nothing to embed)."""
-        if self.hashes != {content_hash} or self.models != {model_id} or len(self.chunk_counts) != 1:
+    def is_current(self, content_hash: str, model_id: str, chunking: str) -> bool:
+        """True when every chunk is there, from this content, model and chunking (nothing to do)."""
+        if (self.hashes != {content_hash} or self.models != {model_id}
+                or self.chunkings != {chunking} or len(self.chunk_counts) != 1):
             return False
         (count,) = self.chunk_counts
         return set(self.ids_by_index) == set(range(count))
@@ -44,6 +46,7 @@ def read_existing(store: VectorStore, collection: str, source: str) -> dict[str,
         entry = out.setdefault(str(payload.get("doc_id")), Existing())
         entry.hashes.add(str(payload.get("content_hash")))
         entry.models.add(str(payload.get("model_id")))
+        entry.chunkings.add(str(payload.get("chunking")))
         entry.chunk_counts.add(int(payload.get("chunk_count", -1)))
         entry.ids_by_index[int(payload.get("chunk_index", -1))] = pid
     return out
@@ -57,7 +60,7 @@ def stale_ids(existing: Existing | None, new_ids: set[str]) -> list[str]:
 
 
 def build_points(collection: str, doc: Document, chunks: list[Chunk], vectors: np.ndarray,
-                 model_id: str, now: int, expires_at: int) -> list[PointRecord]:
+                 model_id: str, now: int, expires_at: int, chunking: str) -> list[PointRecord]:
     """Points for a document's chunks with the payload DESIGN.md fixes."""
     base: dict[str, Any] = {
         "doc_id": doc.doc_id,
@@ -66,6 +69,7 @@ def build_points(collection: str, doc: Document, chunks: list[Chunk], vectors: n
         "modality": doc.modality,
         "content_hash": doc.content_hash,
         "model_id": model_id,
+        "chunking": chunking,
         "title": doc.title,
         "ingested_at": now,
         "expires_at": expires_at,

@@ -15,6 +15,7 @@ from prefect.cache_policies import NO_CACHE
 
 from data_contracts import ContractRunner
 from flows.chunking import Chunker
+from flows.chunking import signature as chunk_signature
 from flows.errors import (
     ConfigError,
     ContractViolation,
@@ -113,6 +114,7 @@ class _Run:
         self.events = EventLog(settings.events_dir, self.run_id)
         self.spec: ModelSpec = get_spec(settings)
         self.contracts = ContractRunner(settings, self.spec, self.events)
+        self.use_model(self.spec)
         self.counts = RunCounts()
         self.started = utcnow()
         self._backends: dict[str, EmbeddingBackend] = {}
@@ -121,11 +123,14 @@ class _Run:
         self.done = 0
         self.collection = ""
         self.source_names: list[str] = []
+        self.flow = "ingest"  # or "quality" when the quality flow indexes its corpus
 
     def use_model(self, spec: ModelSpec) -> None:
         """Switch to the model of the next source (a source may name its own model)."""
         self.spec = spec
         self.contracts.spec = spec
+        cfg = self.settings.chunking
+        self.chunking = chunk_signature(spec.max_length, cfg.max_tokens, cfg.overlap)
 
     @property
     def backend(self) -> EmbeddingBackend:
@@ -188,7 +193,7 @@ def _process_batch(run: _Run, store: VectorStore, source: SourceConfig, loaded: 
         changed, unchanged_ids = [], []
         for doc in docs:
             old = existing.get(doc.doc_id)
-            if old is not None and old.is_current(doc.content_hash, run.spec.id):
+            if old is not None and old.is_current(doc.content_hash, run.spec.id, run.chunking):
                 unchanged_ids.extend(old.ids)
                 run.counts.unchanged += 1
                 run.outcome(source.name, doc.doc_id, "unchanged", modality=doc.modality,
@@ -225,7 +230,8 @@ def _process_batch(run: _Run, store: VectorStore, source: SourceConfig, loaded: 
         run.quarantine(bad)
 
         doc_points = {doc.doc_id: build_points(coll, doc, chunks[doc.doc_id], vectors[doc.doc_id],
-                                               run.spec.id, now, expires_at) for doc in changed}
+                                               run.spec.id, now, expires_at, run.chunking)
+                      for doc in changed}
         # The last check before the write: a document fails here as a whole, never half-written.
         changed, bad = run.contracts.check_payloads(changed, doc_points, source)
         run.quarantine(bad)
@@ -312,9 +318,10 @@ def _select_sources(settings: Settings, names: list[str] | None, path: str | Non
 
 
 def run_ingest(settings: Settings, sources: list[str] | None = None, ttl: str | None = None,
-               path: str | None = None) -> dict[str, Any]:
+               path: str | None = None, flow: str = "ingest") -> dict[str, Any]:
     """Run the ingest for these sources (all when None); returns the run summary."""
     run = _Run(settings, ttl)
+    run.flow = flow
     store = open_store(settings)
     status, error = "completed", None
     try:
@@ -336,7 +343,7 @@ def _record_run(run: _Run, status: str, error: str | None) -> None:
     secs = run.counts.stage_seconds
     summary = run.summary()
     run.events.add(
-        "ingest_runs", flow="ingest", sources=",".join(run.source_names),
+        "ingest_runs", flow=run.flow, sources=",".join(run.source_names),
         collection=run.collection, model_id=run.spec.id,
         backend=stats.backend if stats else "local", device=stats.device if stats else None,
         gpu_type=stats.gpu_type if stats else None, status=status, error=error,

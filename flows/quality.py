@@ -99,7 +99,7 @@ def index_corpus(settings: Settings, source: SourceConfig) -> dict[str, Any]:
     from flows.ingest import run_ingest
 
     scoped = settings.model_copy(update={"sources": [source]})
-    return run_ingest(scoped, sources=[source.name])
+    return run_ingest(scoped, sources=[source.name], flow="quality")
 
 
 @task(cache_policy=NO_CACHE)

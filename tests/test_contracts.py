@@ -233,7 +233,7 @@ def test_payload_suite(make_config: Callable[..., Path]) -> None:
     now = int(time.time())
     docs = [_doc(d, f"text of {d}") for d in ("good", "no-expiry", "typed", "expired", "hash")]
     points = {d.doc_id: build_points("c", d, _chunks(d.doc_id, [0, 1]), _unit(2, 0), MINILM.id,
-                                     now, now + 3600) for d in docs}
+                                     now, now + 3600, "tokens=254;overlap=32") for d in docs}
     del points["no-expiry"][1].payload["expires_at"]
     points["typed"][0].payload["chunk_index"] = "0"
     for p in points["expired"]:

@@ -16,12 +16,13 @@ from flows.settings import load_settings
 from flows.store import Match, open_store
 
 
-def _points(config: Path) -> list[dict[str, Any]]:
+def _points(config: Path, extra: list[str] | None = None) -> list[dict[str, Any]]:
     settings = load_settings(config)
     store = open_store(settings)
     try:
         return [p for _, p in store.scan(settings.collection, Match(), [
-            "doc_id", "chunk_index", "chunk_count", "content_hash", "expires_at", "source"])]
+            "doc_id", "chunk_index", "chunk_count", "content_hash", "expires_at", "source",
+            *(extra or [])])]
     finally:
         store.close()
 
@@ -157,3 +158,12 @@ def test_cli_reports_config_errors_without_a_traceback(tmp_path: Path,
     assert main(["status", "--config", str(bad), "--json"]) == 2
     out = json.loads(capsys.readouterr().out)
     assert out["error"] == "ConfigError" and "embedding.backend" in out["message"]
+
+
+def test_changing_the_chunking_rechunks_every_document(config: Path) -> None:
+    ingest_flow(config=str(config))
+    config.write_text(config.read_text() + "\n[chunking]\noverlap = 16\n")
+    again = ingest_flow(config=str(config))
+    assert (again["indexed"], again["unchanged"]) == (9, 0)
+    assert {p["chunking"] for p in _points(config, extra=["chunking"])} == {"tokens=254;overlap=16"}
+    assert ingest_flow(config=str(config))["unchanged"] == 9

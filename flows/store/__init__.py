@@ -21,7 +21,7 @@ _POINT_NAMESPACE = uuid.UUID("6f1c1b8e-4a57-5d0e-9a43-7e55a1d2c0de")
 # Payload fields that get an index (DESIGN.md: doc_id, source, modality, expires_at).
 KEYWORD_INDEXES = ("doc_id", "source", "modality")
 INTEGER_INDEXES = ("expires_at",)
-DIFF_FIELDS = ["doc_id", "chunk_index", "chunk_count", "content_hash", "model_id"]
+DIFF_FIELDS = ["doc_id", "chunk_index", "chunk_count", "content_hash", "model_id", "chunking"]
 
 
 def point_id(collection: str, doc_id: str, chunk_index: int) -> str:
