@@ -103,13 +103,15 @@ def machine() -> dict[str, Any]:
                 flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
+    from importlib import metadata
+
     versions = {}
-    for mod in ("torch", "sentence_transformers", "transformers", "openvino", "onnxruntime",
-                "qdrant_edge", "prefect", "numpy"):
+    for dist in ("torch", "sentence-transformers", "transformers", "openvino", "onnxruntime",
+                 "qdrant-edge-py", "prefect", "numpy"):
         try:
-            versions[mod] = __import__(mod).__version__
-        except Exception:  # noqa: BLE001 - a missing optional runtime is reported as such
-            versions[mod] = "not installed"
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = "not installed"
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
             "isa": sorted(f for f in flags if f in {"avx2", "avx512f", "avx512_vnni", "avx_vnni",
                                                    "avx512_bf16", "amx_bf16", "amx_int8"}),
