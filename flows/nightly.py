@@ -45,8 +45,14 @@ def refresh_model(settings: Settings, name: str) -> CacheReport:
     """Verify one model's files and probe vector; download it first where a source is reachable."""
     spec = get_spec(settings, name)
     fetch = hub_fetcher if hub_reachable() else None
-    return refresh_one(spec, settings.model_cache_dir, fetch=fetch,
-                       loader=local_loader(settings.embedding.device))
+    emb = settings.embedding
+    loader = local_loader(emb.device)
+    if emb.runtime == "openvino" and spec.kind == "sentence-transformers":
+        # Probe through the derived export, so a stale or broken export fails the check too.
+        from models.optimized import openvino_loader
+
+        loader = openvino_loader(settings.model_cache_dir, emb.precision)
+    return refresh_one(spec, settings.model_cache_dir, fetch=fetch, loader=loader)
 
 
 def _transient(_task: Any, _run: Any, state: Any) -> bool:

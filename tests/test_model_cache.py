@@ -177,3 +177,14 @@ def test_auto_backend_records_an_unreachable_volume_without_failing(
     config = make_config(embedding={"backend": "auto"})
     out = refresh_models_flow(config=str(config))
     assert [m["status"] for m in out["models"]] == ["ok", "missing"]
+
+
+def test_openvino_runtime_is_verified_through_its_export(make_config: Callable[..., Path]) -> None:
+    """With runtime = "openvino", the probe runs through the derived export, which it makes."""
+    pytest.importorskip("openvino")
+    config = make_config(embedding={"runtime": "openvino", "precision": "bf16"})
+    out = refresh_models_flow(config=str(config))
+    (model,) = out["models"]
+    assert model["status"] == "ok" and model["probe_cosine"] >= 0.999
+    export = load_settings(config).model_cache_dir / "derived" / SPEC.vector_name / "openvino"
+    assert (export / "meta.json").exists()
