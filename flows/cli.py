@@ -61,23 +61,20 @@ def cmd_ingest(args: argparse.Namespace) -> dict[str, Any]:
     """Index new and changed documents."""
     from flows import ingest
 
-    settings = _settings(args)
+    def run() -> dict[str, Any]:
+        # The flow builds its own settings from --config: deployments call it the same way.
+        summary: dict[str, Any] = ingest.ingest_flow(
+            config=args.config, sources=args.source or None, ttl=args.ttl, path=args.path)
+        return summary
+
     if _interactive(args):
         from rich.progress import Progress
 
         with Progress(transient=True) as bar:
             job = bar.add_task("ingest", total=None)
             ingest.progress_hook = lambda done, total: bar.update(job, completed=done, total=total)
-            return _run_ingest_flow(settings, args)
-    return _run_ingest_flow(settings, args)
-
-
-def _run_ingest_flow(settings: Any, args: argparse.Namespace) -> dict[str, Any]:
-    from flows.ingest import ingest_flow
-
-    summary: dict[str, Any] = ingest_flow(config=args.config, sources=args.source or None,
-                                          ttl=args.ttl, path=args.path)
-    return summary
+            return run()
+    return run()
 
 
 @command("search")
