@@ -1,13 +1,16 @@
 """Great Expectations behind one call: validate a frame against a suite file, get plain results.
 
-Importing GE costs 4-9 s, so nothing here imports it until the first validation. Each suite is
-read and built once per process, and one ephemeral context (no files, no analytics, no progress
-bars) serves every validation.
+Importing GE costs 2-4 s (scipy, sqlalchemy, altair, ...), so importing this module does not
+import it. An ingest calls `warm_up()` as it starts: a background thread imports GE and builds the
+suites while the main thread waits on Prefect's API and reads the first batch, and the first
+validation waits for that thread. Each suite is read and built once per process, and one ephemeral
+context (no files, no analytics, no progress bars) serves every validation.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from dataclasses import dataclass
 from functools import cache
@@ -26,6 +29,8 @@ SEVERITIES: tuple[Severity, ...] = ("error", "fatal")
 # GE's own severity field, kept in step so GE tooling reads the suites the same way.
 _GX_SEVERITY = {"error": "warning", "fatal": "critical"}
 _LOCK = threading.Lock()  # one GE context, possibly shared by flows in threads
+_WARMING: threading.Thread | None = None
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -132,6 +137,30 @@ def gx_suite(name: str) -> Any:
         missing = [s.name for s in spec.expectations if s.name not in built]
         raise _bad_suite(spec.path, f"Great Expectations could not build {', '.join(missing)}")
     return suite
+
+
+def warm_up() -> None:
+    """Import GE and build every suite in a background thread, once per process.
+
+    The first `validate` then waits for it (it takes the same lock) instead of importing GE on
+    the critical path. A failure here is only logged: that validation raises it with its context.
+    """
+    global _WARMING
+    if _WARMING is None:
+        _WARMING = threading.Thread(target=_warm, name="tessera-contracts-warm-up", daemon=True)
+        _WARMING.start()
+
+
+def _warm() -> None:
+    try:
+        import pandas  # noqa: F401 - the frames the suites validate
+
+        with _LOCK:
+            for name in SUITE_NAMES:
+                _batch_definition(name)
+                gx_suite(name)
+    except Exception as exc:  # noqa: BLE001 - reported by the validation that needs it
+        logger.debug("contracts warm-up failed: %s", exc)
 
 
 @cache

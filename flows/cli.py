@@ -59,7 +59,10 @@ def _interactive(args: argparse.Namespace) -> bool:
 @command("ingest")
 def cmd_ingest(args: argparse.Namespace) -> dict[str, Any]:
     """Index new and changed documents."""
+    from data_contracts import warm_up
     from flows import ingest
+
+    warm_up()  # GE imports while Prefect creates the flow run
 
     def run() -> dict[str, Any]:
         # The flow builds its own settings from --config: deployments call it the same way.

@@ -117,11 +117,11 @@ class EmbeddingConfig(_Section):
     backend: Literal["local", "modal", "auto"] = "local"
     device: str = "auto"
     batch_size: int = Field(default=32, ge=1, le=4096)
-    # Local CPU runtime for text models: torch via sentence-transformers, or the OpenVINO export
-    # in the model cache (bf16 matmuls where the CPU has AVX512-BF16/AMX, else fp32; needs the
-    # openvino package). GPUs and CLIP always use torch. Speed and nDCG: benchmarks/REPORT.md.
-    runtime: Literal["torch", "openvino"] = "torch"
-    precision: Literal["f32", "bf16"] = "f32"
+    # Local CPU runtime for text models: the OpenVINO export in the model cache (default: the
+    # fastest at equal nDCG, bf16 matmuls where the CPU has AVX512-BF16/AMX, else fp32), or torch
+    # via sentence-transformers. GPUs and CLIP always use torch. Speed, nDCG: benchmarks/REPORT.md.
+    runtime: Literal["torch", "openvino"] = "openvino"
+    precision: Literal["f32", "bf16"] = "bf16"
     threads: int | None = Field(default=None, ge=1)  # OpenVINO threads; None: all cores
     modal_threshold_chunks: int = 5000
     modal: ModalConfig = Field(default_factory=ModalConfig)

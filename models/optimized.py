@@ -22,7 +22,8 @@ import shutil
 import time
 import uuid
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -121,17 +122,63 @@ def _current(folder: Path, key: dict[str, Any]) -> bool:
 
 
 def export_openvino(spec: ModelSpec, model_dir: Path, cache_dir: Path) -> Path:
-    """Export (or reuse) the OpenVINO IR of the model; returns the export directory."""
+    """Export (or reuse) the OpenVINO IR of the model; returns the export directory.
+
+    Exporters of one cache take turns (a file lock beside the export), so two processes that
+    both find it missing make it once, and neither sees the other's half-written files.
+    """
     target = export_dir(spec, cache_dir)
     key = _meta_key(model_dir)
     if _current(target, key):
         return target
-    if (target / "meta.json").is_file():
-        logger.info("OpenVINO export at %s is stale (made from other files); exporting again", target)
-    _check_mean_pooling(model_dir)
-    made = _MADE.get(json.dumps(key, sort_keys=True))
-    if made is not None and made != target and _current(made, key):
-        return _link_copy(made, target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _export_lock(target):
+        if _current(target, key):  # made by another process while this one waited
+            return target
+        if (target / "meta.json").is_file():
+            logger.info("OpenVINO export at %s is stale (made from other files); exporting again",
+                        target)
+        _check_mean_pooling(model_dir)
+        made = _MADE.get(json.dumps(key, sort_keys=True))
+        if made is not None and made != target and _current(made, key):
+            return _link_copy(made, target)
+        logger.info("exporting %s to OpenVINO in %s (once per model cache, ~10 s)", spec.name,
+                    target)
+        with _quiet_transformers():
+            _export(spec, model_dir, target, key)
+    _MADE[json.dumps(key, sort_keys=True)] = target
+    return target
+
+
+@contextmanager
+def _export_lock(target: Path) -> Iterator[None]:
+    import fcntl
+
+    with (target.parent / ".openvino.lock").open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """No weight-loading progress bars or config chatter on a CLI user's terminal."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
+
+
+def _export(spec: ModelSpec, model_dir: Path, target: Path, key: dict[str, Any]) -> None:
+    """Trace, convert, probe and publish one export (temp directory, then rename)."""
     import openvino as ov
     import torch
 
@@ -144,7 +191,6 @@ def export_openvino(spec: ModelSpec, model_dir: Path, cache_dir: Path) -> Path:
         warnings.simplefilter("ignore")
         ir = ov.convert_model(module, example_input={"input_ids": example, "attention_mask": example,
                                                       "token_type_ids": torch.zeros_like(example)})
-    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".tmp-openvino-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
@@ -166,8 +212,6 @@ def export_openvino(spec: ModelSpec, model_dir: Path, cache_dir: Path) -> Path:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _MADE[json.dumps(key, sort_keys=True)] = target
-    return target
 
 
 def _link_copy(source: Path, target: Path) -> Path:

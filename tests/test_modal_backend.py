@@ -30,6 +30,7 @@ from models.modal_backend import (
     spec_from_json,
     spec_to_json,
 )
+from models.optimized import OpenVINOBackend
 from models.registry import BUILTIN
 
 pytestmark = pytest.mark.filterwarnings(
@@ -238,7 +239,8 @@ def test_routing_by_backlog_size(tmp_path: Path) -> None:
     assert choose_backend(settings, 100) == "local"
     assert choose_backend(settings, 101) == "modal"
     assert isinstance(make_backend(settings, pending_chunks=5000), ModalBackend)  # no network yet
-    assert isinstance(make_backend(settings, pending_chunks=5), LocalBackend)
+    # Small backlogs stay on this machine's default CPU runtime (OpenVINO; no GPU here).
+    assert isinstance(make_backend(settings, pending_chunks=5), OpenVINOBackend)
     forced = Settings(home=tmp_path, embedding=EmbeddingConfig(backend="modal"))
     assert choose_backend(forced, 0) == "modal"
 

@@ -190,7 +190,11 @@ def test_limited_run_is_its_own_series_and_cli(setup: dict[str, Any],
     assert (out["dataset"], out["queries"], out["chunks_embedded"]) == ("scifact-slice-first5", 5, 0)
 
 
-MTEB_SCIFACT_NDCG10 = 0.645
+MTEB_SCIFACT_NDCG10 = 0.645  # published; MTEB embeds each document's first 256 tokens only
+MTEB_SCIFACT_NDCG10_EXACT = 0.64508
+# This pipeline on torch fp32 (sentence-transformers), documents scored by their best chunk:
+# the reference the default runtime must stay within 0.005 of (benchmarks/REPORT.md, goal 2).
+TORCH_FP32_PIPELINE_NDCG10 = 0.65414
 
 
 def first_chunk_ndcg(settings: Settings, dataset: Path, collection: str) -> float:
@@ -214,17 +218,19 @@ def first_chunk_ndcg(settings: Settings, dataset: Path, collection: str) -> floa
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
 def test_scifact_matches_mteb(tmp_path: Path) -> None:
-    """All of SciFact through the pipeline: nDCG@10 within 0.01 of MTEB's 0.645.
+    """All of SciFact through the pipeline on the default runtime (OpenVINO bf16 on this CPU).
 
-    Embeds 9,634 chunks of 5,183 documents: ~10 min on 2 idle cores, 33 min on a busy machine.
-    Measured: 0.65414 with documents scored by their best chunk; 0.64598 counting only first
-    chunks (MTEB truncates at 256 tokens: 0.64508), so pooling and normalization lose nothing and
-    the windows past the first add the rest.
+    Embeds 9,634 chunks of 5,183 documents: ~1.5 min on 2 idle cores (torch fp32: ~6 min).
+    Counting only first chunks must reproduce MTEB's truncated figure (0.64508) within 0.003, so
+    pooling and normalization lose nothing. Scoring documents by their best chunk must stay within
+    0.005 of the same pipeline on torch fp32 (0.65414): what the default runtime may cost.
+    Measured with OpenVINO bf16: 0.65566 (best chunk).
     """
     config = write_config(tmp_path / "tessera.toml", {"home": str(tmp_path / "home")}, {}, [])
     result = quality_flow(dataset=str(SCIFACT), config=str(config))
     assert result["queries"] == 300
-    assert abs(result["ndcg@10"] - MTEB_SCIFACT_NDCG10) <= 0.01, result
+    assert abs(result["ndcg@10"] - TORCH_FP32_PIPELINE_NDCG10) <= 0.005, result
+    assert result["ndcg@10"] >= MTEB_SCIFACT_NDCG10, result  # windows past the first only add
     assert result["recall@100"] > 0.9, result
     first = first_chunk_ndcg(load_settings(config), SCIFACT, result["collection"])
-    assert abs(first - 0.64508) <= 0.003, first
+    assert abs(first - MTEB_SCIFACT_NDCG10_EXACT) <= 0.003, first
