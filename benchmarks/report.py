@@ -13,13 +13,15 @@ NOTES = common.BENCH / "NOTES.md"
 
 
 def _machine(results: dict[str, dict[str, Any]]) -> list[str]:
-    m = next((r["machine"] for r in results.values() if "machine" in r), common.machine())
+    newest = sorted((r for r in results.values() if "machine" in r),
+                    key=lambda r: str(r.get("recorded_at", "")))
+    m = newest[-1]["machine"] if newest else common.machine()
     v = m["versions"]
     return [f"- CPU: {m['cpu']}, {m['cores']} cores visible, ISA: {', '.join(m['isa'])}",
             f"- Python {m['python']}; " + ", ".join(f"{k} {val}" for k, val in v.items()),
-            f"- Load average when recorded: {', '.join(f'{x:.1f}' for x in m['loadavg'])} "
-            + ("(quiet: nothing else ran on the cores)" if m["loadavg"][0] < 1.5 else
-               "(the cores were shared with other work: read ratios, not seconds)")]
+            "- Each section gives the load average when it was recorded: about the core count means "
+            "only the benchmark ran; well above it, other work shared the cores (read ratios from "
+            "interleaved runs then, not seconds)"]
 
 
 def _runtimes(r: dict[str, Any]) -> list[str]:
@@ -86,15 +88,21 @@ def _overhead(r: dict[str, Any]) -> list[str]:
 
 def _scaling(r: dict[str, Any]) -> list[str]:
     out = [f"Runtime: {r['runtime']} {r['precision']}. Each size: a fresh home, a fresh process, "
-           "first ingest.", "",
-           "| documents | chunks | ingest wall s | docs/s | wall s/doc vs smallest | CPU s | "
-           "CPU s/doc vs smallest | peak RSS MiB |",
-           "|---|---|---|---|---|---|---|---|"]
+           "first ingest. Marginal = (this size's seconds - the previous size's) / (documents "
+           "added): the per-document cost once per-run costs are paid.", "",
+           "| documents | chunks | ingest wall s | docs/s | wall s/doc vs smallest | marginal wall "
+           "ms/doc | CPU s | CPU s/doc vs smallest | peak RSS MiB |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    prev: dict[str, Any] | None = None
     for p in r["points"]:
         cpu = (f"{p['cpu_seconds']:.1f} | **{p['cpu_per_doc_vs_first']:.3f}**" if "cpu_seconds" in p
                else "n/a | n/a")
+        marginal = (f"{1000 * (p['seconds'] - prev['seconds']) / (p['docs'] - prev['docs']):.1f}"
+                    if prev else "-")
         out.append(f"| {p['docs']} | {p['chunks']} | {p['seconds']:.1f} | {p['docs_per_s']:.1f} | "
-                   f"{p['seconds_per_doc_vs_first']:.3f} | {cpu} | {p['peak_rss_mib']:.0f} |")
+                   f"{p['seconds_per_doc_vs_first']:.3f} | {marginal} | {cpu} | "
+                   f"{p['peak_rss_mib']:.0f} |")
+        prev = p
     return out
 
 
@@ -156,7 +164,11 @@ def write() -> Path:
         if key not in results:
             continue
         r = results[key]
-        lines += ["", f"## {title}", "", f"Command: `{r.get('command', '')}` at {r.get('recorded_at')}",
+        load = r.get("machine", {}).get("loadavg")
+        load_note = (f"; load average {', '.join(f'{x:.1f}' for x in load)} when recorded"
+                     if load else "")
+        lines += ["", f"## {title}", "",
+                  f"Command: `{r.get('command', '')}` at {r.get('recorded_at')}{load_note}",
                   "", *fmt(r)]
         if key == "scaling":
             plot(r)
