@@ -22,6 +22,8 @@ class Chunk:
     count: int
     text: str
     tokens: int
+    # The window's token ids (no special tokens), so the embedder need not tokenize it again.
+    ids: tuple[int, ...] = ()
 
 
 def window_tokens(model_max_length: int, max_tokens: int | None) -> int:
@@ -45,6 +47,7 @@ class Chunker:
             raise EmbeddingError(f"chunking.overlap ({overlap}) must be smaller than the window "
                                  f"({self.max_tokens} tokens)")
         self.overlap = overlap
+        self.tokenizer_dir = Path(tokenizer_dir)
         self._tokenizer = _load_tokenizer(tokenizer_dir)
 
     def chunk(self, docs: list[Document]) -> dict[str, list[Chunk]]:
@@ -53,7 +56,7 @@ class Chunker:
         texts = [d for d in docs if d.modality == "text"]
         encodings = self._tokenizer.encode_batch([d.text for d in texts], add_special_tokens=False)
         for doc, enc in zip(texts, encodings, strict=True):
-            out[doc.doc_id] = self._windows(doc, enc.offsets, enc.word_ids)
+            out[doc.doc_id] = self._windows(doc, enc.ids, enc.offsets, enc.word_ids)
         for doc in docs:
             if doc.modality != "text":
                 out[doc.doc_id] = [Chunk(doc.doc_id, 0, 1, doc.text, 0)]
@@ -63,7 +66,7 @@ class Chunker:
         """Model tokens in `text`, without special tokens."""
         return len(self._tokenizer.encode(text, add_special_tokens=False).ids)
 
-    def _windows(self, doc: Document, offsets: list[tuple[int, int]],
+    def _windows(self, doc: Document, ids: list[int], offsets: list[tuple[int, int]],
                  words: list[int | None]) -> list[Chunk]:
         n = len(offsets)
         spans: list[tuple[int, int]] = []
@@ -82,7 +85,8 @@ class Chunker:
             start = nxt
         count = len(spans)
         return [
-            Chunk(doc.doc_id, i, count, doc.text[offsets[a][0]:offsets[b - 1][1]], b - a)
+            Chunk(doc.doc_id, i, count, doc.text[offsets[a][0]:offsets[b - 1][1]], b - a,
+                  tuple(ids[a:b]))
             for i, (a, b) in enumerate(spans)
         ]
 

@@ -15,7 +15,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.utilities.annotations import quote
 
 from data_contracts import ContractRunner, warm_up
-from flows.chunking import Chunker
+from flows.chunking import Chunk, Chunker
 from flows.chunking import signature as chunk_signature
 from flows.errors import (
     ConfigError,
@@ -31,6 +31,7 @@ from flows.sources import make_source
 from flows.sources.base import Document, Loaded, Quarantined
 from flows.store import CollectionInfo, Match, VectorStore, ensure_collection, open_store, resolve
 from models import EmbeddingBackend, get_spec, make_backend, resolve_model_path
+from models.base import EmbedsTokenIds
 from models.registry import ModelSpec
 
 # Errors a retry cannot fix: bad config, the wrong model, a lock already waited for.
@@ -81,10 +82,16 @@ def scan_index(store: VectorStore, collection: str, source: str) -> dict[str, Ex
 
 
 @task(cache_policy=NO_CACHE)
-def embed(backend: EmbeddingBackend, texts: list[str], images: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
-    """Embed one batch of chunk texts and images."""
-    return backend.embed_texts(texts), (backend.embed_images(images) if images else
-                                        np.zeros((0, backend.spec.dimension), np.float32))
+def embed(backend: EmbeddingBackend, texts: list[str], images: list[bytes],
+          token_ids: list[tuple[int, ...]] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Embed one batch of chunk texts (from the chunker's token ids when the backend takes them)
+    and images."""
+    if token_ids is not None and isinstance(backend, EmbedsTokenIds):
+        text_vecs = backend.embed_token_ids(token_ids)
+    else:
+        text_vecs = backend.embed_texts(texts)
+    return text_vecs, (backend.embed_images(images) if images else
+                       np.zeros((0, backend.spec.dimension), np.float32))
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRY)
@@ -160,6 +167,14 @@ class _Run:
                 self.settings.chunking.overlap)
         return self._chunkers[self.spec.name]
 
+    def token_ids(self, chunks: list[Chunk]) -> list[tuple[int, ...]] | None:
+        """The chunks' token ids, when the backend takes ids made by the chunker's tokenizer."""
+        backend = self.backend
+        if (isinstance(backend, EmbedsTokenIds) and Path(backend.path) == self.chunker.tokenizer_dir
+                and all(c.ids for c in chunks)):
+            return [c.ids for c in chunks]
+        return None
+
     @contextmanager
     def stage(self, source: str, name: str, items: int) -> Iterator[None]:
         start = time.perf_counter()
@@ -222,10 +237,13 @@ def _process_batch(run: _Run, store: VectorStore, source: SourceConfig, loaded: 
             chunks = run.chunker.chunk(changed)
             changed, bad = run.contracts.check_chunks(changed, chunks, source)
             run.quarantine(bad)
-        texts = [c.text for d in changed if d.modality == "text" for c in chunks[d.doc_id]]
+        text_chunks = [c for d in changed if d.modality == "text" for c in chunks[d.doc_id]]
+        texts = [c.text for c in text_chunks]
         images = [d.data or b"" for d in changed if d.modality == "image"]
+        token_ids = run.token_ids(text_chunks)
         with run.stage(source.name, "embed", len(texts) + len(images)):
-            text_vecs, image_vecs = embed(run.backend, _as_is(texts), _as_is(images))
+            text_vecs, image_vecs = embed(run.backend, _as_is(texts), _as_is(images),
+                                          _as_is(token_ids))
         vectors: dict[str, np.ndarray] = {}
         t = i = 0
         for doc in changed:

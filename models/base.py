@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -46,4 +48,20 @@ class EmbeddingBackend(Protocol):
 
     def close(self) -> None:
         """Release the model (and any remote handles)."""
+        ...
+
+
+@runtime_checkable
+class EmbedsTokenIds(Protocol):
+    """A backend that can embed chunks from token ids its caller already has.
+
+    The chunker tokenizes every document to cut its windows; a backend with this method takes
+    those windows' ids instead of tokenizing the chunk texts a second time. `path` is the model
+    folder whose tokenizer.json the ids must come from.
+    """
+
+    path: Path
+
+    def embed_token_ids(self, ids: Sequence[Sequence[int]]) -> np.ndarray:
+        """Embed chunks given as token ids without special tokens; (n, dimension) float32."""
         ...

@@ -22,7 +22,7 @@ import shutil
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -253,27 +253,41 @@ class Batcher:
 
         self.batch_size = batch_size
         self.dimension = spec.dimension
+        self.max_length = spec.max_length
         self.tokenizer = Tokenizer.from_file(str(Path(model_dir) / "tokenizer.json"))
         # tokenizer.json ships truncation/padding at 128; the model's window is spec.max_length.
         self.tokenizer.enable_truncation(spec.max_length)
         self.tokenizer.no_padding()
+        # The special tokens the tokenizer puts around a text, learnt from a one-word probe.
+        plain = self.tokenizer.encode("a", add_special_tokens=False).ids
+        full = self.tokenizer.encode("a").ids
+        at = next(i for i in range(len(full)) if full[i:i + len(plain)] == plain)
+        self._prefix, self._suffix = full[:at], full[at + len(plain):]
 
     def embed(self, texts: list[str], infer: Infer) -> np.ndarray:
         """Vectors for `texts`, in input order, computed `batch_size` texts at a time."""
-        encodings = self.tokenizer.encode_batch(texts)
-        lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(texts))
+        return self.embed_ids([e.ids for e in self.tokenizer.encode_batch(texts)], infer)
+
+    def with_special_tokens(self, ids: Sequence[Sequence[int]]) -> list[list[int]]:
+        """Wrap windows of plain token ids the way the tokenizer would ([CLS] ... [SEP])."""
+        room = self.max_length - len(self._prefix) - len(self._suffix)
+        return [[*self._prefix, *window[:room], *self._suffix] for window in ids]
+
+    def embed_ids(self, ids: Sequence[Sequence[int]], infer: Infer) -> np.ndarray:
+        """Vectors for sequences of token ids (special tokens included), in input order."""
+        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
         order = np.argsort(-lengths, kind="stable")
-        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        out = np.empty((len(ids), self.dimension), dtype=np.float32)
         for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
             width = int(lengths[idx[0]])
-            ids = np.zeros((len(idx), width), dtype=np.int64)
+            batch = np.zeros((len(idx), width), dtype=np.int64)
             mask = np.zeros((len(idx), width), dtype=np.int64)
             for row, i in enumerate(idx):
                 n = int(lengths[i])
-                ids[row, :n] = encodings[i].ids
+                batch[row, :n] = ids[i]
                 mask[row, :n] = 1
-            out[idx] = infer(ids, mask, np.zeros_like(ids))
+            out[idx] = infer(batch, mask, np.zeros_like(batch))
         return out
 
 
@@ -299,6 +313,10 @@ class _Runner:
     def embed(self, texts: list[str]) -> np.ndarray:
         """Vectors for `texts`, in input order."""
         return self.batcher.embed(texts, self._infer)
+
+    def embed_ids(self, ids: Sequence[Sequence[int]]) -> np.ndarray:
+        """Vectors for windows of token ids without special tokens, in input order."""
+        return self.batcher.embed_ids(self.batcher.with_special_tokens(ids), self._infer)
 
 
 class OpenVINOBackend:
@@ -335,24 +353,30 @@ class OpenVINOBackend:
             self.load_seconds = time.perf_counter() - start
         return self._runner
 
-    def _encode(self, texts: list[str]) -> np.ndarray:
-        if not texts:
+    def _encode(self, items: Sequence[Any], embed: Callable[[_Runner], np.ndarray]) -> np.ndarray:
+        if not items:
             return np.zeros((0, self.spec.dimension), dtype=np.float32)
         runner = self.runner
         start = time.perf_counter()
-        vectors = runner.embed(texts)
+        vectors = embed(runner)
         self.stats.seconds += time.perf_counter() - start
-        self.stats.items += len(texts)
+        self.stats.items += len(items)
         self.stats.batches += 1
         return vectors
 
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         """Embed document chunks."""
-        return self._encode(list(texts))
+        texts = list(texts)
+        return self._encode(texts, lambda runner: runner.embed(texts))
+
+    def embed_token_ids(self, ids: Sequence[Sequence[int]]) -> np.ndarray:
+        """Embed document chunks from their token ids (tokenized with this model's tokenizer.json,
+        no special tokens): what the chunker already computed."""
+        return self._encode(ids, lambda runner: runner.embed_ids(ids))
 
     def embed_queries(self, texts: list[str]) -> np.ndarray:
         """Embed queries (this model family uses no query prefix)."""
-        return self._encode(list(texts))
+        return self.embed_texts(texts)
 
     def embed_images(self, images: list[bytes]) -> np.ndarray:
         """Images need a CLIP-style model on the torch runtime."""

@@ -43,3 +43,13 @@ def test_chunking_is_deterministic_and_short_text_is_one_chunk(chunker: Chunker)
 
 def test_blank_text_has_no_chunks(chunker: Chunker) -> None:
     assert chunker.chunk([_doc("  \n ")])["d"] == []
+
+
+def test_window_ids_are_what_the_chunk_text_tokenizes_to(chunker: Chunker) -> None:
+    """The embedder takes the windows' ids instead of re-tokenizing: they must be the same ids."""
+    text = " ".join(f"Résumé{i}, naïve café-style (p<0.05) ×{i} alpha" for i in range(300))
+    chunks = chunker.chunk([_doc(text)])["d"]
+    assert len(chunks) > 2
+    for c in chunks:
+        assert len(c.ids) == c.tokens
+        assert list(c.ids) == chunker._tokenizer.encode(c.text, add_special_tokens=False).ids

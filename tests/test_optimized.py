@@ -83,6 +83,37 @@ def test_stale_export_is_made_again(cache_dir: Path, tmp_path: Path) -> None:
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".tmp")]
 
 
+def test_embedding_from_the_chunkers_ids_equals_embedding_the_text(cache_dir: Path) -> None:
+    from flows.chunking import Chunker
+    from flows.sources.base import Document
+
+    backend = OpenVINOBackend(SPEC, resolve_model_path(SPEC), cache_dir, "f32", batch_size=2)
+    chunker = Chunker(resolve_model_path(SPEC), SPEC.max_length)
+    docs = [Document(doc_id=str(i), source="s", uri="u", modality="text", text=t)
+            for i, t in enumerate(TEXTS)]
+    chunks = [c for cs in chunker.chunk(docs).values() for c in cs]
+    assert len(chunks) > len(TEXTS)  # the long text became several windows
+
+    from_ids = backend.embed_token_ids([c.ids for c in chunks])
+    from_text = backend.embed_texts([c.text for c in chunks])
+    assert from_ids.shape == (len(chunks), SPEC.dimension)
+    assert _cosines(from_ids, from_text).min() >= 0.99999
+    assert backend.stats.items == 2 * len(chunks)
+
+
+def test_ingest_hands_ids_only_to_a_backend_with_the_chunkers_tokenizer(
+        make_config: Callable[..., Path]) -> None:
+    from flows.chunking import Chunk
+    from flows.ingest import _Run
+
+    chunks = [Chunk("d", 0, 1, "a note", 2, (1037, 3602))]
+    ov = _Run(load_settings(make_config(embedding={"runtime": "openvino", "device": "cpu"})), None)
+    assert ov.token_ids(chunks) == [(1037, 3602)]
+    assert ov.token_ids([dataclasses.replace(chunks[0], ids=())]) is None  # e.g. a caption
+    torch = _Run(load_settings(make_config(embedding={"runtime": "torch"})), None)
+    assert torch.token_ids(chunks) is None  # sentence-transformers tokenizes the texts
+
+
 def test_runtime_option_picks_the_backend(make_config: Callable[..., Path],
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     ov = load_settings(make_config(embedding={"runtime": "openvino", "precision": "bf16",
