@@ -55,7 +55,8 @@ T = TypeVar("T")
 
 def _as_is(value: T) -> T:
     """Hand a big list to a task without Prefect walking every element for futures (`quote`):
-    ~0.4 ms per 1,000 items, twice per call. The task receives the value unchanged."""
+    that walk ran twice per call and cost 0.76 s for one batch's 1,846 chunk texts. The task
+    receives the value unchanged."""
     return cast(T, quote(value))
 
 

@@ -167,14 +167,15 @@ def _quiet_transformers() -> Iterator[None]:
     """No weight-loading progress bars or config chatter on a CLI user's terminal."""
     from transformers.utils import logging as hf_logging
 
-    verbosity = hf_logging.get_verbosity()
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
         yield
     finally:
         hf_logging.set_verbosity(verbosity)
-        hf_logging.enable_progress_bar()
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def _export(spec: ModelSpec, model_dir: Path, target: Path, key: dict[str, Any]) -> None:
