@@ -25,7 +25,7 @@ demo: install
 	$(BIN)/tessera demo
 
 test: install
-	$(BIN)/ruff check flows models data_contracts infra tests benchmarks
+	$(BIN)/ruff check tessera flows models data_contracts infra tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q --durations=15
 
@@ -33,7 +33,7 @@ test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: install
-	$(BIN)/ruff check flows models data_contracts infra tests benchmarks
+	$(BIN)/ruff check tessera flows models data_contracts infra tests benchmarks
 	$(BIN)/mypy
 
 bench: install

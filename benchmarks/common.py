@@ -13,6 +13,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from tessera.beir import read_corpus
+from tessera.env import apply_offline_defaults
+
 REPO = Path(__file__).resolve().parents[1]
 SCIFACT = REPO.parent / "shared" / "datasets" / "scifact"
 BENCH = REPO / "benchmarks"
@@ -21,19 +24,13 @@ OUT = BENCH / "out"  # git-ignored: exports, corpora, stores made by the benchma
 MODEL = "all-minilm-l6-v2"
 MAX_CORPUS_BYTES = 512 * 1024 * 1024
 
-for _key, _value in {"DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                     "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-                     "TOKENIZERS_PARALLELISM": "false", "PREFECT_LOGGING_LEVEL": "WARNING",
-                     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"}.items():
-    os.environ.setdefault(_key, _value)
+apply_offline_defaults(PREFECT_LOGGING_LEVEL="WARNING",
+                       PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120")
 
 
 def corpus_records(limit: int | None = None, repeat_to: int | None = None) -> list[dict[str, Any]]:
     """The first `limit` SciFact records; `repeat_to` cycles the corpus under new ids."""
-    records = []
-    with (SCIFACT / "corpus.jsonl").open(encoding="utf-8") as fh:
-        for line in fh:
-            records.append(json.loads(line))
+    records = [rec for _, rec in read_corpus(SCIFACT)]
     target = repeat_to or limit or len(records)
     out = []
     for i in range(target):

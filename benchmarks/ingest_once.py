@@ -58,10 +58,10 @@ def _stage_seconds(events: Path, run_id: str) -> dict[str, float]:
 def chunk_texts(corpus_dir: Path) -> tuple[list[str], int]:
     """The chunk texts ingest embeds for this corpus, and the number of documents."""
     from flows.chunking import Chunker
-    from flows.settings import SourceConfig
     from flows.sources import make_source
-    from flows.sources.base import Document
     from models.registry import BUILTIN
+    from tessera.settings import SourceConfig
+    from tessera.types import Document
 
     source = make_source(SourceConfig(name="scifact", kind="beir", path=corpus_dir))
     docs = [d for d in source.load(source.discover()) if isinstance(d, Document)]

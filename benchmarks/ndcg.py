@@ -7,7 +7,6 @@ This is the setup behind the published 0.64508 (MTEB, torch fp32), so the figure
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -15,23 +14,12 @@ from typing import Any
 import numpy as np
 
 from benchmarks import common
+from tessera import beir
 
 
 def load_test_set() -> tuple[dict[str, str], dict[str, dict[str, int]]]:
     """The 300 test queries that have judgements, and the judgements."""
-    qrels: dict[str, dict[str, int]] = {}
-    with (common.SCIFACT / "qrels" / "test.tsv").open(encoding="utf-8") as fh:
-        next(fh)
-        for line in fh:
-            qid, did, score = line.rstrip("\n").split("\t")
-            qrels.setdefault(qid, {})[did] = int(score)
-    queries = {}
-    with (common.SCIFACT / "queries.jsonl").open(encoding="utf-8") as fh:
-        for line in fh:
-            rec = json.loads(line)
-            if rec["_id"] in qrels:
-                queries[rec["_id"]] = rec["text"]
-    return queries, qrels
+    return beir.load_test_set(common.SCIFACT)
 
 
 def embedder(runtime: str, precision: str, batch_size: int = 32) -> Any:

@@ -17,7 +17,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-from flows.errors import ConfigError, ContractViolation
+from tessera.errors import ConfigError, ContractViolation
 
 if TYPE_CHECKING:
     import pandas as pd

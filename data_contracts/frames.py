@@ -18,9 +18,7 @@ import numpy as np
 if TYPE_CHECKING:
     import pandas as pd
 
-    from flows.chunking import Chunk
-    from flows.sources.base import Document
-    from flows.store import PointRecord
+    from tessera.types import Chunk, Document, PointRecord
 
 Row = dict[str, Any]
 ImageCheck = Callable[[bytes], "str | None"]

@@ -16,17 +16,16 @@ from typing import TYPE_CHECKING, Any
 
 from data_contracts import engine, frames
 from data_contracts.engine import Outcome, Severity
-from flows.errors import ConfigError, ContractViolation
-from flows.sources.base import Document, Quarantined
+from tessera.errors import ConfigError, ContractViolation
+from tessera.types import Document, Quarantined
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from flows.chunking import Chunk
-    from flows.events import EventLog
-    from flows.settings import Settings, SourceConfig
-    from flows.store import PointRecord
     from models.registry import ModelSpec
+    from tessera.events import EventLog
+    from tessera.settings import Settings, SourceConfig
+    from tessera.types import Chunk, PointRecord
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +133,7 @@ class ContractRunner:
         return f"contract {suite}/{o.spec.name} failed{count}: {_reason(o, row, context)}"
 
     def _record(self, suite: str, source: str, outcomes: list[Outcome]) -> None:
-        from flows.events import utcnow
+        from tessera.events import utcnow
 
         now = utcnow()
         for o in outcomes:
@@ -234,10 +233,8 @@ def _in_flow_run() -> bool:
 
 
 def _image_check(source: SourceConfig | None) -> frames.ImageCheck | None:
-    try:
-        from flows.sources.images import check_image
-    except ImportError:  # the image source is optional; text batches need no image check
-        return None
+    from data_contracts.images import check_image
+
     options = source.options if source else None
     return lambda data: check_image(data, options)
 

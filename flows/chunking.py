@@ -2,28 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flows.errors import EmbeddingError
-from flows.sources.base import Document
+from tessera.errors import EmbeddingError
+from tessera.types import Chunk, Document
 
 # [CLS] and [SEP] (or CLIP's start/end tokens) take two of the model's positions.
 _SPECIAL_TOKENS = 2
-
-
-@dataclass(frozen=True)
-class Chunk:
-    """One window of a document; knows its place and its document's chunk count."""
-
-    doc_id: str
-    index: int
-    count: int
-    text: str
-    tokens: int
-    # The window's token ids (no special tokens), so the embedder need not tokenize it again.
-    ids: tuple[int, ...] = ()
 
 
 def window_tokens(model_max_length: int, max_tokens: int | None) -> int:

@@ -11,7 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from flows.errors import PipelineError
+from tessera.env import apply_offline_defaults
+from tessera.errors import PipelineError
 
 Handler = Callable[[argparse.Namespace], dict[str, Any]]
 COMMANDS: dict[str, Handler] = {}
@@ -27,27 +28,15 @@ def command(name: str) -> Callable[[Handler], Handler]:
 
 def _settings(args: argparse.Namespace) -> Any:
     if getattr(args, "settings", None) is None:
-        from flows.settings import load_settings
+        from tessera.settings import load_settings
 
         args.settings = load_settings(args.config)
     return args.settings
 
 
-# Offline and quiet by default; set before Prefect or Hugging Face libraries are imported.
-RUNTIME_DEFAULTS = {
-    "DO_NOT_TRACK": "1",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
-}
-
-
 def prepare_runtime(home: Path) -> None:
     """Environment for the libraries we drive: offline, quiet, Prefect's state under home."""
-    for key, value in RUNTIME_DEFAULTS.items():
-        os.environ.setdefault(key, value)
+    apply_offline_defaults()
     prefect_home = Path(os.environ.setdefault("PREFECT_HOME", str(home / "prefect")))
     prefect_home.mkdir(parents=True, exist_ok=True)
 

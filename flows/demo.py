@@ -16,7 +16,7 @@ def run_demo(config: str | None, interactive: bool = False) -> dict[str, Any]:
     """Ingest twice (the second run must embed nothing), then answer the sample queries."""
     from flows.ingest import ingest_flow
     from flows.search import search
-    from flows.settings import load_settings
+    from tessera.settings import load_settings
 
     settings = load_settings(config)
     first = ingest_flow(config=config)

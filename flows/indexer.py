@@ -7,9 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from flows.chunking import Chunk
-from flows.sources.base import Document
-from flows.store import DIFF_FIELDS, Match, PointRecord, VectorStore, point_id
+from flows.store import DIFF_FIELDS, VectorStore
+from tessera.types import Chunk, Document, Match, PointRecord, point_id
 
 # Points of sources with no TTL still carry an expiry, far enough out never to be pruned.
 NEVER_EXPIRES = 253_402_300_799  # 9999-12-31T23:59:59Z

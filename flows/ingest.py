@@ -15,24 +15,24 @@ from prefect.cache_policies import NO_CACHE
 from prefect.utilities.annotations import quote
 
 from data_contracts import ContractRunner, warm_up
-from flows.chunking import Chunk, Chunker
+from flows.chunking import Chunker
 from flows.chunking import signature as chunk_signature
-from flows.errors import (
+from flows.indexer import Existing, RunCounts, build_points, expiry, read_existing, stale_ids
+from flows.sources import make_source
+from flows.store import VectorStore, ensure_collection, open_store, resolve
+from models import EmbeddingBackend, get_spec, make_backend, resolve_model_path
+from models.base import EmbedsTokenIds
+from models.registry import ModelSpec
+from tessera.errors import (
     ConfigError,
     ContractViolation,
     ModelMismatchError,
     RecordError,
     StoreLockedError,
 )
-from flows.events import EventLog, new_run_id, utcnow
-from flows.indexer import Existing, RunCounts, build_points, expiry, read_existing, stale_ids
-from flows.settings import Settings, SourceConfig, load_settings, parse_ttl
-from flows.sources import make_source
-from flows.sources.base import Document, Loaded, Quarantined
-from flows.store import CollectionInfo, Match, VectorStore, ensure_collection, open_store, resolve
-from models import EmbeddingBackend, get_spec, make_backend, resolve_model_path
-from models.base import EmbedsTokenIds
-from models.registry import ModelSpec
+from tessera.events import EventLog, new_run_id, utcnow
+from tessera.settings import Settings, SourceConfig, load_settings, parse_ttl
+from tessera.types import Chunk, CollectionInfo, Document, Loaded, Match, Quarantined
 
 # Errors a retry cannot fix: bad config, the wrong model, a lock already waited for.
 _PERMANENT = (ConfigError, ModelMismatchError, StoreLockedError, ContractViolation, RecordError)

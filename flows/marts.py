@@ -25,9 +25,9 @@ import pyarrow.parquet as pq
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.errors import MartsError
-from flows.events import SCHEMAS, write_empty_tables
-from flows.settings import Settings
+from tessera.errors import MartsError
+from tessera.events import SCHEMAS, write_empty_tables
+from tessera.settings import Settings
 
 logger = logging.getLogger(__name__)
 

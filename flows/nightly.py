@@ -15,11 +15,8 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.errors import EmbeddingError, PipelineError
-from flows.events import EventLog, new_run_id, utcnow
 from flows.prune import prune_flow
 from flows.quality import quality_flow
-from flows.settings import Settings, default_config_path, load_settings
 from models import get_spec
 from models.cache import (
     CacheReport,
@@ -30,6 +27,9 @@ from models.cache import (
     unreachable,
 )
 from models.cache import refresh_model as refresh_one
+from tessera.errors import EmbeddingError, PipelineError
+from tessera.events import EventLog, new_run_id, utcnow
+from tessera.settings import Settings, default_config_path, load_settings
 
 NIGHTLY_CRON = "0 2 * * *"  # 02:00 in Settings.timezone; infra/prefect.yaml says the same
 WORK_POOL = "tessera"

@@ -13,9 +13,10 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.events import EventLog, new_run_id, utcnow
-from flows.settings import Settings, load_settings
-from flows.store import Match, VectorStore, open_store
+from flows.store import VectorStore, open_store
+from tessera.events import EventLog, new_run_id, utcnow
+from tessera.settings import Settings, load_settings
+from tessera.types import Match
 
 IO_RETRY: dict[str, Any] = {"retries": 3, "retry_delay_seconds": [2, 5, 15]}
 

@@ -8,11 +8,8 @@ document's score is its best chunk's. Metrics come from pytrec_eval (trec_eval),
 
 from __future__ import annotations
 
-import csv
-import json
 import re
 import time
-from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -22,11 +19,13 @@ import numpy as np
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.errors import QualityGateError, SourceError
-from flows.events import EventLog, new_run_id, utcnow
-from flows.settings import QualityConfig, Settings, SourceConfig, load_settings
-from flows.store import Hit, Match, open_store
+from flows.store import open_store
 from models import get_spec, make_backend
+from tessera.beir import load_test_set
+from tessera.errors import QualityGateError
+from tessera.events import EventLog, new_run_id, read_events, utcnow
+from tessera.settings import QualityConfig, Settings, SourceConfig, load_settings
+from tessera.types import Hit, Match
 
 TOP_DOCS = 100  # recall@100 needs the 100 best documents per query
 METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10")
@@ -54,26 +53,7 @@ def slug(text: str) -> str:
 def load_dataset(path: Path, name: str | None = None, limit_queries: int | None = None) -> QualityData:
     """Read queries.jsonl and qrels/test.tsv; keep only the queries that have judgements."""
     path = Path(path)
-    for rel in ("corpus.jsonl", "queries.jsonl", "qrels/test.tsv"):
-        if not (path / rel).is_file():
-            raise SourceError(f"{path} is not a BEIR-layout set: {rel} is missing "
-                              "(need corpus.jsonl, queries.jsonl, qrels/test.tsv)")
-    qrels: dict[str, dict[str, int]] = defaultdict(dict)
-    with (path / "qrels" / "test.tsv").open(encoding="utf-8", newline="") as fh:
-        for row in csv.reader(fh, delimiter="\t"):
-            if len(row) < 3 or row[0] == "query-id":
-                continue
-            qrels[row[0]][row[1]] = int(row[2])
-    texts: dict[str, str] = {}
-    with (path / "queries.jsonl").open(encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                rec = json.loads(line)
-                texts[str(rec["_id"])] = str(rec["text"])  # `metadata` (labels) is never read
-    missing = [q for q in qrels if q not in texts]
-    if missing:
-        raise SourceError(f"{path}: {len(missing)} judged queries are not in queries.jsonl "
-                          f"(first: {missing[0]}); the set is incomplete")
+    texts, qrels = load_test_set(path)
     ids = list(qrels)[:limit_queries] if limit_queries else list(qrels)
     label = name or path.name
     if limit_queries and limit_queries < len(qrels):
@@ -167,13 +147,7 @@ def mean_metrics(per_query: dict[str, dict[str, float]]) -> dict[str, float]:
 def previous_run(settings: Settings, dataset: str, model_id: str,
                  before: datetime) -> dict[str, Any] | None:
     """The latest quality run of this dataset and model that started before `before`, or None."""
-    import pyarrow.dataset as ds
-
-    folder = settings.events_dir / "quality_runs"
-    files = sorted(str(p) for p in folder.glob("*.parquet")) if folder.exists() else []
-    if not files:
-        return None
-    rows = [r for r in ds.dataset(files, format="parquet").to_table().to_pylist()
+    rows = [r for r in read_events(settings.events_dir, "quality_runs")
             if r["dataset"] == dataset and r["model_id"] == model_id
             and r["ndcg_at_10"] is not None and r["started_at"] < before]
     return max(rows, key=lambda r: (r["started_at"], r["run_id"])) if rows else None

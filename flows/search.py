@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flows.errors import ConfigError, VectorStoreError
-from flows.settings import Settings
-from flows.store import Match, open_store, resolve
+from flows.store import open_store, resolve
 from models import EmbeddingBackend, get_spec, make_backend
+from tessera.errors import ConfigError, VectorStoreError
+from tessera.events import read_events
+from tessera.settings import Settings
+from tessera.types import Match
 
 RESULT_FIELDS = ("doc_id", "chunk_index", "source", "title", "text", "modality", "uri")
 
@@ -36,17 +38,6 @@ def search(settings: Settings, query: str | None = None, image: bytes | None = N
     return [{**{f: h.payload.get(f) for f in RESULT_FIELDS}, "score": round(h.score, 6)} for h in hits]
 
 
-def _read_events(settings: Settings, table: str) -> list[dict[str, Any]]:
-    import pyarrow.dataset as ds
-
-    folder = settings.events_dir / table
-    files = sorted(str(p) for p in folder.glob("*.parquet")) if folder.exists() else []
-    if not files:
-        return []
-    rows: list[dict[str, Any]] = ds.dataset(files, format="parquet").to_table().to_pylist()
-    return rows
-
-
 def status(settings: Settings, last: int = 5) -> dict[str, Any]:
     """Each collection's model, dimension and size, and the most recent runs."""
     store = open_store(settings)
@@ -60,7 +51,7 @@ def status(settings: Settings, last: int = 5) -> dict[str, Any]:
         aliases = store.aliases()
     finally:
         store.close()
-    runs = sorted(_read_events(settings, "ingest_runs"), key=lambda r: r["started_at"], reverse=True)
+    runs = sorted(read_events(settings.events_dir, "ingest_runs"), key=lambda r: r["started_at"], reverse=True)
     keep = ("run_id", "status", "started_at", "seconds", "seen", "indexed", "unchanged",
             "quarantined", "deleted", "chunks_embedded")
     return {"home": str(settings.home), "collections": collections, "aliases": aliases,
@@ -69,7 +60,7 @@ def status(settings: Settings, last: int = 5) -> dict[str, Any]:
 
 def quarantine_rows(settings: Settings, run_id: str | None = None) -> list[dict[str, Any]]:
     """Quarantined records, newest first, optionally for one run."""
-    rows = _read_events(settings, "quarantine")
+    rows = read_events(settings.events_dir, "quarantine")
     if run_id:
         rows = [r for r in rows if r["run_id"] == run_id]
     return sorted(rows, key=lambda r: (r["recorded_at"], r["doc_id"]), reverse=True)

@@ -18,9 +18,9 @@ from typing import Any
 
 import modal
 
-from flows.settings import ModalConfig, load_settings
 from models.modal_backend import EmbedResult, spec_from_json, spec_to_json
 from models.registry import ModelSpec
+from tessera.settings import ModalConfig, load_settings
 
 MINUTES = 60
 MODEL_DIR = "/models"  # the Volume's mount point; one folder per model, named by vector name
@@ -58,7 +58,7 @@ image = (
     .add_local_file(LOCK, REMOTE_LOCK, copy=True)
     .pip_install(*IMAGE_PACKAGES, extra_options=PIP_OPTIONS)
     .env({"HF_HOME": f"{MODEL_DIR}/hf", "TOKENIZERS_PARALLELISM": "false"})
-    .add_local_python_source("models", "flows")
+    .add_local_python_source("tessera", "models")
 )
 
 volume = modal.Volume.from_name(CONFIG.volume, create_if_missing=True)

@@ -11,7 +11,7 @@ from models.base import EmbeddingBackend, EmbedStats
 from models.registry import ModelSpec, get_spec, resolve_model_path
 
 if TYPE_CHECKING:
-    from flows.settings import Settings
+    from tessera.settings import Settings
 
 logger = logging.getLogger(__name__)
 

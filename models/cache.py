@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from flows.errors import EmbeddingError
 from models.registry import ModelSpec, resolve_model_path
+from tessera.errors import EmbeddingError
 
 logger = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from flows.errors import EmbeddingError
 from models.base import EmbedStats
 from models.registry import ModelSpec
+from tessera.errors import EmbeddingError
 
 logger = logging.getLogger(__name__)
 

@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
 import numpy as np
 
-from flows.errors import EmbeddingError
 from models.base import EmbedStats
 from models.registry import ModelSpec
+from tessera.errors import EmbeddingError
 
 if TYPE_CHECKING:
-    from flows.settings import ModalConfig
+    from tessera.settings import ModalConfig
 
 logger = logging.getLogger(__name__)
 

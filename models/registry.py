@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from flows.errors import ConfigError, EmbeddingError
+from tessera.errors import ConfigError, EmbeddingError
 
 if TYPE_CHECKING:
-    from flows.settings import Settings
+    from tessera.settings import Settings
 
 Distance = Literal["cosine", "dot", "euclid"]
 Modality = Literal["text", "image"]

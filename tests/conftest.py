@@ -11,17 +11,11 @@ from typing import Any
 
 import pytest
 
+from tessera.env import apply_offline_defaults
+
 # Before Prefect or Hugging Face import: offline, quiet, state in a per-session temp dir.
-for _key, _value in {
-    "DO_NOT_TRACK": "1",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
-    "PREFECT_LOGGING_LEVEL": "WARNING",
-}.items():
-    os.environ.setdefault(_key, _value)
+apply_offline_defaults(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120",
+                       PREFECT_LOGGING_LEVEL="WARNING")
 for _key in [k for k in os.environ if k.startswith("TESSERA_")]:
     del os.environ[_key]  # a developer's own TESSERA_* must not leak into tests
 # Test modules import Prefect at collection, and Prefect reads its home at import: set it now.

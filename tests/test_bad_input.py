@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from flows.settings import Settings, SourceConfig, load_settings
 from flows.sources import make_source
-from flows.sources.base import Quarantined
+from tessera.settings import Settings, SourceConfig, load_settings
+from tessera.types import Quarantined
 
 NAN_TRIGGER = "faulty-model-returns-nan"
 GOOD_TEXT = "Tides rise and fall twice a day because the moon pulls on the oceans."
@@ -100,7 +100,8 @@ def _ingest(config: Path, backend: FaultyBackend) -> tuple[dict[str, Any], Any]:
 def runs(tmp_path_factory: pytest.TempPathFactory, minilm: Any) -> dict[str, Any]:
     """Two ingests: the first over all the bad input with a faulty model; the second after the
     empty file was given text and the model was fixed."""
-    from flows.search import _read_events, quarantine_rows
+    from flows.search import quarantine_rows
+    from tessera.events import read_events
 
     root = tmp_path_factory.mktemp("bad-input")
     src = root / "src"
@@ -111,7 +112,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory, minilm: Any) -> dict[str, Any
     (src / "empty.txt").write_text("Now the file has text, and a later run indexes it.")
     second, _ = _ingest(config, FaultyBackend(minilm, faulty=False))
     q = {r["doc_id"]: r for r in quarantine_rows(settings, first["run_id"])}
-    outcomes = [r for r in _read_events(settings, "documents_indexed")]
+    outcomes = [r for r in read_events(settings.events_dir, "documents_indexed")]
     return {"first": first, "second": second, "q": q, "settings": settings, "src": src,
             "config": config, "flow_run_id": flow_run_id, "outcomes": outcomes}
 
@@ -222,9 +223,9 @@ def test_suite_runs_are_events_and_an_artifact(runs: dict[str, Any]) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    from flows.search import _read_events
+    from tessera.events import read_events
 
-    results = [r for r in _read_events(runs["settings"], "contract_results")
+    results = [r for r in read_events(runs["settings"].events_dir, "contract_results")
                if r["run_id"] == runs["first"]["run_id"]]
     by = {(r["suite"], r["expectation"]): r for r in results}
     assert {s for s, _ in by} == {"documents", "chunks", "embeddings", "payload"}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from flows.chunking import Chunker
-from flows.sources.base import Document
 from models.registry import BUILTIN, resolve_model_path
+from tessera.types import Document
 
 
 @pytest.fixture(scope="module")

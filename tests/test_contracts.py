@@ -16,13 +16,12 @@ import numpy as np
 import pytest
 
 from data_contracts import SUITE_NAMES, ContractRunner, engine
-from flows.chunking import Chunk
-from flows.errors import ConfigError, ContractViolation
-from flows.events import EventLog
 from flows.indexer import build_points
-from flows.settings import Settings, load_settings
-from flows.sources.base import Document
 from models.registry import BUILTIN, ModelSpec
+from tessera.errors import ConfigError, ContractViolation
+from tessera.events import EventLog
+from tessera.settings import Settings, load_settings
+from tessera.types import Chunk, Document
 from tests.tiny_clip import tiny_clip_spec
 
 MINILM = BUILTIN["all-minilm-l6-v2"]
@@ -274,8 +273,8 @@ def test_wrong_dimension_stops_the_run_before_any_write(
         make_config: Callable[..., Path], corpus: Path, minilm: Any,
         monkeypatch: pytest.MonkeyPatch) -> None:
     from flows import ingest
-    from flows.search import _read_events
     from flows.store import open_store
+    from tessera.events import read_events
 
     monkeypatch.setattr(ingest, "make_backend", lambda *a, **k: _TruncatingBackend(minilm))
     config = make_config(sources=[{"name": "corpus", "path": str(corpus)}])
@@ -288,8 +287,8 @@ def test_wrong_dimension_stops_the_run_before_any_write(
         assert store.count("test") == 0
     finally:
         store.close()
-    [run] = _read_events(settings, "ingest_runs")
+    [run] = read_events(settings.events_dir, "ingest_runs")
     assert run["status"] == "failed" and "dimension_matches_collection" in run["error"]
-    fatal = [r for r in _read_events(settings, "contract_results")
+    fatal = [r for r in read_events(settings.events_dir, "contract_results")
              if r["expectation"] == "dimension_matches_collection"]
     assert [(r["success"], r["severity"]) for r in fatal] == [(False, "fatal")]

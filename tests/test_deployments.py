@@ -19,7 +19,8 @@ import pytest
 import yaml
 
 from flows.nightly import NIGHTLY_CRON, WORK_POOL, build_deployments
-from flows.settings import load_settings
+from tessera.env import OFFLINE_DEFAULTS
+from tessera.settings import load_settings
 from tests.conftest import EXAMPLES, REPO, write_config
 
 PREFECT_YAML = REPO / "infra" / "prefect.yaml"
@@ -154,10 +155,8 @@ def test_deploy_and_run_on_a_prefect_server(tmp_path: Path) -> None:
     port = _free_port()
     url = f"http://127.0.0.1:{port}/api"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "TESSERA_"))}
-    env.update({"PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_API_URL": url,
-                "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
-                "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-                "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"})
+    env.update({**OFFLINE_DEFAULTS, "PREFECT_HOME": str(tmp_path / "prefect-home"),
+                "PREFECT_API_URL": url})
 
     server_cmd = [str(PREFECT), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
     with _started(server_cmd, env, tmp_path / "server.log", terms=1) as server:
@@ -178,8 +177,9 @@ def test_deploy_and_run_on_a_prefect_server(tmp_path: Path) -> None:
     assert nightly.state.is_completed(), logs
 
     settings = load_settings(config)
-    from flows.search import _read_events
-    from flows.store import Match, open_store
+    from flows.store import open_store
+    from tessera.events import read_events
+    from tessera.types import Match
 
     store = open_store(settings)
     try:
@@ -187,10 +187,10 @@ def test_deploy_and_run_on_a_prefect_server(tmp_path: Path) -> None:
         assert "quality-mini-scifact-all-minilm-l6-v2" in store.list_collections()
     finally:
         store.close()
-    assert [r["status"] for r in _read_events(settings, "ingest_runs")][0] == "completed"
-    assert {r["collection"] for r in _read_events(settings, "prune_runs")} >= {"e2e"}
-    assert [r["status"] for r in _read_events(settings, "model_cache_events")] == ["ok"]
-    assert [r["status"] for r in _read_events(settings, "quality_runs")] == ["passed"]
+    assert [r["status"] for r in read_events(settings.events_dir, "ingest_runs")][0] == "completed"
+    assert {r["collection"] for r in read_events(settings.events_dir, "prune_runs")} >= {"e2e"}
+    assert [r["status"] for r in read_events(settings.events_dir, "model_cache_events")] == ["ok"]
+    assert [r["status"] for r in read_events(settings.events_dir, "quality_runs")] == ["passed"]
 
     import duckdb
 

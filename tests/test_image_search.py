@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from flows.errors import ConfigError
 from flows.ingest import ingest_flow
+from tessera.errors import ConfigError
 from tests.tiny_clip import DIMENSION, build_tiny_clip
 
 

@@ -9,13 +9,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from flows.errors import ConfigError, EmbeddingError, ModelMismatchError
-from flows.settings import SourceConfig, SourceOptions, load_settings
+from data_contracts.images import check_image
 from flows.sources import make_source
-from flows.sources.base import Document, Quarantined
-from flows.sources.images import ImageSource, check_image, require_image_model
+from flows.sources.images import ImageSource, require_image_model
 from models.local import LocalBackend, decode_image
 from models.registry import BUILTIN, get_spec, resolve_model_path
+from tessera.errors import ConfigError, EmbeddingError, ModelMismatchError
+from tessera.settings import SourceConfig, SourceOptions, load_settings
+from tessera.types import Document, Quarantined
 from tests.tiny_clip import DIMENSION, build_tiny_clip, tiny_clip_spec
 
 pytestmark = pytest.mark.filterwarnings(
@@ -217,8 +218,9 @@ def test_text_and_images_share_one_space(clip: LocalBackend) -> None:
 
 
 def test_search_by_image_and_text_with_modality_filters(tmp_path: Path, clip: LocalBackend) -> None:
-    from flows.store import CollectionInfo, Match, PointRecord, ensure_collection, point_id
+    from flows.store import ensure_collection
     from flows.store.edge import EdgeStore
+    from tessera.types import CollectionInfo, Match, PointRecord, point_id
 
     images = [_encode(_noise(seed), "PNG") for seed in range(4)]
     captions = ["red car", "green tree", "blue sea", "grey cat"]
@@ -246,8 +248,9 @@ def test_search_by_image_and_text_with_modality_filters(tmp_path: Path, clip: Lo
 
 
 def test_a_collection_never_mixes_text_only_and_clip_models(tmp_path: Path, clip: LocalBackend) -> None:
-    from flows.store import CollectionInfo, ensure_collection
+    from flows.store import ensure_collection
     from flows.store.edge import EdgeStore
+    from tessera.types import CollectionInfo
 
     minilm = BUILTIN["all-minilm-l6-v2"]
     store = EdgeStore(tmp_path / "qdrant")

@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
-from flows.errors import ModelMismatchError
 from flows.ingest import ingest_flow
-from flows.settings import load_settings
-from flows.store import Match, open_store
+from flows.store import open_store
+from tessera.errors import ModelMismatchError
+from tessera.settings import load_settings
+from tessera.types import Match
 
 
 def _points(config: Path, extra: list[str] | None = None) -> list[dict[str, Any]]:

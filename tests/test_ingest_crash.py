@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from flows.ingest import ingest_flow
-from flows.settings import load_settings
-from flows.store import Match, open_store
+from flows.store import open_store
+from tessera.settings import load_settings
+from tessera.types import Match
 
 # Runs the real ingest in a child process. The real upsert runs; after writing half of its
 # third batch the child announces itself and sleeps, so the parent can SIGKILL it mid-upsert.

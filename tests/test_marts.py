@@ -17,8 +17,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from flows.errors import MartsError
-from flows.events import SCHEMAS, EventLog
 from flows.marts import (
     DBT_PROJECT_DIR,
     ENV_DUCKDB_PATH,
@@ -29,7 +27,9 @@ from flows.marts import (
     build_marts_task,
     generate_docs,
 )
-from flows.settings import Settings, SourceConfig
+from tessera.errors import MartsError
+from tessera.events import SCHEMAS, EventLog
+from tessera.settings import Settings, SourceConfig
 
 MARTS = [
     "fct_ingest_runs", "fct_daily_ingest_by_source", "dim_sources", "fct_contract_failures",
@@ -379,7 +379,7 @@ def test_ingest_twice_then_tessera_marts(
 
     from flows.cli import main
     from flows.ingest import ingest_flow
-    from flows.settings import load_settings
+    from tessera.settings import load_settings
 
     sources = [{"name": "docs", "path": str(corpus), "ttl": "7d"}]
     config = make_config(sources=sources)

@@ -22,9 +22,9 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from flows.settings import ModalConfig
 from models.local import LocalBackend
 from models.modal_backend import spec_to_json
+from tessera.settings import ModalConfig
 from tests.tiny_clip import DIMENSION, build_tiny_clip, tiny_clip_spec
 
 pytestmark = [

@@ -18,8 +18,6 @@ import modal.exception
 import numpy as np
 import pytest
 
-from flows.errors import EmbeddingError
-from flows.settings import EmbeddingConfig, ModalConfig, Settings
 from models import choose_backend, make_backend
 from models.local import LocalBackend
 from models.modal_backend import (
@@ -32,6 +30,8 @@ from models.modal_backend import (
 )
 from models.optimized import OpenVINOBackend
 from models.registry import BUILTIN
+from tessera.errors import EmbeddingError
+from tessera.settings import EmbeddingConfig, ModalConfig, Settings
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:The .* function is executing locally:UserWarning")
@@ -208,7 +208,7 @@ def test_without_a_token_the_real_lookup_says_modal_token_new(tmp_path: Path) ->
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MODAL_", "TESSERA_"))}
     env |= {"HOME": str(tmp_path), "MODAL_CONFIG_PATH": str(tmp_path / "none.toml"),
             "PYTHONPATH": str(REPO)}
-    code = ("from flows.settings import ModalConfig\nfrom models.modal_backend import ModalBackend\n"
+    code = ("from tessera.settings import ModalConfig\nfrom models.modal_backend import ModalBackend\n"
             "from models.registry import BUILTIN\n"
             "try:\n    ModalBackend(BUILTIN['all-minilm-l6-v2'], ModalConfig()).embed_texts(['x'])\n"
             "except Exception as exc:\n    print(type(exc).__name__, exc)\n")

@@ -9,12 +9,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import pyarrow.dataset as ds
 import pytest
 
-from flows.errors import EmbeddingError
 from flows.nightly import refresh_models_flow
-from flows.settings import Settings, load_settings
 from models.cache import (
     CacheReport,
     Manifest,
@@ -27,14 +24,14 @@ from models.cache import (
     refresh_model,
 )
 from models.registry import BUILTIN, resolve_model_path
+from tessera.errors import EmbeddingError
+from tessera.events import read_events
+from tessera.settings import load_settings
 
 SPEC = BUILTIN["all-minilm-l6-v2"]
 BUNDLED = resolve_model_path(SPEC)
 
 
-def _events(settings: Settings) -> list[dict[str, Any]]:
-    files = sorted(str(p) for p in (settings.events_dir / "model_cache_events").glob("*.parquet"))
-    return ds.dataset(files, format="parquet").to_table().to_pylist() if files else []
 
 
 def _copy_model(target: Path) -> Path:
@@ -54,7 +51,7 @@ def test_bundled_model_matches_shipped_manifest(make_config: Callable[..., Path]
     assert model["status"] == "ok" and model["model_id"] == SPEC.id
     assert model["revision"] == SPEC.revision and model["files"] >= 5
     assert model["probe_cosine"] >= 0.999 and model["load_seconds"] is not None
-    (row,) = _events(load_settings(config))
+    (row,) = read_events(load_settings(config).events_dir, "model_cache_events")
     hashes = json.loads(row["files_sha256"])
     assert {"model.safetensors", "tokenizer.json", "vocab.txt", "config.json"} <= set(hashes)
     assert row["status"] == "ok" and row["revision"] == SPEC.revision
@@ -69,7 +66,7 @@ def test_tampered_cache_fails_with_the_file_named(make_config: Callable[..., Pat
         fh.write(" ")
     with pytest.raises(EmbeddingError, match=r"tokenizer\.json has sha256 .* the manifest says"):
         refresh_models_flow(config=str(config))
-    (row,) = _events(settings)
+    (row,) = read_events(settings.events_dir, "model_cache_events")
     assert row["status"] == "mismatch" and "tokenizer.json" in row["message"]
     assert row["path"] == str(copy)
 
@@ -97,7 +94,7 @@ def test_declared_model_records_then_checks_its_probe(make_config: Callable[...,
     manifest.write(recorded)
     with pytest.raises(EmbeddingError, match=r"probe text at cosine -1\.0000"):
         refresh_models_flow(config=str(config))
-    assert [r["status"] for r in _events(settings)].count("mismatch") == 1
+    assert [r["status"] for r in read_events(settings.events_dir, "model_cache_events")].count("mismatch") == 1
 
 
 def test_download_is_all_or_nothing(tmp_path: Path) -> None:
@@ -167,7 +164,7 @@ def test_modal_backend_without_credentials_fails_fast_and_clearly(
     config = make_config(embedding={"backend": "modal"})
     with pytest.raises(EmbeddingError, match=r"Modal Volume 'tessera-model-cache'.*modal token new"):
         refresh_models_flow(config=str(config))
-    rows = _events(load_settings(config))
+    rows = read_events(load_settings(config).events_dir, "model_cache_events")
     assert [r["status"] for r in rows] == ["ok", "missing"]
 
 

@@ -17,12 +17,12 @@ import pytest
 pytest.importorskip("openvino", reason="runtime 'openvino' needs the openvino package")
 
 from flows.ingest import ingest_flow  # noqa: E402
-from flows.settings import load_settings  # noqa: E402
 from flows.store import open_store  # noqa: E402
 from models import make_backend  # noqa: E402
 from models.local import LocalBackend  # noqa: E402
 from models.optimized import OpenVINOBackend, export_dir, export_openvino  # noqa: E402
 from models.registry import BUILTIN, resolve_model_path  # noqa: E402
+from tessera.settings import load_settings  # noqa: E402
 
 SPEC = BUILTIN["all-minilm-l6-v2"]
 TEXTS = [
@@ -85,7 +85,7 @@ def test_stale_export_is_made_again(cache_dir: Path, tmp_path: Path) -> None:
 
 def test_embedding_from_the_chunkers_ids_equals_embedding_the_text(cache_dir: Path) -> None:
     from flows.chunking import Chunker
-    from flows.sources.base import Document
+    from tessera.types import Document
 
     backend = OpenVINOBackend(SPEC, resolve_model_path(SPEC), cache_dir, "f32", batch_size=2)
     chunker = Chunker(resolve_model_path(SPEC), SPEC.max_length)
@@ -103,8 +103,8 @@ def test_embedding_from_the_chunkers_ids_equals_embedding_the_text(cache_dir: Pa
 
 def test_ingest_hands_ids_only_to_a_backend_with_the_chunkers_tokenizer(
         make_config: Callable[..., Path]) -> None:
-    from flows.chunking import Chunk
     from flows.ingest import _Run
+    from tessera.types import Chunk
 
     chunks = [Chunk("d", 0, 1, "a note", 2, (1037, 3602))]
     ov = _Run(load_settings(make_config(embedding={"runtime": "openvino", "device": "cpu"})), None)

@@ -6,17 +6,17 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import pyarrow.dataset as ds
 import pytest
 
 from flows.indexer import NEVER_EXPIRES
 from flows.prune import prune_flow, run_prune
-from flows.settings import Settings, load_settings
-from flows.store import CollectionInfo, Match, PointRecord, ensure_collection, open_store, point_id
+from flows.store import ensure_collection, open_store
 from models.registry import BUILTIN
+from tessera.events import read_events
+from tessera.settings import Settings, load_settings
+from tessera.types import CollectionInfo, Match, PointRecord, point_id
 
 # qdrant-client's local mode (the server store's test double) warns that it ignores indexes.
 pytestmark = pytest.mark.filterwarnings("ignore:Payload indexes have no effect:UserWarning")
@@ -25,9 +25,6 @@ SPEC = BUILTIN["all-minilm-l6-v2"]
 NOW = 1_900_000_000
 
 
-def _events(settings: Settings, table: str) -> list[dict[str, Any]]:
-    files = sorted(str(p) for p in (settings.events_dir / table).glob("*.parquet"))
-    return ds.dataset(files, format="parquet").to_table().to_pylist() if files else []
 
 
 def _seed(settings: Settings, collection: str, expiries: dict[str, int]) -> None:
@@ -82,7 +79,7 @@ def test_prune_deletes_exactly_the_expired_points(store_settings: Settings) -> N
     again = run_prune(store_settings, now=NOW)  # idempotent
     assert (again["expired"], again["deleted"]) == (0, 0)
 
-    rows = _events(store_settings, "prune_runs")
+    rows = read_events(store_settings.events_dir, "prune_runs")
     assert len(rows) == 6 and len({r["run_id"] for r in rows}) == 3
     by_run = {(r["run_id"], r["collection"]): r for r in rows}
     assert by_run[(done["run_id"], "a")]["deleted"] == 2
@@ -139,6 +136,6 @@ def test_source_ttl_and_ingest_override(make_config: Callable[..., Path], corpus
     ingest_flow(config=str(config), sources=["short"], ttl="none")
     time.sleep(1.2)
     assert prune_flow(config=str(config))["deleted"] == 0
-    snapshots = _events(settings, "index_snapshots")
+    snapshots = read_events(settings.events_dir, "index_snapshots")
     assert any(r["run_id"] == pruned["run_id"] and r["source"] == "short" and r["points"] == 0
                for r in snapshots)

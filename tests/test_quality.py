@@ -2,48 +2,42 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import pyarrow.dataset as ds
 import pytest
 
-from flows.errors import QualityGateError
-from flows.events import EventLog, utcnow
 from flows.quality import best_per_doc, check_gates, load_dataset, quality_flow, score
-from flows.settings import QualityConfig, Settings, load_settings
-from flows.store import Hit
+from tessera import beir
+from tessera.errors import QualityGateError
+from tessera.events import EventLog, read_events, utcnow
+from tessera.settings import QualityConfig, Settings, load_settings
+from tessera.types import Hit
 from tests.conftest import SCIFACT, write_config
 
 SLICE_QUERIES = 12
 SLICE_DISTRACTORS = 40
 
 
-def _events(settings: Settings, table: str) -> list[dict[str, Any]]:
-    files = sorted(str(p) for p in (settings.events_dir / table).glob("*.parquet"))
-    return ds.dataset(files, format="parquet").to_table().to_pylist() if files else []
 
 
 def make_slice(target: Path, queries: int, distractors: int) -> Path:
     """A BEIR-layout slice of SciFact: the first judged queries, their documents, and others."""
-    with (SCIFACT / "qrels" / "test.tsv").open(newline="") as fh:
-        rows = [r for r in csv.reader(fh, delimiter="\t")][1:]
-    qids = list(dict.fromkeys(r[0] for r in rows))[:queries]
-    kept = [r for r in rows if r[0] in qids]
-    judged = {r[1] for r in kept}
-    corpus = [json.loads(line) for line in (SCIFACT / "corpus.jsonl").open()]
+    qrels = beir.read_qrels(SCIFACT)
+    kept = {q: qrels[q] for q in list(qrels)[:queries]}
+    judged = {d for docs in kept.values() for d in docs}
+    corpus = [rec for _, rec in beir.read_corpus(SCIFACT)]
     docs = [d for d in corpus if d["_id"] in judged]
     docs += [d for d in corpus if d["_id"] not in judged][:distractors]
     (target / "qrels").mkdir(parents=True)
     (target / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
-    with (SCIFACT / "queries.jsonl").open() as fh:
-        (target / "queries.jsonl").write_text(
-            "".join(line for line in fh if json.loads(line)["_id"] in qids))
-    (target / "qrels" / "test.tsv").write_text(
-        "query-id\tcorpus-id\tscore\n" + "".join("\t".join(r) + "\n" for r in kept))
+    texts = beir.read_queries(SCIFACT, set(kept))
+    (target / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": q, "text": texts[q]}) + "\n" for q in kept))
+    (target / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+        f"{q}\t{d}\t{r}\n" for q, docs in kept.items() for d, r in docs.items()))
     return target
 
 
@@ -77,13 +71,13 @@ def test_quality_indexes_through_ingest_and_scores(setup: dict[str, Any]) -> Non
     assert {k: second[k] for k in ("ndcg@10", "mrr@10")} == {k: first[k] for k in ("ndcg@10", "mrr@10")}
     setup["first"] = first
 
-    runs = _events(settings, "quality_runs")
+    runs = read_events(settings.events_dir, "quality_runs")
     assert [r["status"] for r in runs] == ["passed", "passed"]
-    per_query = [r for r in _events(settings, "quality_query_results") if r["run_id"] == first["run_id"]]
+    per_query = [r for r in read_events(settings.events_dir, "quality_query_results") if r["run_id"] == first["run_id"]]
     assert len(per_query) == SLICE_QUERIES
     mean = sum(r["ndcg_at_10"] for r in per_query) / SLICE_QUERIES
     assert mean == pytest.approx(first["ndcg@10"], abs=1e-5)
-    ingests = _events(settings, "ingest_runs")
+    ingests = read_events(settings.events_dir, "ingest_runs")
     assert [r["chunks_embedded"] for r in ingests] == [first["chunks_embedded"], 0]
 
     from prefect.client.orchestration import get_client
@@ -103,7 +97,7 @@ def test_floor_breach_fails_naming_metric_value_and_gate(setup: dict[str, Any]) 
     with pytest.raises(QualityGateError, match=r"ndcg@10 = [01]\.\d{4} is below the floor "
                                                r"quality\.min_ndcg_at_10 = 1\.01"):
         quality_flow(dataset=str(setup["data"]), config=str(config))
-    last = max(_events(load_settings(config), "quality_runs"), key=lambda r: r["started_at"])
+    last = max(read_events(load_settings(config).events_dir, "quality_runs"), key=lambda r: r["started_at"])
     assert last["status"] == "failed" and "min_ndcg_at_10" in last["gate_message"]
 
 
@@ -128,8 +122,8 @@ def test_nightly_fails_on_a_breach_after_building_the_marts(setup: dict[str, Any
     import subprocess
     import sys
 
-    from flows.errors import PipelineError
     from flows.nightly import nightly_flow
+    from tessera.errors import PipelineError
 
     config = setup["config"]("nightly", min_ndcg_at_10=1.01)
     config.write_text(config.read_text() + f'\n[[quality.sets]]\npath = "{setup["data"]}"\n'
@@ -138,7 +132,7 @@ def test_nightly_fails_on_a_breach_after_building_the_marts(setup: dict[str, Any
                                             r"is below the floor"):
         nightly_flow(config=str(config))
     settings = load_settings(config)
-    assert [r["status"] for r in _events(settings, "model_cache_events")][-1] == "ok"
+    assert [r["status"] for r in read_events(settings.events_dir, "model_cache_events")][-1] == "ok"
     # Read the warehouse from another process: dbt ran in this one (DuckDB config clash).
     query = ("import duckdb,sys; c=duckdb.connect(sys.argv[1], read_only=True); print(c.execute("
              "\"select count(*), bool_or(not is_passed) from fct_retrieval_quality "

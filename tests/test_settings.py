@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from flows.errors import ConfigError
-from flows.settings import load_settings, parse_ttl
+from tessera.errors import ConfigError
+from tessera.settings import load_settings, parse_ttl
 
 
 def test_example_config_loads_with_paths_relative_to_the_file() -> None:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from flows.settings import SourceConfig
-from flows.sources import Document, Quarantined, make_source
+from flows.sources import make_source
+from tessera.settings import SourceConfig
+from tessera.types import Document, Quarantined
 from tests.conftest import EXAMPLES
 
 

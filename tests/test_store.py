@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flows.errors import ModelMismatchError, StoreLockedError
-from flows.settings import StoreConfig
-from flows.store import CollectionInfo, Match, PointRecord, VectorStore, ensure_collection, point_id
+from flows.store import VectorStore, ensure_collection
 from flows.store.edge import EdgeStore
 from flows.store.server import ServerStore
+from tessera.errors import ModelMismatchError, StoreLockedError
+from tessera.settings import StoreConfig
+from tessera.types import CollectionInfo, Match, PointRecord, point_id
 
 pytestmark = pytest.mark.filterwarnings("ignore:Payload indexes have no effect")
 
@@ -88,7 +89,7 @@ def test_edge_store_is_locked_to_one_process_at_a_time(tmp_path: Path) -> None:
 
 
 def test_unreachable_server_is_a_clear_error() -> None:
-    from flows.errors import VectorStoreError
+    from tessera.errors import VectorStoreError
 
     with pytest.raises(VectorStoreError, match="cannot reach Qdrant at http://127.0.0.1:9") as err:
         ServerStore(StoreConfig(kind="qdrant", url="http://127.0.0.1:9", api_key="hunter2"))
@@ -98,29 +99,29 @@ def test_unreachable_server_is_a_clear_error() -> None:
 def test_api_key_can_come_from_a_prefect_secret_block(tmp_path: Path) -> None:
     from prefect.blocks.system import Secret
 
-    from flows.settings import load_settings
     from flows.store import _secret_block, open_store
+    from tessera.settings import load_settings
 
     Secret(value="from-block-key").save("tessera-test-qdrant-key", overwrite=True)
     assert _secret_block("tessera-test-qdrant-key").get_secret_value() == "from-block-key"
     settings = load_settings(None, home=str(tmp_path), store={
         "kind": "qdrant", "url": "http://127.0.0.1:9", "api_key_block": "tessera-test-qdrant-key"})
-    from flows.errors import VectorStoreError
+    from tessera.errors import VectorStoreError
 
     with pytest.raises(VectorStoreError, match="cannot reach Qdrant") as err:
         open_store(settings)
     assert "from-block-key" not in str(err.value)
     missing = load_settings(None, home=str(tmp_path), store={
         "kind": "qdrant", "url": "http://127.0.0.1:9", "api_key_block": "no-such-block"})
-    from flows.errors import ConfigError
+    from tessera.errors import ConfigError
 
     with pytest.raises(ConfigError, match="no Prefect Secret block"):
         open_store(missing)
 
 
 def test_alias_switch_points_readers_at_the_new_collection(store: VectorStore) -> None:
-    from flows.errors import VectorStoreError
     from flows.store import resolve, switch_alias
+    from tessera.errors import VectorStoreError
 
     ensure_collection(store, INFO)
     v2 = CollectionInfo("c2", "model-b", "b", 8, "cosine", "b")

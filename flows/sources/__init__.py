@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from flows.settings import SourceConfig
-from flows.sources.base import Document, Loaded, Quarantined, Source
+from flows.sources.base import Source
+from tessera.settings import SourceConfig
 
-__all__ = ["Document", "Loaded", "Quarantined", "Source", "make_source"]
+__all__ = ["Source", "make_source"]
 
 
 def make_source(config: SourceConfig) -> Source:

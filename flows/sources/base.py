@@ -1,64 +1,15 @@
-"""What every source yields: documents to index, or quarantine rows that say what was wrong."""
+"""What every source is: it discovers items cheaply, then loads them as documents or quarantine rows."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
-from flows.errors import RecordError
-from flows.settings import SourceConfig
-
-
-@dataclass
-class Document:
-    """One record from a source, ready to chunk and embed."""
-
-    doc_id: str
-    source: str
-    uri: str
-    modality: str  # text | image
-    text: str  # the body, or an image's caption / alt text
-    title: str = ""
-    data: bytes | None = None  # encoded image bytes for modality "image"
-    metadata: dict[str, Any] = field(default_factory=dict)
-    size_bytes: int = 0
-    content_hash: str = ""
-
-    def __post_init__(self) -> None:
-        if not self.content_hash:
-            self.content_hash = content_hash(self)
-
-
-@dataclass
-class Quarantined:
-    """A record that cannot be indexed, and why, in words a user can act on."""
-
-    source: str
-    doc_id: str
-    uri: str
-    reason: str
-    expectation: str = "readable"
-    suite: str = "load"
-    observed: str | None = None
-    content_hash: str | None = None
-
-
-Loaded = Document | Quarantined
-
-
-def content_hash(doc: Document) -> str:
-    """sha256 over everything that changes the embedding or payload of a document."""
-    digest = hashlib.sha256()
-    for part in (doc.modality, doc.title, doc.text):
-        digest.update(part.encode("utf-8", "surrogatepass"))
-        digest.update(b"\x00")
-    if doc.data is not None:
-        digest.update(doc.data)
-    return digest.hexdigest()
+from tessera.errors import RecordError
+from tessera.settings import SourceConfig
+from tessera.types import Loaded
 
 
 class Source(Protocol):

@@ -7,16 +7,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from flows.errors import RecordError, SourceError
-from flows.settings import SourceConfig
 from flows.sources import text_formats as fmt
-from flows.sources.base import Document, Loaded, Quarantined, safe_path
+from flows.sources.base import safe_path
+from tessera.errors import RecordError, SourceError
+from tessera.formats import TEXT_SUFFIXES, WHOLE_FILE
+from tessera.settings import SourceConfig
+from tessera.types import Document, Loaded, Quarantined
 
 logger = logging.getLogger(__name__)
 
-WHOLE_FILE = {".txt", ".md", ".markdown", ".html", ".htm", ".rst"}
-RECORD_FILES = {".json", ".jsonl", ".csv", ".parquet"}
-TEXT_SUFFIXES = WHOLE_FILE | RECORD_FILES
 
 
 def discover_files(config: SourceConfig, suffixes: set[str] | None) -> list[str]:

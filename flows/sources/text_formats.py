@@ -8,7 +8,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-from flows.errors import RecordError
+from tessera.errors import RecordError
 
 Record = dict[str, Any]
 

@@ -2,89 +2,21 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from flows.errors import ModelMismatchError
+from tessera.errors import ModelMismatchError
+from tessera.types import CollectionInfo, Hit, Match, PointRecord
 
 if TYPE_CHECKING:
-    from flows.settings import Settings
-    from models.registry import ModelSpec
-
-# Fixed namespace: point ids must be the same in every process and every release.
-_POINT_NAMESPACE = uuid.UUID("6f1c1b8e-4a57-5d0e-9a43-7e55a1d2c0de")
+    from tessera.settings import Settings
 
 # Payload fields that get an index (DESIGN.md: doc_id, source, modality, expires_at).
 KEYWORD_INDEXES = ("doc_id", "source", "modality")
 INTEGER_INDEXES = ("expires_at",)
 DIFF_FIELDS = ["doc_id", "chunk_index", "chunk_count", "content_hash", "model_id", "chunking"]
-
-
-def point_id(collection: str, doc_id: str, chunk_index: int) -> str:
-    """The point's id: a UUID derived from (collection, document id, chunk index)."""
-    return str(uuid.uuid5(_POINT_NAMESPACE, f"{collection}\x00{doc_id}\x00{chunk_index}"))
-
-
-@dataclass(frozen=True)
-class CollectionInfo:
-    """What a collection records about the model that writes it."""
-
-    name: str
-    model_id: str
-    model_name: str
-    dimension: int
-    distance: str
-    vector_name: str
-    modalities: tuple[str, ...] = ("text",)
-
-    @classmethod
-    def for_model(cls, name: str, spec: ModelSpec) -> CollectionInfo:
-        """The collection `name` as built by this model."""
-        return cls(name=name, model_id=spec.id, model_name=spec.name, dimension=spec.dimension,
-                   distance=spec.distance, vector_name=spec.vector_name,
-                   modalities=tuple(spec.modalities))
-
-    def to_metadata(self) -> dict[str, Any]:
-        """Plain dict, stored beside (Edge) or inside (server) the collection."""
-        data = asdict(self)
-        data["modalities"] = list(self.modalities)
-        return data
-
-    @classmethod
-    def from_metadata(cls, data: dict[str, Any]) -> CollectionInfo:
-        """Inverse of to_metadata."""
-        return cls(**{**data, "modalities": tuple(data.get("modalities", ("text",)))})
-
-
-@dataclass
-class PointRecord:
-    """One point to upsert."""
-
-    id: str
-    vector: np.ndarray
-    payload: dict[str, Any]
-
-
-@dataclass
-class Hit:
-    """One search result."""
-
-    id: str
-    score: float
-    payload: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Match:
-    """A payload filter: exact matches on source / modality / doc ids (all optional)."""
-
-    source: str | None = None
-    modality: str | None = None
-    doc_ids: tuple[str, ...] | None = None
 
 
 class VectorStore(Protocol):
@@ -161,7 +93,7 @@ def resolve(store: VectorStore, name: str) -> str:
 
 def switch_alias(store: VectorStore, alias: str, collection: str) -> dict[str, str | None]:
     """Point readers at a new collection; refuses targets that do not exist or clash."""
-    from flows.errors import VectorStoreError
+    from tessera.errors import VectorStoreError
 
     if store.get_collection(collection) is None:
         raise VectorStoreError(f"collection {collection!r} does not exist; build it first")
@@ -198,7 +130,7 @@ def _secret_block(name: str) -> Any:
     from prefect.blocks.system import Secret
     from pydantic import SecretStr
 
-    from flows.errors import ConfigError
+    from tessera.errors import ConfigError
 
     try:
         block: Any = Secret.load(name)

@@ -14,15 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from flows.errors import StoreLockedError, VectorStoreError
-from flows.store import (
-    INTEGER_INDEXES,
-    KEYWORD_INDEXES,
-    CollectionInfo,
-    Hit,
-    Match,
-    PointRecord,
-)
+from flows.store import INTEGER_INDEXES, KEYWORD_INDEXES
+from tessera.errors import StoreLockedError, VectorStoreError
+from tessera.types import CollectionInfo, Hit, Match, PointRecord
 
 logger = logging.getLogger(__name__)
 

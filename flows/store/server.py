@@ -8,9 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from flows.errors import VectorStoreError
-from flows.settings import StoreConfig
-from flows.store import INTEGER_INDEXES, KEYWORD_INDEXES, CollectionInfo, Hit, Match, PointRecord
+from flows.store import INTEGER_INDEXES, KEYWORD_INDEXES
+from tessera.errors import VectorStoreError
+from tessera.settings import StoreConfig
+from tessera.types import CollectionInfo, Hit, Match, PointRecord
 
 logger = logging.getLogger(__name__)
 
@@ -50,16 +51,17 @@ class ServerStore:
     def __init__(self, config: StoreConfig) -> None:
         from qdrant_client import QdrantClient
 
-        self._where = config.url or str(config.path or ":memory:")
+        config.check()
+        self._where = config.url or str(config.path)
         api_key = config.api_key.get_secret_value() if config.api_key else None
         try:
             if config.url:
                 self.client = QdrantClient(url=config.url, api_key=api_key, timeout=30)
                 self.client.get_collections()  # fail now, clearly, if unreachable
-            elif config.path:
-                self.client = QdrantClient(path=str(config.path))
-            else:
+            elif config.in_memory:
                 self.client = QdrantClient(":memory:")
+            else:
+                self.client = QdrantClient(path=str(config.path))
         except Exception as exc:  # noqa: BLE001 - connection errors come in many types
             raise VectorStoreError(
                 f"cannot reach Qdrant at {self._where}: {type(exc).__name__}; check store.url, "

@@ -11,7 +11,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from flows.errors import ConfigError
+from tessera.errors import ConfigError
+from tessera.formats import ALL_SUFFIXES
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -138,6 +139,20 @@ class StoreConfig(_Section):
     lock_timeout: float = 600.0
     upsert_batch: int = Field(default=512, ge=1)
 
+    @property
+    def in_memory(self) -> bool:
+        """True only when asked for by name (store.path = ":memory:")."""
+        return self.path is not None and str(self.path) == ":memory:"
+
+    def check(self) -> None:
+        """Refuse a server store with nowhere to write: qdrant-client would keep the points in
+        memory and lose them at exit while the run reports success."""
+        if self.kind == "qdrant" and not self.url and self.path is None:
+            raise ConfigError(
+                "store.url", None, 'store.kind = "qdrant" needs store.url (a Qdrant server, e.g. '
+                "TESSERA_STORE__URL=http://localhost:6333) or store.path (qdrant-client local "
+                'mode on disk); store.path = ":memory:" keeps points only for this process')
+
 
 class ChunkingConfig(_Section):
     """Token-aware chunking: window size (None = the model's maximum) and overlap."""
@@ -151,10 +166,7 @@ class ContractsConfig(_Section):
 
     min_text_chars: int = 1
     max_text_chars: int = 2_000_000
-    allowed_extensions: list[str] = [
-        ".txt", ".md", ".markdown", ".html", ".htm", ".rst", ".json", ".jsonl", ".csv",
-        ".parquet", ".png", ".jpg", ".jpeg", ".webp", ".gif",
-    ]
+    allowed_extensions: list[str] = sorted(ALL_SUFFIXES)
     norm_tolerance: float = 0.01
     max_duplicate_vector_rate: float = 0.5
     # Record timestamps before this (epoch seconds; 1980-01-01) are epoch-zero or unit bugs.
@@ -289,6 +301,7 @@ def load_settings(config: Path | str | None = None, **overrides: Any) -> Setting
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ConfigError("sources", dupes, "source names must be unique")
+    settings.store.check()
     settings.home = settings.home.resolve()
     return settings
 

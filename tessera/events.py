@@ -6,7 +6,6 @@ runs and remote workers never share a file, and dbt reads them all with `read_pa
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections import defaultdict
 from datetime import UTC, datetime
@@ -15,6 +14,8 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from tessera.fs import atomic_write_with
 
 _TS = pa.timestamp("us", tz="UTC")
 _RUN = [("run_id", pa.string())]
@@ -195,16 +196,16 @@ class EventLog:
         self._parts: dict[str, int] = defaultdict(int)
 
     def add(self, table: str, **row: Any) -> None:
-        """Queue one row for `table`; the run id is filled in."""
+        """Queue one row for `table`; the run id is filled in. Unknown columns are refused: a
+        column the schema does not have would be dropped at flush, silently."""
         if table not in SCHEMAS:
             raise KeyError(f"unknown event table {table!r}")
+        unknown = sorted(set(row) - set(SCHEMAS[table].names))
+        if unknown:
+            raise KeyError(f"event table {table!r} has no column {', '.join(map(repr, unknown))}; "
+                           "add it to tessera.events.SCHEMAS (and the dbt staging model) first")
         row.setdefault("run_id", self.run_id)
         self._rows[table].append(row)
-
-    def extend(self, table: str, rows: list[dict[str, Any]]) -> None:
-        """Queue many rows for `table`."""
-        for row in rows:
-            self.add(table, **row)
 
     def rows(self, table: str) -> list[dict[str, Any]]:
         """Rows queued (not yet flushed) for `table`."""
@@ -224,12 +225,23 @@ class EventLog:
             part = self._parts[table]
             self._parts[table] += 1
             final = folder / f"{self.run_id}-{part:03d}.parquet"
-            tmp = folder / f".{final.name}.tmp"
-            pq.write_table(arrow, tmp)
-            os.replace(tmp, final)
-            written.append(final)
+            written.append(atomic_write_with(final, lambda tmp, t=arrow: pq.write_table(t, tmp)))
             self._rows[table] = []
         return written
+
+
+def read_events(events_dir: Path, table: str) -> list[dict[str, Any]]:
+    """Every row written to `table` so far, as dicts (files of older schemas included)."""
+    import pyarrow.dataset as ds
+
+    folder = Path(events_dir) / table
+    files = sorted(str(p) for p in folder.glob("*.parquet")) if folder.exists() else []
+    if not files:
+        return []
+    # Files written before a column was added lack it; the current schema fills it with nulls.
+    rows: list[dict[str, Any]] = ds.dataset(files, format="parquet", schema=SCHEMAS[table]
+                                            ).to_table().to_pylist()
+    return rows
 
 
 def write_empty_tables(events_dir: Path) -> None:
@@ -239,6 +251,4 @@ def write_empty_tables(events_dir: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / "_schema.parquet"
         if not target.exists():
-            tmp = folder / "._schema.parquet.tmp"
-            pq.write_table(schema.empty_table(), tmp)
-            os.replace(tmp, target)
+            atomic_write_with(target, lambda tmp, s=schema: pq.write_table(s.empty_table(), tmp))

@@ -1,0 +1,154 @@
+"""The shared types every layer passes around: documents, chunks, points, hits, collections."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+# Fixed namespace: point ids must be the same in every process and every release.
+_POINT_NAMESPACE = uuid.UUID("6f1c1b8e-4a57-5d0e-9a43-7e55a1d2c0de")
+
+
+@dataclass
+class Document:
+    """One record from a source, ready to chunk and embed."""
+
+    doc_id: str
+    source: str
+    uri: str
+    modality: str  # text | image
+    text: str  # the body, or an image's caption / alt text
+    title: str = ""
+    data: bytes | None = None  # encoded image bytes for modality "image"
+    metadata: dict[str, Any] = field(default_factory=dict)
+    size_bytes: int = 0
+    content_hash: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.content_hash:
+            self.content_hash = content_hash(self)
+
+
+@dataclass
+class Quarantined:
+    """A record that cannot be indexed, and why, in words a user can act on."""
+
+    source: str
+    doc_id: str
+    uri: str
+    reason: str
+    expectation: str = "readable"
+    suite: str = "load"
+    observed: str | None = None
+    content_hash: str | None = None
+
+
+Loaded = Document | Quarantined
+
+
+def content_hash(doc: Document) -> str:
+    """sha256 over everything that changes the embedding or payload of a document."""
+    digest = hashlib.sha256()
+    for part in (doc.modality, doc.title, doc.text):
+        digest.update(part.encode("utf-8", "surrogatepass"))
+        digest.update(b"\x00")
+    if doc.data is not None:
+        digest.update(doc.data)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One window of a document; knows its place and its document's chunk count."""
+
+    doc_id: str
+    index: int
+    count: int
+    text: str
+    tokens: int
+    # The window's token ids (no special tokens), so the embedder need not tokenize it again.
+    ids: tuple[int, ...] = ()
+
+
+def point_id(collection: str, doc_id: str, chunk_index: int) -> str:
+    """The point's id: a UUID derived from (collection, document id, chunk index)."""
+    return str(uuid.uuid5(_POINT_NAMESPACE, f"{collection}\x00{doc_id}\x00{chunk_index}"))
+
+
+@dataclass
+class PointRecord:
+    """One point to upsert."""
+
+    id: str
+    vector: np.ndarray
+    payload: dict[str, Any]
+
+
+@dataclass
+class Hit:
+    """One search result."""
+
+    id: str
+    score: float
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Match:
+    """A payload filter: exact matches on source / modality / doc ids (all optional)."""
+
+    source: str | None = None
+    modality: str | None = None
+    doc_ids: tuple[str, ...] | None = None
+
+
+class ModelIdentity(Protocol):
+    """What a collection records about the model that writes it (a models.ModelSpec has it)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def dimension(self) -> int: ...
+    @property
+    def distance(self) -> str: ...
+    @property
+    def vector_name(self) -> str: ...
+    @property
+    def modalities(self) -> tuple[str, ...]: ...
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    """What a collection records about the model that writes it."""
+
+    name: str
+    model_id: str
+    model_name: str
+    dimension: int
+    distance: str
+    vector_name: str
+    modalities: tuple[str, ...] = ("text",)
+
+    @classmethod
+    def for_model(cls, name: str, spec: ModelIdentity) -> CollectionInfo:
+        """The collection `name` as built by this model."""
+        return cls(name=name, model_id=spec.id, model_name=spec.name, dimension=spec.dimension,
+                   distance=spec.distance, vector_name=spec.vector_name,
+                   modalities=tuple(spec.modalities))
+
+    def to_metadata(self) -> dict[str, Any]:
+        """Plain dict, stored beside (Edge) or inside (server) the collection."""
+        data = asdict(self)
+        data["modalities"] = list(self.modalities)
+        return data
+
+    @classmethod
+    def from_metadata(cls, data: dict[str, Any]) -> CollectionInfo:
+        """Inverse of to_metadata."""
+        return cls(**{**data, "modalities": tuple(data.get("modalities", ("text",)))})
