@@ -10,13 +10,13 @@ never a half-built file; a failed build leaves the previous warehouse in place.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import shutil
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +27,13 @@ from prefect.cache_policies import NO_CACHE
 
 from tessera.errors import MartsError
 from tessera.events import SCHEMAS, write_empty_tables
+from tessera.fs import atomic_write_with, locked
 from tessera.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parent.parent / "dbt"
 LOCK_TIMEOUT_SECONDS = 120.0
-_LOCK_POLL_SECONDS = 0.2
 
 # The dbt profile reads these (dbt/profiles.yml); they are set only for the length of a build.
 ENV_DUCKDB_PATH = "DBT_TESSERA_DUCKDB_PATH"
@@ -167,35 +167,14 @@ def _is_busy(state: Any) -> bool:
     return False
 
 
-@contextlib.contextmanager
-def _exclusive_lock(path: Path, timeout: float) -> Iterator[None]:
-    """Hold an flock on `path`, waiting up to `timeout` seconds, then MartsBusyError."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + timeout
-    with open(path, "a+", encoding="utf-8") as handle:
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    handle.seek(0)
-                    holder = handle.read().strip() or "unknown"
-                    raise MartsBusyError(
-                        f"another marts build is running (pid {holder}); waited {timeout:.0f}s "
-                        f"for {path}. Let it finish and run `tessera marts` again."
-                    ) from None
-                time.sleep(_LOCK_POLL_SECONDS)
-        try:
-            handle.seek(0)
-            handle.truncate()
-            handle.write(str(os.getpid()))
-            handle.flush()
-            yield
-        finally:
-            handle.seek(0)
-            handle.truncate()
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def _exclusive_lock(path: Path, timeout: float) -> Any:
+    """Hold the marts lock, waiting up to `timeout` seconds, then MartsBusyError."""
+    def busy(holder: str, waited: float) -> MartsBusyError:
+        return MartsBusyError(f"another marts build is running (pid {holder}); waited "
+                              f"{waited:.0f}s for {path}. Let it finish and run `tessera marts` "
+                              "again.")
+
+    return locked(path, timeout, busy)
 
 
 @contextlib.contextmanager
@@ -219,9 +198,7 @@ def _prepare_events(events_dir: Path) -> None:
     for table, schema in SCHEMAS.items():
         target = events_dir / table / "_schema.parquet"
         if not pq.read_schema(target).equals(schema, check_metadata=False):
-            tmp = target.with_name("._schema.parquet.tmp")
-            pq.write_table(schema.empty_table(), tmp)
-            os.replace(tmp, target)
+            atomic_write_with(target, partial(pq.write_table, schema.empty_table()))
 
 
 def _write_source_config(settings: Settings, config_dir: Path) -> Path:
@@ -244,10 +221,7 @@ def _write_source_config(settings: Settings, config_dir: Path) -> Path:
         for s in settings.sources
     ]
     table = pa.Table.from_pylist(rows, schema=_SOURCE_CONFIG_SCHEMA)
-    config_dir.mkdir(parents=True, exist_ok=True)
-    tmp = config_dir / ".sources.parquet.tmp"
-    pq.write_table(table, tmp)
-    os.replace(tmp, config_dir / "sources.parquet")
+    atomic_write_with(config_dir / "sources.parquet", lambda tmp: pq.write_table(table, tmp))
     return config_dir
 
 

@@ -9,7 +9,6 @@ GPU type, scaledown window, timeout, max containers, app and Volume names come f
 when you deploy; the client (`models/modal_backend.py`) reads the same section, so both agree.
 """
 
-import hashlib
 import json
 import time
 from dataclasses import replace
@@ -20,6 +19,7 @@ import modal
 
 from models.modal_backend import EmbedResult, spec_from_json, spec_to_json
 from models.registry import ModelSpec
+from tessera.fs import file_sha256
 from tessera.settings import ModalConfig, load_settings
 
 MINUTES = 60
@@ -138,7 +138,7 @@ def _fill_one(spec: ModelSpec) -> dict[str, Any]:
     start = time.perf_counter()
     snapshot_download(repo_id=spec.id, revision=spec.revision, local_dir=target,
                       ignore_patterns=SKIP_FILES)
-    hashes = {p.relative_to(target).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+    hashes = {p.relative_to(target).as_posix(): file_sha256(p)
               for p in sorted(target.rglob("*")) if p.is_file() and ".cache" not in p.parts}
     return {**row, "path": f"{CONFIG.volume}:{target}", "files_sha256": json.dumps(hashes),
             "status": "downloaded", "load_seconds": time.perf_counter() - start,

@@ -11,13 +11,9 @@ are renamed into place only once complete, so a failed download never leaves a h
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
-import shutil
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,6 +23,7 @@ import numpy as np
 
 from models.registry import ModelSpec, resolve_model_path
 from tessera.errors import EmbeddingError
+from tessera.fs import atomic_write, file_sha256, replace_dir
 
 logger = logging.getLogger(__name__)
 
@@ -64,10 +61,7 @@ class Manifest:
 
     def write(self, path: Path) -> None:
         """Write atomically (temp file, then rename)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=1) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(asdict(self), indent=1) + "\n")
 
 
 @dataclass
@@ -112,11 +106,7 @@ def file_hashes(model_dir: Path) -> dict[str, str]:
         if (not path.is_file() or path.suffix not in _HASHED_SUFFIXES
                 or any(part in _SKIPPED_DIRS or part.startswith(".") for part in rel.parts)):
             continue
-        digest = hashlib.sha256()
-        with path.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-        out[rel.as_posix()] = digest.hexdigest()
+        out[rel.as_posix()] = file_sha256(path)
     return out
 
 
@@ -185,26 +175,13 @@ def cache_target(spec: ModelSpec, cache_dir: Path) -> Path:
 
 def download_atomic(spec: ModelSpec, cache_dir: Path, fetch: Fetcher) -> Path:
     """Fetch into a temporary directory, then rename it over the cache entry; all or nothing."""
-    target = cache_target(spec, cache_dir)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".tmp-{spec.vector_name}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    def fill(tmp: Path) -> None:
         fetch(spec, tmp)
         if not (tmp / "config.json").is_file():
             raise EmbeddingError(f"the download of {spec.id}@{spec.revision} has no config.json; "
                                  "it is not a saved model")
-        old = None
-        if target.exists():
-            old = target.parent / f".old-{spec.vector_name}-{uuid.uuid4().hex[:8]}"
-            os.replace(target, old)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-    return target
+
+    return replace_dir(fill, cache_target(spec, cache_dir))
 
 
 def downloadable(spec: ModelSpec) -> bool:

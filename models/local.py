@@ -60,13 +60,11 @@ class LocalBackend:
         self._device_setting = device
         self._model: Any = None
         self.stats = EmbedStats(backend="local")
-        self.load_seconds = 0.0
 
     @property
     def model(self) -> Any:
         """The loaded model; the first access pays the import and load."""
         if self._model is None:
-            start = time.perf_counter()
             device = pick_device(self._device_setting)
             self._model = load_sentence_transformer(self.path, device)
             self.stats.device = device
@@ -74,7 +72,6 @@ class LocalBackend:
                 import torch
 
                 self.stats.gpu_type = torch.cuda.get_device_name(0)
-            self.load_seconds = time.perf_counter() - start
             dim = self._model.get_embedding_dimension()
             if dim is not None and dim != self.spec.dimension:
                 raise EmbeddingError(

@@ -14,13 +14,11 @@ in benchmarks/REPORT.md; elsewhere OpenVINO emulates or falls back to fp32).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import shutil
 import time
-import uuid
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -32,6 +30,7 @@ import numpy as np
 from models.base import EmbedStats
 from models.registry import ModelSpec
 from tessera.errors import EmbeddingError
+from tessera.fs import file_sha256, locked, replace_dir
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +42,7 @@ PROBE_TEXTS = [
     "a",
 ]
 MIN_EXPORT_COSINE = 0.999
+EXPORT_LOCK_TIMEOUT = 600.0  # an export takes ~10 s; a holder this slow is stuck
 # Exports made and verified in this process, by what they were made from: a second model cache
 # (another home) gets linked copies instead of a second export.
 _MADE: dict[str, Path] = {}
@@ -72,7 +72,7 @@ def _sha256(path: Path) -> str:
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _HASHES:
-        _HASHES[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+        _HASHES[key] = file_sha256(path)
     return _HASHES[key]
 
 
@@ -150,16 +150,12 @@ def export_openvino(spec: ModelSpec, model_dir: Path, cache_dir: Path) -> Path:
     return target
 
 
-@contextmanager
-def _export_lock(target: Path) -> Iterator[None]:
-    import fcntl
+def _export_lock(target: Path) -> Any:
+    def busy(holder: str, waited: float) -> EmbeddingError:
+        return EmbeddingError(f"another process (pid {holder}) has been exporting the model to "
+                              f"{target} for over {waited:.0f} s; let it finish and try again")
 
-    with (target.parent / ".openvino.lock").open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    return locked(target.parent / ".openvino.lock", EXPORT_LOCK_TIMEOUT, busy)
 
 
 @contextmanager
@@ -192,9 +188,7 @@ def _export(spec: ModelSpec, model_dir: Path, target: Path, key: dict[str, Any])
         warnings.simplefilter("ignore")
         ir = ov.convert_model(module, example_input={"input_ids": example, "attention_mask": example,
                                                       "token_type_ids": torch.zeros_like(example)})
-    tmp = target.parent / f".tmp-openvino-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    def fill(tmp: Path) -> None:
         # compress_to_fp16 defaults to True and would round the weights: keep them fp32.
         ov.save_model(ir, str(tmp / "model.xml"), compress_to_fp16=False)
         cos = _probe_cosine(spec, model_dir, tmp)
@@ -205,14 +199,8 @@ def _export(spec: ModelSpec, model_dir: Path, target: Path, key: dict[str, Any])
         meta = {**key, "model_id": spec.id, "revision": spec.revision, "probe_cosine": round(cos, 6),
                 "export_seconds": round(time.perf_counter() - start, 3)}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
-        if target.exists():
-            old = target.parent / f".old-openvino-{uuid.uuid4().hex[:8]}"
-            os.replace(target, old)
-            shutil.rmtree(old, ignore_errors=True)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    replace_dir(fill, target)
 
 
 def _link_copy(source: Path, target: Path) -> Path:
@@ -223,12 +211,8 @@ def _link_copy(source: Path, target: Path) -> Path:
         except OSError:
             shutil.copy2(src, dst)
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".tmp-openvino-{uuid.uuid4().hex[:8]}"
-    shutil.copytree(source, tmp, copy_function=link)
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
-    return target
+    return replace_dir(lambda tmp: shutil.copytree(source, tmp, copy_function=link,
+                                                   dirs_exist_ok=True), target)
 
 
 def _probe_cosine(spec: ModelSpec, model_dir: Path, ir_dir: Path) -> float:
@@ -307,8 +291,12 @@ class _Runner:
         self.request = compiled.create_infer_request()
 
     def _infer(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray) -> np.ndarray:
-        result = self.request.infer({"input_ids": ids, "attention_mask": mask,
-                                     "token_type_ids": types})
+        try:
+            result = self.request.infer({"input_ids": ids, "attention_mask": mask,
+                                         "token_type_ids": types})
+        except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError for bad inputs
+            raise EmbeddingError(f"OpenVINO inference failed on a batch of shape {ids.shape} "
+                                 f"({type(exc).__name__}: {exc})") from exc
         return np.asarray(result[0])
 
     def embed(self, texts: list[str]) -> np.ndarray:
@@ -336,14 +324,12 @@ class OpenVINOBackend:
         self.threads = threads
         self.stats = EmbedStats(backend="local", device="cpu")
         self.stats.extra["runtime_openvino"] = 1.0
-        self.load_seconds = 0.0
         self._runner: _Runner | None = None
 
     @property
     def runner(self) -> _Runner:
         """The compiled model; the first access exports (once per cache) and compiles."""
         if self._runner is None:
-            start = time.perf_counter()
             try:
                 ir_dir = export_openvino(self.spec, self.path, self.cache_dir)
                 self._runner = _Runner(self.spec, self.path, ir_dir, self.precision,
@@ -351,7 +337,13 @@ class OpenVINOBackend:
             except ImportError as exc:
                 raise EmbeddingError("runtime 'openvino' needs the openvino package: "
                                      "pip install openvino, or set runtime = 'torch'") from exc
-            self.load_seconds = time.perf_counter() - start
+            except EmbeddingError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError and its own
+                raise EmbeddingError(
+                    f"OpenVINO could not export or compile {self.spec.name} from {self.path} "
+                    f"({type(exc).__name__}: {exc}); set embedding.runtime = 'torch' to embed "
+                    "without it, and report the openvino version") from exc
         return self._runner
 
     def _encode(self, items: Sequence[Any], embed: Callable[[_Runner], np.ndarray]) -> np.ndarray:

@@ -7,6 +7,13 @@ class PipelineError(Exception):
     """Base of every error Tessera raises on purpose."""
 
 
+class TransientError(PipelineError):
+    """Something outside us failed in a way a retry can fix (a server restarting, a timeout).
+
+    Only these are retried: a retry of anything else fails the same way, only later.
+    """
+
+
 class ConfigError(PipelineError):
     """The config file or a TESSERA_* variable holds a value we cannot use."""
 
@@ -45,6 +52,18 @@ class ModelMismatchError(VectorStoreError):
 
 class StoreLockedError(VectorStoreError):
     """Another process holds the embedded store."""
+
+
+class StoreUnavailableError(VectorStoreError, TransientError):
+    """The Qdrant server could not be reached, timed out, or answered with a server error."""
+
+
+class ForeignCollectionError(VectorStoreError):
+    """A collection exists but was not made by Tessera (no model recorded on it)."""
+
+
+class DiskSpaceError(VectorStoreError):
+    """The disk cannot hold what the embedded store is about to write."""
 
 
 class QualityGateError(PipelineError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -225,7 +226,7 @@ class EventLog:
             part = self._parts[table]
             self._parts[table] += 1
             final = folder / f"{self.run_id}-{part:03d}.parquet"
-            written.append(atomic_write_with(final, lambda tmp, t=arrow: pq.write_table(t, tmp)))
+            written.append(atomic_write_with(final, partial(pq.write_table, arrow)))
             self._rows[table] = []
         return written
 
@@ -251,4 +252,4 @@ def write_empty_tables(events_dir: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / "_schema.parquet"
         if not target.exists():
-            atomic_write_with(target, lambda tmp, s=schema: pq.write_table(s.empty_table(), tmp))
+            atomic_write_with(target, partial(pq.write_table, schema.empty_table()))

@@ -22,8 +22,6 @@ DIFF_FIELDS = ["doc_id", "chunk_index", "chunk_count", "content_hash", "model_id
 class VectorStore(Protocol):
     """What the pipeline needs from Qdrant, whichever way it runs."""
 
-    kind: str
-
     def get_collection(self, name: str) -> CollectionInfo | None:
         """The collection's recorded model, or None if it does not exist."""
         ...

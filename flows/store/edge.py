@@ -1,27 +1,39 @@
-"""Qdrant Edge: the Qdrant engine in-process, one shard per collection under TESSERA_HOME/qdrant."""
+"""Qdrant Edge: the Qdrant engine in-process, one shard per collection under TESSERA_HOME/qdrant.
+
+One process writes a shard at a time (a file lock per collection, holding the writer's pid).
+The engine preallocates sparse files (32 MiB WAL segments, memory-mapped vector and payload
+pages) and dies with SIGBUS when a write finds the disk full, so every open and write first
+checks that the disk can hold what those files may still claim. On a home this process cannot
+write (a read-only mount), readers open a private copy of the shard instead.
+"""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
-import os
 import shutil
-import time
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from flows.store import INTEGER_INDEXES, KEYWORD_INDEXES
-from tessera.errors import StoreLockedError, VectorStoreError
+from tessera.errors import DiskSpaceError, StoreLockedError, VectorStoreError
+from tessera.fs import MIB, HeldLock, atomic_write, free_bytes, sparse_bytes, writable
 from tessera.types import CollectionInfo, Hit, Match, PointRecord
 
 logger = logging.getLogger(__name__)
 
 _META = "tessera.json"
+_ALIASES = "aliases.json"
 _SCROLL_PAGE = 2048
+WAL_SEGMENT = 32 * MIB
+# What a new shard's preallocated files may claim once written: two WAL segments, the first
+# vector chunk and payload page (32 MiB each), and the id and deletion trackers.
+NEW_SHARD_BYTES = 4 * 32 * MIB + 4 * MIB
+T = TypeVar("T")
 
 
 def _qe() -> Any:
@@ -55,57 +67,64 @@ def _expired_filter(now: int) -> Any:
     return qe.Filter(must=[qe.FieldCondition(key="expires_at", range=qe.RangeFloat(lte=float(now)))])
 
 
-class _CollectionLock:
-    """An exclusive flock on the collection: one process writes a shard at a time."""
-
-    def __init__(self, path: Path, timeout: float) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        deadline = time.monotonic() + timeout
-        waited = False
-        while True:
-            try:
-                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                holder = os.pread(self._fd, 64, 0).decode(errors="replace").strip() or "?"
-                if time.monotonic() >= deadline:
-                    os.close(self._fd)
-                    raise StoreLockedError(
-                        f"the embedded store at {path.parent} is in use by another Tessera process "
-                        f"(pid {holder}) and did not come free within {timeout:.0f} s; wait for it "
-                        "to finish, or raise store.lock_timeout"
-                    ) from None
-                if not waited:
-                    logger.warning("waiting for pid %s to release %s", holder, path.parent)
-                    waited = True
-                time.sleep(0.2)
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, str(os.getpid()).encode(), 0)
-
-    def release(self) -> None:
-        """Let the next process in."""
-        if self._fd >= 0:
-            os.ftruncate(self._fd, 0)
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = -1
+def _read_json(path: Path, what: str) -> Any:
+    """A metadata file of ours, or a VectorStoreError that says how to recover."""
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, OSError) as exc:
+        raise VectorStoreError(
+            f"{path} ({what}) cannot be read: {exc}. Restore it from a backup, or delete "
+            f"{path.parent} and ingest again") from None
 
 
 class EdgeStore:
     """VectorStore over qdrant-edge-py: no server, data on disk, WAL-backed."""
 
-    kind = "edge"
-
     def __init__(self, root: Path, lock_timeout: float = 600.0) -> None:
         self.root = Path(root)
         self.lock_timeout = lock_timeout
         self._shards: dict[str, Any] = {}
-        self._locks: dict[str, _CollectionLock] = {}
+        self._locks: dict[str, HeldLock] = {}
+        self._copies: dict[str, Path] = {}
+        self.read_only = self.root.exists() and not writable(self.root)
 
     def _dir(self, name: str) -> Path:
         return self.root / name
+
+    def _call(self, name: str, what: str, fn: Callable[..., T], *args: Any) -> T:
+        """One engine call; its plain exceptions become ours (a retry would fail the same way)."""
+        try:
+            return fn(*args)
+        except Exception as exc:  # noqa: BLE001 - the engine raises plain Exception/ValueError
+            raise VectorStoreError(f"Qdrant Edge could not {what} in collection {name!r} "
+                                   f"({self._dir(name)}): {exc}") from exc
+
+    def _lock(self, name: str) -> None:
+        def busy(holder: str, waited: float) -> StoreLockedError:
+            return StoreLockedError(
+                f"the embedded store at {self._dir(name)} is in use by another Tessera process "
+                f"(pid {holder}) and did not come free within {waited:.0f} s; wait for it to "
+                "finish, or raise store.lock_timeout")
+
+        if name not in self._locks:
+            self._locks[name] = HeldLock(self._dir(name) / ".lock", self.lock_timeout, busy)
+
+    def _unlock(self, name: str) -> None:
+        lock = self._locks.pop(name, None)
+        if lock is not None:
+            lock.release()
+
+    def _require_space(self, folder: Path, extra: int, action: str) -> None:
+        """Refuse, with a message, a write the disk could not hold (instead of a SIGBUS)."""
+        need = (sparse_bytes(folder) if folder.exists() else 0) + extra
+        free = free_bytes(folder)
+        if free < need:
+            raise DiskSpaceError(
+                f"not enough free disk space for the embedded store at {self.root}: {action} "
+                f"needs about {need / MIB:.0f} MiB free (Qdrant Edge preallocates 32 MiB WAL "
+                f"segments and memory-mapped files and crashes if it cannot fill them), but "
+                f"{free / MIB:.0f} MiB are free there. Free some space, or move TESSERA_HOME "
+                "(or store.path) to a larger disk")
 
     def _shard(self, name: str) -> Any:
         shard = self._shards.get(name)
@@ -114,41 +133,71 @@ class EdgeStore:
         if self.get_collection(name) is None:
             raise VectorStoreError(f"collection {name!r} does not exist in {self.root}; "
                                    "run `tessera ingest` first")
-        self._locks[name] = _CollectionLock(self._dir(name) / ".lock", self.lock_timeout)
+        folder = self._dir(name) / "shard"
+        if self.read_only:
+            folder = self._private_copy(name)
+        else:
+            self._lock(name)
         try:
-            shard = _qe().EdgeShard.load(str(self._dir(name) / "shard"))
-        except Exception as exc:  # noqa: BLE001 - the engine raises plain exceptions
-            self._locks.pop(name).release()
-            raise VectorStoreError(f"cannot open collection {name!r} at {self._dir(name)}: {exc}") from exc
+            # Loading fills the open WAL segment's preallocated blocks.
+            self._require_space(folder / "wal", 0, f"opening collection {name!r}")
+            shard = self._call(name, "open the shard", _qe().EdgeShard.load, str(folder))
+        except BaseException:
+            self._unlock(name)
+            raise
         self._shards[name] = shard
         return shard
+
+    def _private_copy(self, name: str) -> Path:
+        """A copy of a read-only shard in a temp folder, for readers (the engine writes on open)."""
+        tmp = Path(tempfile.mkdtemp(prefix=f"tessera-ro-{name}-"))
+        self._copies[name] = tmp
+        logger.warning("%s is read-only: searching a private copy of collection %r in %s",
+                       self.root, name, tmp)
+        target = tmp / "shard"
+        shutil.copytree(self._dir(name) / "shard", target)
+        return target
 
     def get_collection(self, name: str) -> CollectionInfo | None:
         """The model recorded beside the shard, or None."""
         meta = self._dir(name) / _META
         if not meta.exists():
             return None
-        return CollectionInfo.from_metadata(json.loads(meta.read_text()))
+        data = _read_json(meta, f"the record of collection {name!r}'s model")
+        try:
+            return CollectionInfo.from_metadata(data)
+        except TypeError as exc:
+            raise VectorStoreError(f"{meta} does not describe a collection ({exc}); restore it "
+                                   f"from a backup, or delete {meta.parent} and ingest again"
+                                   ) from None
 
     def create_collection(self, info: CollectionInfo) -> None:
         """Create the shard, its payload indexes, then record the model (last: marks it done)."""
+        if self.read_only:
+            raise VectorStoreError(f"{self.root} is read-only; cannot create collection "
+                                   f"{info.name!r} there")
         qe = _qe()
         folder = self._dir(info.name)
-        if folder.exists() and not (folder / _META).exists():
-            shutil.rmtree(folder / "shard", ignore_errors=True)  # a create that crashed midway
         folder.mkdir(parents=True, exist_ok=True)
-        self._locks[info.name] = _CollectionLock(folder / ".lock", self.lock_timeout)
-        config = qe.EdgeConfig(vectors={info.vector_name: qe.EdgeVectorParams(
-            size=info.dimension, distance=_distance(info.distance))})
-        shard = qe.EdgeShard.create(str(folder / "shard"), config)
-        for field in KEYWORD_INDEXES:
-            shard.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Keyword))
-        for field in INTEGER_INDEXES:
-            shard.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Integer))
-        shard.flush()
-        tmp = folder / f".{_META}.tmp"
-        tmp.write_text(json.dumps(info.to_metadata(), indent=2))
-        os.replace(tmp, folder / _META)
+        self._lock(info.name)  # before looking: another creator may be half-way through
+        try:
+            if (folder / _META).exists():
+                return  # made by another process while this one waited for the lock
+            shutil.rmtree(folder / "shard", ignore_errors=True)  # a create that crashed midway
+            self._require_space(folder, NEW_SHARD_BYTES, f"creating collection {info.name!r}")
+            config = qe.EdgeConfig(vectors={info.vector_name: qe.EdgeVectorParams(
+                size=info.dimension, distance=_distance(info.distance))})
+            shard = self._call(info.name, "create the shard", qe.EdgeShard.create,
+                               str(folder / "shard"), config)
+            for field in KEYWORD_INDEXES:
+                shard.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Keyword))
+            for field in INTEGER_INDEXES:
+                shard.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Integer))
+            shard.flush()
+            atomic_write(folder / _META, json.dumps(info.to_metadata(), indent=2))
+        except BaseException:
+            self._unlock(info.name)
+            raise
         self._shards[info.name] = shard
 
     def list_collections(self) -> list[str]:
@@ -163,13 +212,19 @@ class EdgeStore:
         shard = self._shard(name)
         offset = None
         while True:
-            records, offset = shard.scroll(qe.ScrollRequest(
+            records, offset = self._call(name, "scroll points", shard.scroll, qe.ScrollRequest(
                 offset=offset, limit=_SCROLL_PAGE, filter=_filter(match),
                 with_payload=fields, with_vector=False))
             for rec in records:
                 yield str(rec.id), dict(rec.payload or {})
             if offset is None:
                 return
+
+    def _update(self, name: str, what: str, operation: Any, incoming: int = 0) -> None:
+        """One write, after checking the disk can take it (the WAL grows by a segment at a time)."""
+        shard = self._shard(name)
+        self._require_space(self._dir(name) / "shard", 2 * WAL_SEGMENT + 2 * incoming, what)
+        self._call(name, what, shard.update, operation)
 
     def upsert(self, name: str, points: list[PointRecord]) -> None:
         """One update operation for the whole batch."""
@@ -179,84 +234,96 @@ class EdgeStore:
         vector_name = self.get_collection(name).vector_name  # type: ignore[union-attr]
         batch = [qe.Point(p.id, {vector_name: np.asarray(p.vector, dtype=np.float32).tolist()},
                           p.payload) for p in points]
-        self._shard(name).update(qe.UpdateOperation.upsert_points(batch))
+        incoming = sum(np.asarray(p.vector).size * 4 + len(str(p.payload)) for p in points)
+        self._update(name, f"write {len(points)} points", qe.UpdateOperation.upsert_points(batch),
+                     incoming)
 
     def set_payload(self, name: str, ids: list[str], payload: dict[str, Any]) -> None:
         """Set keys on existing points, leaving the rest of the payload."""
         if ids:
-            self._shard(name).update(_qe().UpdateOperation.set_payload(ids, payload))
+            self._update(name, f"update the payload of {len(ids)} points",
+                         _qe().UpdateOperation.set_payload(ids, payload), 64 * len(ids))
 
     def delete(self, name: str, ids: list[str]) -> None:
         """Delete by id."""
         if ids:
-            self._shard(name).update(_qe().UpdateOperation.delete_points(ids))
+            self._update(name, f"delete {len(ids)} points",
+                         _qe().UpdateOperation.delete_points(ids), 64 * len(ids))
 
     def count(self, name: str, match: Match | None = None) -> int:
         """Exact count."""
-        return int(self._shard(name).count(_qe().CountRequest(exact=True, filter=_filter(match))))
+        request = _qe().CountRequest(exact=True, filter=_filter(match))
+        return int(self._call(name, "count points", self._shard(name).count, request))
 
     def count_expired(self, name: str, now: int) -> int:
         """Points at or past their expiry."""
-        return int(self._shard(name).count(_qe().CountRequest(exact=True, filter=_expired_filter(now))))
+        request = _qe().CountRequest(exact=True, filter=_expired_filter(now))
+        return int(self._call(name, "count expired points", self._shard(name).count, request))
 
     def delete_expired(self, name: str, now: int) -> None:
         """One delete-by-filter over the expires_at range index."""
-        self._shard(name).update(_qe().UpdateOperation.delete_points_by_filter(_expired_filter(now)))
+        self._update(name, "delete expired points",
+                     _qe().UpdateOperation.delete_points_by_filter(_expired_filter(now)))
 
-    def search(self, name: str, vector: np.ndarray, limit: int, match: Match | None = None) -> list[Hit]:
-        """Nearest neighbours in the collection's named vector."""
+    def _query(self, name: str, vector: np.ndarray, limit: int, info: CollectionInfo,
+               match: Match | None = None, fields: list[str] | None = None,
+               exact: bool = False) -> Any:
         qe = _qe()
+        return qe.QueryRequest(
+            limit=limit, filter=_filter(match), with_vector=False,
+            with_payload=fields if fields is not None else True,
+            params=qe.SearchParams(exact=exact),
+            query=qe.Query.Nearest(np.asarray(vector, dtype=np.float32).tolist(),
+                                   using=info.vector_name))
+
+    def _info(self, name: str) -> CollectionInfo:
         info = self.get_collection(name)
         if info is None:
             raise VectorStoreError(f"collection {name!r} does not exist; run `tessera ingest` first")
-        query = qe.Query.Nearest(np.asarray(vector, dtype=np.float32).tolist(), using=info.vector_name)
-        points = self._shard(name).query(qe.QueryRequest(
-            limit=limit, query=query, filter=_filter(match), with_payload=True, with_vector=False))
+        return info
+
+    def search(self, name: str, vector: np.ndarray, limit: int, match: Match | None = None) -> list[Hit]:
+        """Nearest neighbours in the collection's named vector."""
+        request = self._query(name, vector, limit, self._info(name), match)
+        points = self._call(name, "search", self._shard(name).query, request)
         return [Hit(id=str(p.id), score=float(p.score), payload=dict(p.payload or {})) for p in points]
 
     def search_batch(self, name: str, vectors: np.ndarray, limit: int,
                      fields: list[str] | None = None, exact: bool = False) -> list[list[Hit]]:
         """One planned batch of nearest-neighbour queries (shares a pass over the segments)."""
-        qe = _qe()
-        info = self.get_collection(name)
-        if info is None:
-            raise VectorStoreError(f"collection {name!r} does not exist; run `tessera ingest` first")
-        params = qe.SearchParams(exact=exact)
-        payload: Any = fields if fields is not None else True
-        requests = [qe.QueryRequest(limit=limit, with_payload=payload, with_vector=False,
-                                    params=params, query=qe.Query.Nearest(
-                                        np.asarray(v, dtype=np.float32).tolist(),
-                                        using=info.vector_name))
-                    for v in vectors]
+        info = self._info(name)
+        requests = [self._query(name, v, limit, info, None, fields, exact) for v in vectors]
         if not requests:
             return []
-        results = self._shard(name).query_batch(qe.QueryBatchRequest(requests))
+        results = self._call(name, "search", self._shard(name).query_batch,
+                             _qe().QueryBatchRequest(requests))
         return [[Hit(id=str(p.id), score=float(p.score), payload=dict(p.payload or {}))
                  for p in points] for points in results]
 
     def optimize(self, name: str) -> None:
         """Merge segments and build the HNSW index (after large writes)."""
-        self._shard(name).optimize()
+        self._call(name, "optimize", self._shard(name).optimize)
 
     def aliases(self) -> dict[str, str]:
         """Aliases kept in aliases.json beside the shards."""
-        path = self.root / "aliases.json"
-        return dict(json.loads(path.read_text())) if path.exists() else {}
+        path = self.root / _ALIASES
+        return dict(_read_json(path, "the alias table")) if path.exists() else {}
 
     def set_alias(self, alias: str, collection: str) -> None:
         """Rewrite aliases.json atomically (temp file, then rename)."""
         data = {**self.aliases(), alias: collection}
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.root / ".aliases.json.tmp"
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-        os.replace(tmp, self.root / "aliases.json")
+        atomic_write(self.root / _ALIASES, json.dumps(data, indent=2, sort_keys=True))
 
     def close(self) -> None:
-        """Flush and close every open shard, then release the locks."""
+        """Flush and close every open shard, then release the locks and private copies."""
         for name, shard in list(self._shards.items()):
             try:
-                shard.flush()
+                if not self.read_only:
+                    shard.flush()
                 shard.close()
             finally:
-                self._locks.pop(name).release()
+                self._unlock(name)
         self._shards.clear()
+        for copy in self._copies.values():
+            shutil.rmtree(copy, ignore_errors=True)
+        self._copies.clear()

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from flows.store import INTEGER_INDEXES, KEYWORD_INDEXES
-from tessera.errors import VectorStoreError
+from tessera.errors import ForeignCollectionError, StoreUnavailableError, VectorStoreError
 from tessera.settings import StoreConfig
 from tessera.types import CollectionInfo, Hit, Match, PointRecord
 
@@ -38,6 +38,22 @@ def _filter(match: Match | None) -> Any:
     return m.Filter(must=must) if must else None
 
 
+def _transient(exc: BaseException) -> bool:
+    """Errors a retry can fix: no connection, a timeout, the server overloaded or restarting."""
+    import httpx
+    from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+    if isinstance(exc, UnexpectedResponse):
+        return exc.status_code is not None and (exc.status_code >= 500 or exc.status_code == 429)
+    return isinstance(exc, ResponseHandlingException | httpx.TransportError | ConnectionError
+                      | TimeoutError)
+
+
+def _describe(exc: BaseException) -> str:
+    status = getattr(exc, "status_code", None)
+    return f"HTTP {status}" if status else type(exc).__name__
+
+
 def _expired(now: int) -> Any:
     m = _m()
     return m.Filter(must=[m.FieldCondition(key="expires_at", range=m.Range(lte=now))])
@@ -45,8 +61,6 @@ def _expired(now: int) -> Any:
 
 class ServerStore:
     """VectorStore over qdrant-client: `url` (+ `api_key`) for a server, `path` for local mode."""
-
-    kind = "qdrant"
 
     def __init__(self, config: StoreConfig) -> None:
         from qdrant_client import QdrantClient
@@ -72,6 +86,10 @@ class ServerStore:
         try:
             return fn(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - wrapped where it crosses into our code
+            if _transient(exc):
+                raise StoreUnavailableError(
+                    f"Qdrant at {self._where} could not {what} just now ({_describe(exc)}); "
+                    "retrying may help, or check that the server is up") from exc
             raise VectorStoreError(f"Qdrant at {self._where} failed to {what}: {exc}") from exc
 
     def get_collection(self, name: str) -> CollectionInfo | None:
@@ -81,7 +99,7 @@ class ServerStore:
         info = self._call("read collection", self.client.get_collection, name)
         meta = getattr(info.config, "metadata", None) or {}
         if "model_id" not in meta:
-            raise VectorStoreError(
+            raise ForeignCollectionError(
                 f"collection {name!r} exists but was not created by Tessera (no model recorded); "
                 "choose another collection name"
             )
@@ -104,15 +122,15 @@ class ServerStore:
                        field_schema=m.PayloadSchemaType.INTEGER)
 
     def list_collections(self) -> list[str]:
-        """Collections Tessera created."""
+        """Collections Tessera created. An outage raises: an empty list would read as "nothing
+        to prune" or "no collections" and let a run report success."""
         names = [c.name for c in self._call("list collections", self.client.get_collections).collections]
-        return sorted(n for n in names if self.get_collection_safe(n))
+        return sorted(n for n in names if self._ours(n))
 
-    def get_collection_safe(self, name: str) -> bool:
-        """True for a collection with Tessera metadata."""
+    def _ours(self, name: str) -> bool:
         try:
             return self.get_collection(name) is not None
-        except VectorStoreError:
+        except ForeignCollectionError:
             return False
 
     def scan(self, name: str, match: Match, fields: list[str]) -> Iterator[tuple[str, dict[str, Any]]]:
