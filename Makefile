@@ -27,6 +27,7 @@ demo: install
 test: install
 	$(BIN)/ruff check tessera flows models data_contracts infra tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q --durations=15
 
 test-fast: install
@@ -35,6 +36,7 @@ test-fast: install
 lint: install
 	$(BIN)/ruff check tessera flows models data_contracts infra tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: install
 	$(BIN)/pip install -qq -c $(LOCK) -e '.[dev,bench]'

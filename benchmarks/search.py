@@ -20,7 +20,7 @@ from benchmarks import common
 
 def run(vectors: Path, queries: Path, points: int = 50_000, passes: int = 3) -> dict[str, Any]:
     """Build the collection, optimise it, then time every query `passes` times."""
-    from flows.store.edge import EdgeStore
+    from flows.pipeline.store.edge import EdgeStore
     from models.registry import BUILTIN
     from tessera.types import CollectionInfo, Match, PointRecord, point_id
 

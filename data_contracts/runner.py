@@ -1,7 +1,8 @@
 """Runs the suites on every batch: failing rows are quarantined, fatal failures stop the run.
 
-Each `check_*` validates the whole batch once (one GE validation, one Prefect task when inside a
-flow run) and returns (documents kept, quarantine rows). A document is quarantined once, for the
+Each `check_*` validates the whole batch once (one GE validation, run as the step
+`contract-<suite>` of whoever runs the pipeline's steps) and returns (documents kept, quarantine
+rows). A document is quarantined once, for the
 first expectation it breaks in suite order. Every expectation's result becomes a
 `contract_results` event; `publish` turns a batch's results into a markdown artifact.
 """
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from data_contracts import engine, frames
 from data_contracts.engine import Outcome, Severity
 from tessera.errors import ConfigError, ContractViolation
+from tessera.steps import PlainSteps, Steps
 from tessera.types import Document, Quarantined
 
 if TYPE_CHECKING:
@@ -37,16 +39,17 @@ _MAX_OBSERVED = 200
 class ContractRunner:
     """Runs the documents, chunks, embeddings and payload suites for one ingest run."""
 
-    def __init__(self, settings: Settings, spec: ModelSpec, events: EventLog) -> None:
+    def __init__(self, settings: Settings, events: EventLog, steps: Steps | None = None) -> None:
         self.settings = settings
-        self.spec = spec
         self.events = events
+        self.steps: Steps = steps or PlainSteps()
         self.severity = _severities(settings)
         self._batch: list[tuple[str, str, Outcome, Severity]] = []  # for the artifact
 
     # -- the four suites -------------------------------------------------------------------
 
-    def check_documents(self, docs: list[Document], source: SourceConfig | None = None
+    def check_documents(self, docs: list[Document], spec: ModelSpec,
+                        source: SourceConfig | None = None
                         ) -> tuple[list[Document], list[Quarantined]]:
         """Ids present and unique, source and modality allowed, text length, extension, images, times."""
         rows = frames.document_rows(docs, _image_check(source))
@@ -54,49 +57,51 @@ class ContractRunner:
         names = {s.name for s in self.settings.sources} | ({source.name} if source else set())
         params = {
             "sources": sorted(names or {d.source for d in docs}),
-            "modalities": list(self.spec.modalities),
+            "modalities": list(spec.modalities),
             "min_text_chars": c.min_text_chars, "max_text_chars": c.max_text_chars,
             "allowed_extensions": sorted({e.lower() for e in c.allowed_extensions}),
             **self._time_bounds(),
         }
-        return self._run("documents", docs, rows, params, source)
+        return self._run("documents", spec, docs, rows, params, source)
 
-    def check_chunks(self, docs: list[Document], chunks: dict[str, list[Chunk]],
+    def check_chunks(self, docs: list[Document], chunks: dict[str, list[Chunk]], spec: ModelSpec,
                      source: SourceConfig | None = None) -> tuple[list[Document], list[Quarantined]]:
         """Each document has tokens, every chunk fits the model, chunk indexes run 0..n-1."""
-        params = {"max_chunk_tokens": self.spec.max_length - _SPECIAL_TOKENS}
-        return self._run("chunks", docs, frames.chunk_rows(docs, chunks), params, source)
+        params = {"max_chunk_tokens": spec.max_length - _SPECIAL_TOKENS}
+        return self._run("chunks", spec, docs, frames.chunk_rows(docs, chunks), params, source)
 
     def check_embeddings(self, docs: list[Document], vectors: dict[str, np.ndarray],
-                         chunks: dict[str, list[Chunk]] | None = None,
+                         spec: ModelSpec, chunks: dict[str, list[Chunk]] | None = None,
                          source: SourceConfig | None = None
                          ) -> tuple[list[Document], list[Quarantined]]:
         """Right dimension and count (fatal), finite, not zero, unit norm, few duplicates (fatal)."""
         tol = self.settings.contracts.norm_tolerance
-        params = {"dimension": self.spec.dimension, "min_norm": 1 - tol, "max_norm": 1 + tol,
+        params = {"dimension": spec.dimension, "min_norm": 1 - tol, "max_norm": 1 + tol,
                   "max_duplicate_vector_rate": self.settings.contracts.max_duplicate_vector_rate}
-        rows = frames.vector_rows(docs, vectors, chunks, self.spec.normalize)
-        return self._run("embeddings", docs, rows, params, source)
+        rows = frames.vector_rows(docs, vectors, chunks, spec.normalize)
+        return self._run("embeddings", spec, docs, rows, params, source)
 
     def check_payloads(self, docs: list[Document], points: dict[str, list[PointRecord]],
-                       source: SourceConfig | None = None
+                       spec: ModelSpec, source: SourceConfig | None = None
                        ) -> tuple[list[Document], list[Quarantined]]:
         """Required payload keys with the right types; expires_at after ingested_at."""
         required = engine.load_spec("payload").meta["required_keys"]
         rows = frames.payload_rows(docs, points, required)
-        return self._run("payload", docs, rows, self._time_bounds(), source,
+        return self._run("payload", spec, docs, rows, self._time_bounds(), source,
                          object_columns=tuple(required))
 
     # -- running one suite -----------------------------------------------------------------
 
-    def _run(self, suite: str, docs: list[Document], rows: list[frames.Row],
+    def _run(self, suite: str, spec: ModelSpec, docs: list[Document], rows: list[frames.Row],
              params: dict[str, Any], source: SourceConfig | None,
              object_columns: tuple[str, ...] = ()) -> tuple[list[Document], list[Quarantined]]:
         if not rows:
             return list(docs), []
         source_name = source.name if source else docs[0].source
-        outcomes = _validate(suite, frames.to_frame(rows, object_columns), params)
-        context = {**self._context(params), **params}
+        frame = frames.to_frame(rows, object_columns)
+        outcomes = self.steps.run(f"contract-{suite}", engine.validate, suite, frame, params)
+        _log(suite, len(frame), outcomes)
+        context = {**self._context(spec, params), **params}
         self._record(suite, source_name, outcomes)
         fatal = [o for o in outcomes if not o.success and
                  (o.error or self.severity[suite][o.spec.name] == "fatal")]
@@ -149,10 +154,10 @@ class ContractRunner:
         return {"earliest_timestamp": c.earliest_timestamp,
                 "latest_timestamp": int(time.time()) + c.max_clock_skew_seconds}
 
-    def _context(self, params: dict[str, Any]) -> dict[str, Any]:
+    def _context(self, spec: ModelSpec, params: dict[str, Any]) -> dict[str, Any]:
         """Values a reason may quote besides the row's own."""
         return {
-            "model": self.spec.name, "model_id": self.spec.id,
+            "model": spec.name, "model_id": spec.id,
             "max_clock_skew_seconds": self.settings.contracts.max_clock_skew_seconds,
             "earliest_text": frames.iso(self.settings.contracts.earliest_timestamp),
             **{f"{k}_list": ", ".join(map(str, v)) for k, v in params.items() if isinstance(v, list)},
@@ -161,19 +166,16 @@ class ContractRunner:
     # -- reporting -------------------------------------------------------------------------
 
     def publish(self, source: str, batch_index: int) -> str | None:
-        """This batch's suite results as a markdown artifact on the flow run (None outside one)."""
+        """This batch's suite results as a markdown report (an artifact inside a flow run)."""
         batch, self._batch = self._batch, []
-        if not batch or not _in_flow_run():
+        if not batch:
             return None
-        from prefect.artifacts import create_markdown_artifact
-
         md = batch_markdown(source, batch_index, batch)
         key = "contracts-" + "".join(ch if ch.isalnum() else "-" for ch in source.lower())
         try:
-            create_markdown_artifact(key=key, markdown=md,
-                                     description=f"data contracts, {source} batch {batch_index}")
+            self.steps.report(key, md, f"data contracts, {source} batch {batch_index}")
         except Exception as exc:  # noqa: BLE001 - a report must never fail the batch it reports on
-            logger.warning("could not create the data-contracts artifact: %s", exc)
+            logger.warning("could not publish the data-contracts report: %s", exc)
         return md
 
 
@@ -215,21 +217,11 @@ def _severities(settings: Settings) -> dict[str, dict[str, Severity]]:
     return out
 
 
-def _validate(suite: str, frame: Any, params: dict[str, Any]) -> list[Outcome]:
-    """One suite run: a Prefect task inside a flow run (visible in the UI), a plain call outside."""
-    if _in_flow_run():
-        from data_contracts.tasks import validate_suite
-
-        return validate_suite(suite, frame, params)
-    return engine.validate(suite, frame, params)
-
-
-def _in_flow_run() -> bool:
-    try:
-        from prefect.context import FlowRunContext
-    except ImportError:  # pragma: no cover - Prefect is a dependency, but the checks need not be
-        return False
-    return FlowRunContext.get() is not None
+def _log(suite: str, rows: int, outcomes: list[Outcome]) -> None:
+    failed = [f"{o.spec.name} ({o.unexpected_count if o.unexpected_count is not None else 'batch'})"
+              for o in outcomes if not o.success]
+    logger.info("%s: %d rows, %d expectations, %s", suite, rows, len(outcomes),
+                "all passed" if not failed else "failed: " + ", ".join(failed))
 
 
 def _image_check(source: SourceConfig | None) -> frames.ImageCheck | None:

@@ -1,4 +1,9 @@
-"""`tessera` command line. Every command takes --json and then prints exactly one JSON object."""
+"""`tessera` command line. Every command takes --json and then prints exactly one JSON object.
+
+Jobs (ingest, prune, refresh-models, quality, nightly) run in this process as plain steps: no
+Prefect server starts, and nothing the command starts outlives it. With `PREFECT_API_URL` set
+they run as Prefect flows on that server instead, so they show up in its UI.
+"""
 
 from __future__ import annotations
 
@@ -28,17 +33,30 @@ def command(name: str) -> Callable[[Handler], Handler]:
 
 def _settings(args: argparse.Namespace) -> Any:
     if getattr(args, "settings", None) is None:
-        from tessera.settings import load_settings
+        from flows import config
 
-        args.settings = load_settings(args.config)
+        args.settings = config.load(args.config)
     return args.settings
 
 
-def prepare_runtime(home: Path) -> None:
-    """Environment for the libraries we drive: offline, quiet, Prefect's state under home."""
-    apply_offline_defaults()
+def orchestrated() -> bool:
+    """True when a Prefect server is configured: jobs then run as flows on it."""
+    return bool(os.environ.get("PREFECT_API_URL"))
+
+
+def _flow_runtime(home: Path) -> None:
+    """Prefect's state under the home, for a command that runs flows."""
     prefect_home = Path(os.environ.setdefault("PREFECT_HOME", str(home / "prefect")))
     prefect_home.mkdir(parents=True, exist_ok=True)
+
+
+def _job(args: argparse.Namespace, plain: Callable[[Any], dict[str, Any]],
+         flow: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run a job as plain steps here, or as a flow on the configured Prefect server."""
+    if orchestrated():
+        _flow_runtime(_settings(args).home)
+        return flow()
+    return plain(_settings(args))
 
 
 def _interactive(args: argparse.Namespace) -> bool:
@@ -48,35 +66,34 @@ def _interactive(args: argparse.Namespace) -> bool:
 @command("ingest")
 def cmd_ingest(args: argparse.Namespace) -> dict[str, Any]:
     """Index new and changed documents."""
-    from data_contracts import warm_up
-    from flows import ingest
+    from flows.pipeline.ingest import run_ingest
 
-    warm_up()  # GE imports while Prefect creates the flow run
-
-    def run() -> dict[str, Any]:
-        # The flow builds its own settings from --config: deployments call it the same way.
-        summary: dict[str, Any] = ingest.ingest_flow(
-            config=args.config, sources=args.source or None, ttl=args.ttl, path=args.path)
-        return summary
-
-    if _interactive(args):
+    def plain(settings: Any) -> dict[str, Any]:
+        if not _interactive(args):
+            return run_ingest(settings, None, args.source, args.ttl, args.path)
         from rich.progress import Progress
 
         with Progress(transient=True) as bar:
             job = bar.add_task("ingest", total=None)
-            ingest.progress_hook = lambda done, total: bar.update(job, completed=done, total=total)
-            return run()
-    return run()
+            return run_ingest(settings, None, args.source, args.ttl, args.path,
+                              progress=lambda done, total: bar.update(job, completed=done,
+                                                                      total=total))
+
+    def flow() -> dict[str, Any]:
+        from flows.ingest import ingest_flow
+
+        return ingest_flow(config=args.config, sources=args.source, ttl=args.ttl, path=args.path)
+
+    return _job(args, plain, flow)
 
 
 @command("search")
 def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
     """Search the index with text or an image."""
-    from flows.search import search
+    from flows.api.search import search
 
-    settings = _settings(args)
     image = Path(args.image).read_bytes() if args.image else None
-    hits = search(settings, query=args.query, image=image, k=args.k, source=args.source,
+    hits = search(_settings(args), query=args.query, image=image, k=args.k, source=args.source,
                   modality=args.modality, collection=args.collection)
     return {"results": hits}
 
@@ -84,7 +101,7 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
 @command("status")
 def cmd_status(args: argparse.Namespace) -> dict[str, Any]:
     """Collections, their models and sizes, and the last runs."""
-    from flows.search import status
+    from flows.api.status import status
 
     return status(_settings(args), last=args.last)
 
@@ -92,7 +109,7 @@ def cmd_status(args: argparse.Namespace) -> dict[str, Any]:
 @command("alias")
 def cmd_alias(args: argparse.Namespace) -> dict[str, Any]:
     """Point an alias (what readers search) at a collection: the last step of a model change."""
-    from flows.store import open_store, switch_alias
+    from flows.pipeline.store import open_store, switch_alias
 
     store = open_store(_settings(args))
     try:
@@ -104,7 +121,7 @@ def cmd_alias(args: argparse.Namespace) -> dict[str, Any]:
 @command("marts")
 def cmd_marts(args: argparse.Namespace) -> dict[str, Any]:
     """Build the dbt marts into TESSERA_HOME/warehouse.duckdb."""
-    from flows.marts import build_marts, generate_docs
+    from flows.pipeline.marts import build_marts, generate_docs
 
     result: dict[str, Any] = build_marts(_settings(args))
     if args.docs:
@@ -115,7 +132,7 @@ def cmd_marts(args: argparse.Namespace) -> dict[str, Any]:
 @command("quarantine")
 def cmd_quarantine(args: argparse.Namespace) -> dict[str, Any]:
     """Quarantined records and why."""
-    from flows.search import quarantine_rows
+    from flows.api.status import quarantine_rows
 
     rows = quarantine_rows(_settings(args), run_id=args.run)
     return {"count": len(rows), "rows": rows}
@@ -124,45 +141,77 @@ def cmd_quarantine(args: argparse.Namespace) -> dict[str, Any]:
 @command("prune")
 def cmd_prune(args: argparse.Namespace) -> dict[str, Any]:
     """Delete points whose expires_at has passed."""
-    from flows.prune import prune_flow
+    from flows.pipeline.prune import run_prune
 
-    result: dict[str, Any] = prune_flow(config=args.config, dry_run=args.dry_run)
-    return result
+    def flow() -> dict[str, Any]:
+        from flows.prune import prune_flow
+
+        return prune_flow(config=args.config, dry_run=args.dry_run)
+
+    return _job(args, lambda s: run_prune(s, dry_run=args.dry_run), flow)
 
 
 @command("refresh-models")
 def cmd_refresh_models(args: argparse.Namespace) -> dict[str, Any]:
     """Verify (and where reachable, fill) the model cache."""
-    from flows.nightly import refresh_models_flow
+    from flows.pipeline.models import run_refresh_models
 
-    result: dict[str, Any] = refresh_models_flow(config=args.config)
-    return result
+    def flow() -> dict[str, Any]:
+        from flows.nightly import refresh_models_flow
+
+        return refresh_models_flow(config=args.config)
+
+    return _job(args, run_refresh_models, flow)
 
 
 @command("quality")
 def cmd_quality(args: argparse.Namespace) -> dict[str, Any]:
     """Score retrieval quality on a BEIR-layout dataset."""
-    from flows.quality import quality_flow
+    from flows.pipeline.quality import run_quality
 
-    result: dict[str, Any] = quality_flow(dataset=args.dataset, config=args.config,
-                                          limit_queries=args.limit_queries)
-    return result
+    def flow() -> dict[str, Any]:
+        from flows.quality import quality_flow
+
+        return quality_flow(dataset=args.dataset, config=args.config,
+                            limit_queries=args.limit_queries)
+
+    return _job(args, lambda s: run_quality(s, args.dataset, limit_queries=args.limit_queries),
+                flow)
 
 
 @command("nightly")
 def cmd_nightly(args: argparse.Namespace) -> dict[str, Any]:
     """Prune, refresh models, score quality sets, build marts."""
-    from flows.nightly import nightly_flow
+    def flow() -> dict[str, Any]:
+        from flows.nightly import nightly_flow
 
-    result: dict[str, Any] = nightly_flow(config=args.config)
-    return result
+        return nightly_flow(config=args.config)
+
+    return _job(args, _plain_nightly, flow)
+
+
+def _plain_nightly(settings: Any) -> dict[str, Any]:
+    from flows.pipeline.marts import build_and_report
+    from flows.pipeline.models import run_refresh_models
+    from flows.pipeline.nightly import NightlySteps, run_nightly
+    from flows.pipeline.prune import run_prune
+    from flows.pipeline.quality import run_quality
+    from tessera.steps import PlainSteps
+
+    steps = PlainSteps()
+    return run_nightly(settings, NightlySteps(
+        prune=lambda: run_prune(settings, steps),
+        refresh_models=lambda: run_refresh_models(settings, steps),
+        quality=lambda qs: run_quality(settings, str(qs.path), steps, name=qs.name),
+        marts=lambda: build_and_report(settings, steps)))
 
 
 @command("serve")
 def cmd_serve(args: argparse.Namespace) -> dict[str, Any]:
     """Serve every deployment (ingest per source, nightly) from this process."""
-    from flows.nightly import serve_all
+    from flows.deployments import serve_all
 
+    _flow_runtime(_settings(args).home)
     serve_all(_settings(args), config=args.config)
     return {"served": True}
 
@@ -172,7 +221,7 @@ def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
     """Ingest the sample corpus, run a few searches, print a summary."""
     from flows.demo import run_demo
 
-    return run_demo(args.config, interactive=_interactive(args))
+    return run_demo(_settings(args))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -183,39 +232,33 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tessera", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("ingest", parents=[common], help=cmd_ingest.__doc__)
+    def add(name: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], help=COMMANDS[name].__doc__)
+
+    p = add("ingest")
     p.add_argument("path", nargs="?", help="ingest this file or folder instead of the declared sources")
     p.add_argument("--source", action="append", help="only this declared source (repeatable)")
     p.add_argument("--ttl", help="expiry for this run's points, e.g. 7d, 12h, none")
-
-    p = sub.add_parser("search", parents=[common], help=cmd_search.__doc__)
+    p = add("search")
     p.add_argument("query", nargs="?", help="text to search for")
     p.add_argument("--image", help="search with this image instead of text")
     p.add_argument("-k", type=int, default=5, help="number of results")
     p.add_argument("--source", help="only results from this source")
     p.add_argument("--modality", choices=["text", "image"], help="only text or only image results")
     p.add_argument("--collection", help="search this collection (default: from config)")
-
-    p = sub.add_parser("status", parents=[common], help=cmd_status.__doc__)
-    p.add_argument("--last", type=int, default=5, help="how many recent runs to show")
-
-    p = sub.add_parser("alias", parents=[common], help=cmd_alias.__doc__)
+    add("status").add_argument("--last", type=int, default=5, help="how many recent runs to show")
+    p = add("alias")
     p.add_argument("alias", help="the name readers use, e.g. the configured collection name")
     p.add_argument("collection", help="the collection it should point at")
-
-    p = sub.add_parser("marts", parents=[common], help=cmd_marts.__doc__)
-    p.add_argument("--docs", action="store_true", help="also write the offline dbt docs site")
-    p = sub.add_parser("quarantine", parents=[common], help=cmd_quarantine.__doc__)
-    p.add_argument("--run", help="only this run id")
-    p = sub.add_parser("prune", parents=[common], help=cmd_prune.__doc__)
-    p.add_argument("--dry-run", action="store_true", help="count what would be deleted, delete nothing")
-    sub.add_parser("refresh-models", parents=[common], help=cmd_refresh_models.__doc__)
-    p = sub.add_parser("quality", parents=[common], help=cmd_quality.__doc__)
+    add("marts").add_argument("--docs", action="store_true", help="also write the offline dbt docs site")
+    add("quarantine").add_argument("--run", help="only this run id")
+    add("prune").add_argument("--dry-run", action="store_true",
+                              help="count what would be deleted, delete nothing")
+    p = add("quality")
     p.add_argument("dataset", help="folder with corpus.jsonl, queries.jsonl, qrels/test.tsv")
     p.add_argument("--limit-queries", type=int, default=None, help="score only the first N queries")
-    sub.add_parser("nightly", parents=[common], help=cmd_nightly.__doc__)
-    sub.add_parser("serve", parents=[common], help=cmd_serve.__doc__)
-    sub.add_parser("demo", parents=[common], help=cmd_demo.__doc__)
+    for name in ("refresh-models", "nightly", "serve", "demo"):
+        add(name)
     return parser
 
 
@@ -233,11 +276,11 @@ def _print_human(result: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `tessera` console script."""
+    apply_offline_defaults()
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
-        prepare_runtime(_settings(args).home)
         result = COMMANDS[args.command](args)
     except PipelineError as exc:
         if args.json:

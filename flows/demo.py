@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from tessera.settings import Settings
+
 QUERIES = [
     "how do plants make oxygen from sunlight",
     "why does magma come out of a mountain",
@@ -12,19 +14,16 @@ QUERIES = [
 ]
 
 
-def run_demo(config: str | None, interactive: bool = False) -> dict[str, Any]:
+def run_demo(settings: Settings) -> dict[str, Any]:
     """Ingest twice (the second run must embed nothing), then answer the sample queries."""
-    from flows.ingest import ingest_flow
-    from flows.search import search
-    from tessera.settings import load_settings
-
-    settings = load_settings(config)
-    first = ingest_flow(config=config)
-    second = ingest_flow(config=config)
-    print(f"\nfirst ingest:  {_line(first)}")
-    print(f"second ingest: {_line(second)}  (unchanged documents are not embedded again)")
+    from flows.api.search import search
+    from flows.pipeline.ingest import run_ingest
     from models import make_backend
 
+    first = run_ingest(settings)
+    second = run_ingest(settings)
+    print(f"\nfirst ingest:  {_line(first)}")
+    print(f"second ingest: {_line(second)}  (unchanged documents are not embedded again)")
     backend = make_backend(settings)
     answers = {}
     for query in QUERIES:

@@ -1,91 +1,19 @@
-"""TTL pruning: delete, by a range filter on `expires_at`, the points whose expiry has passed.
-
-A point expires at or before `now`; one whose `expires_at` is later is never touched (the filter
-is `expires_at <= now`, evaluated by Qdrant on the integer payload index). Pruning is idempotent:
-a second run finds nothing expired and deletes nothing.
-"""
+"""The prune flow: delete expired points in every collection (flows/pipeline/prune.py)."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow, get_run_logger
 
-from flows.store import VectorStore, open_store
-from tessera.events import EventLog, new_run_id, utcnow
-from tessera.settings import Settings, load_settings
-from tessera.types import Match
-
-IO_RETRY: dict[str, Any] = {"retries": 3, "retry_delay_seconds": [2, 5, 15]}
-
-
-@task(cache_policy=NO_CACHE, **IO_RETRY)
-def list_collections(store: VectorStore) -> list[str]:
-    """The collections to prune: every one the store holds."""
-    return store.list_collections()
-
-
-@task(cache_policy=NO_CACHE, **IO_RETRY)
-def prune_collection(store: VectorStore, collection: str, now: int, dry_run: bool) -> dict[str, Any]:
-    """Count the collection's expired points and (unless a dry run) delete them by range filter."""
-    start = time.perf_counter()
-    expired = store.count_expired(collection, now)
-    deleted = 0
-    if expired and not dry_run:
-        store.delete_expired(collection, now)
-        # Counted, not assumed: what is still expired at the same `now` was not deleted.
-        deleted = expired - store.count_expired(collection, now)
-    return {"collection": collection, "expired": expired, "deleted": deleted,
-            "seconds": time.perf_counter() - start}
-
-
-@task
-def write_events(events: EventLog) -> int:
-    """Append this run's events as new Parquet files."""
-    return len(events.flush())
-
-
-def run_prune(settings: Settings, dry_run: bool = False, now: int | None = None) -> dict[str, Any]:
-    """Prune every collection at `now` (default: the current time); returns the run summary."""
-    now = int(time.time()) if now is None else now
-    events = EventLog(settings.events_dir, new_run_id())
-    started, clock = utcnow(), time.perf_counter()
-    store = open_store(settings)
-    results = []
-    try:
-        for name in list_collections(store):
-            result = prune_collection(store, name, now, dry_run)
-            results.append(result)
-            events.add("prune_runs", collection=name, expired=result["expired"],
-                       deleted=result["deleted"], dry_run=dry_run, seconds=result["seconds"],
-                       started_at=started)
-            if result["deleted"]:
-                _snapshot(settings, store, events, name)
-    finally:
-        store.close()
-        write_events(events)
-    return {"run_id": events.run_id, "expired": sum(r["expired"] for r in results),
-            "deleted": sum(r["deleted"] for r in results), "dry_run": dry_run,
-            "seconds": round(time.perf_counter() - clock, 3),
-            "collections": {r["collection"]: {"expired": r["expired"], "deleted": r["deleted"]}
-                            for r in results}}
-
-
-def _snapshot(settings: Settings, store: VectorStore, events: EventLog, collection: str) -> None:
-    """Points left per declared source of the collection, for `fct_index_size`."""
-    now = utcnow()
-    for source in settings.sources:
-        if settings.collection_for(source) == collection:
-            events.add("index_snapshots", collection=collection, source=source.name,
-                       points=store.count(collection, Match(source=source.name)), recorded_at=now)
+from flows import config as tessera_config
+from flows.pipeline.prune import run_prune
+from flows.steps import PrefectSteps
 
 
 @flow(name="prune", log_prints=True)
 def prune_flow(config: str | None = None, dry_run: bool = False) -> dict[str, Any]:
     """Delete points whose expires_at has passed, in every collection (--dry-run: count only)."""
-    settings = load_settings(config)
-    summary = run_prune(settings, dry_run)
+    summary = run_prune(tessera_config.load(config), PrefectSteps(), dry_run)
     get_run_logger().info("prune %s", summary)
     return summary

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from models.registry import ModelSpec
+from tessera.errors import EmbeddingError
 
 
 @dataclass
@@ -20,11 +21,9 @@ class EmbedStats:
     device: str = "cpu"
     gpu_type: str | None = None
     items: int = 0
-    seconds: float = 0.0
     gpu_seconds: float = 0.0
     batches: int = 0
     retries: int = 0
-    extra: dict[str, float] = field(default_factory=dict)
 
 
 @runtime_checkable
@@ -65,3 +64,9 @@ class EmbedsTokenIds(Protocol):
     def embed_token_ids(self, ids: Sequence[Sequence[int]]) -> np.ndarray:
         """Embed chunks given as token ids without special tokens; (n, dimension) float32."""
         ...
+
+
+def require_images(spec: ModelSpec) -> None:
+    """Refuse images for a text-only model (CLIP-style models embed both in one space)."""
+    if "image" not in spec.modalities:
+        raise EmbeddingError(f"model {spec.name!r} embeds text only; images need a CLIP-style model")

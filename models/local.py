@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from models.base import EmbedStats
+from models.base import EmbedStats, require_images
 from models.registry import ModelSpec
 from tessera.errors import EmbeddingError
 
@@ -93,7 +93,6 @@ class LocalBackend:
             show_progress_bar=False,
         )
         elapsed = time.perf_counter() - start
-        self.stats.seconds += elapsed
         if self.stats.device.startswith("cuda"):
             self.stats.gpu_seconds += elapsed
         self.stats.items += len(inputs)
@@ -110,10 +109,7 @@ class LocalBackend:
 
     def embed_images(self, images: list[bytes]) -> np.ndarray:
         """Embed encoded images with a CLIP-style model."""
-        if "image" not in self.spec.modalities:
-            raise EmbeddingError(
-                f"model {self.spec.name!r} embeds text only; images need a CLIP-style model"
-            )
+        require_images(self.spec)
         return self._encode([decode_image(b) for b in images])
 
     def close(self) -> None:

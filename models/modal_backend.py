@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
 import numpy as np
 
-from models.base import EmbedStats
+from models.base import EmbedStats, require_images
 from models.registry import ModelSpec
-from tessera.errors import EmbeddingError
+from tessera.errors import EmbeddingError, EmbeddingUnavailableError
 
 if TYPE_CHECKING:
     from tessera.settings import ModalConfig
@@ -143,10 +143,7 @@ class ModalBackend:
 
     def embed_images(self, images: list[bytes]) -> np.ndarray:
         """Embed encoded images on Modal (the container decodes them, EXIF and all)."""
-        if "image" not in self.spec.modalities:
-            raise EmbeddingError(
-                f"model {self.spec.name!r} embeds text only; images need a CLIP-style model"
-            )
+        require_images(self.spec)
         batches = _split(list(images), self.config.batch_size, MAX_IMAGE_BATCH_BYTES)
         return self._run(batches)
 
@@ -158,7 +155,6 @@ class ModalBackend:
         """Embed every batch, `max_concurrency` at a time, retrying failures; input order."""
         if not batches:
             return np.zeros((0, self.spec.dimension), dtype=np.float32)
-        start = time.perf_counter()
         method = self._remote()
         results: list[np.ndarray | None] = [None] * len(batches)
         attempts = [0] * len(batches)
@@ -181,7 +177,6 @@ class ModalBackend:
                 logger.warning("Modal: %d batch(es) failed, retrying in %.0fs", len(failed), delay)
                 self._sleep(delay)
                 pending = failed + pending
-        self.stats.seconds += time.perf_counter() - start
         return np.concatenate([r for r in results if r is not None], axis=0)
 
     def _map(self, method: RemoteMethod, window: list[list[Any]]) -> list[Any]:
@@ -266,8 +261,9 @@ def fill_remote_cache(specs: list[ModelSpec], config: ModalConfig,
         rows: list[dict[str, Any]] = function.remote(
             [spec_to_json(replace(s, path=None)) for s in specs])
     except Exception as exc:  # noqa: BLE001 - Modal's errors become one clear error
-        raise EmbeddingError(
-            explain_modal_error(exc, config.app_name, FILL_FUNCTION)
-            or f"filling the Modal Volume {config.volume!r} failed: {exc}"
-        ) from exc
+        message = explain_modal_error(exc, config.app_name, FILL_FUNCTION)
+        if message is not None:  # no token, no deployed app: a retry cannot help
+            raise EmbeddingError(message) from exc
+        raise EmbeddingUnavailableError(
+            f"filling the Modal Volume {config.volume!r} failed: {exc}") from exc
     return rows

@@ -22,6 +22,10 @@ class ConfigError(PipelineError):
         super().__init__(f"config error at {key!r} (value: {value!r}): {fix}")
 
 
+class UsageError(PipelineError):
+    """A command was given something it cannot use (a path that does not exist, a bad flag)."""
+
+
 class SourceError(PipelineError):
     """A source cannot be read as a whole (missing directory, missing column...)."""
 
@@ -40,6 +44,10 @@ class ContractViolation(PipelineError):
 
 class EmbeddingError(PipelineError):
     """The embedding model could not be loaded or returned unusable vectors."""
+
+
+class EmbeddingUnavailableError(EmbeddingError, TransientError):
+    """A remote embedder (Modal) failed in a way a retry can fix: a timeout, a lost connection."""
 
 
 class VectorStoreError(PipelineError):

@@ -27,8 +27,8 @@ SCHEMAS: dict[str, pa.Schema] = {
         + [
             ("flow", pa.string()),  # ingest | quality
             ("sources", pa.string()),  # comma-separated source names
-            ("collection", pa.string()),
-            ("model_id", pa.string()),
+            ("collection", pa.string()),  # comma-separated when the run's sources wrote several
+            ("model_id", pa.string()),  # likewise, in the order of the sources
             ("backend", pa.string()),  # local | modal
             ("device", pa.string()),  # cpu | cuda | the Modal GPU type
             ("gpu_type", pa.string()),  # null on CPU
@@ -59,7 +59,9 @@ SCHEMAS: dict[str, pa.Schema] = {
         _RUN
         + [
             ("source", pa.string()),
-            ("stage", pa.string()),  # discover | load | chunk | diff | embed | upsert | delete
+            # start (batch_index -1, when the run starts) | discover | load | chunk | diff | embed
+            # | upsert | delete | refresh
+            ("stage", pa.string()),
             ("batch_index", pa.int64()),
             ("items", pa.int64()),
             ("seconds", pa.float64()),
@@ -92,6 +94,8 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("observed", pa.string()),
             ("reason", pa.string()),
             ("content_hash", pa.string()),
+            # What became of the document's indexed version: removed | kept | null (none).
+            ("previous_version", pa.string()),
             ("recorded_at", _TS),
         ]
     ),

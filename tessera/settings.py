@@ -60,6 +60,10 @@ class SourceConfig(_Section):
     modality: Literal["text", "image"] = "text"
     schedule: str | None = None
     delete_missing: bool = True
+    # What happens to the indexed version of a document that fails its checks on a later run:
+    # "remove" deletes it (search never returns text the source no longer has), "keep_last_good"
+    # keeps it and its expiry alive. The quarantine row says which happened.
+    on_invalid: Literal["remove", "keep_last_good"] = "remove"
     collection: str | None = None
     model: str | None = None  # default: the top-level `model`
     options: SourceOptions = Field(default_factory=SourceOptions)

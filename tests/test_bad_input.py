@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from flows.sources import make_source
+from flows.pipeline.sources import make_source
 from tessera.settings import Settings, SourceConfig, load_settings
 from tessera.types import Quarantined
 
@@ -89,9 +89,10 @@ def _config(root: Path, src: Path) -> Path:
 
 def _ingest(config: Path, backend: FaultyBackend) -> tuple[dict[str, Any], Any]:
     from flows import ingest
+    from flows.pipeline import ingest as ingest_job
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ingest, "make_backend", lambda *a, **k: backend)
+        mp.setattr(ingest_job, "make_backend", lambda *a, **k: backend)
         state = ingest.ingest_flow(config=str(config), return_state=True)
     return state.result(), state.state_details.flow_run_id
 
@@ -100,7 +101,7 @@ def _ingest(config: Path, backend: FaultyBackend) -> tuple[dict[str, Any], Any]:
 def runs(tmp_path_factory: pytest.TempPathFactory, minilm: Any) -> dict[str, Any]:
     """Two ingests: the first over all the bad input with a faulty model; the second after the
     empty file was given text and the model was fixed."""
-    from flows.search import quarantine_rows
+    from flows.api.status import quarantine_rows
     from tessera.events import read_events
 
     root = tmp_path_factory.mktemp("bad-input")
@@ -245,7 +246,7 @@ def test_suite_runs_are_events_and_an_artifact(runs: dict[str, Any]) -> None:
 
 
 def _quarantine(runs: dict[str, Any]) -> list[dict[str, Any]]:
-    from flows.search import quarantine_rows
+    from flows.api.status import quarantine_rows
 
     settings: Settings = runs["settings"]
     return quarantine_rows(settings, runs["first"]["run_id"])
@@ -254,8 +255,8 @@ def _quarantine(runs: dict[str, Any]) -> list[dict[str, Any]]:
 def test_truncated_png_and_fake_image_in_an_image_source(tmp_path: Path) -> None:
     from PIL import Image
 
+    from flows.api.status import quarantine_rows
     from flows.ingest import ingest_flow
-    from flows.search import quarantine_rows
     from tests.tiny_clip import DIMENSION, build_tiny_clip
 
     clip = build_tiny_clip(tmp_path / "clip")

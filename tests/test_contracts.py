@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from data_contracts import SUITE_NAMES, ContractRunner, engine
-from flows.indexer import build_points
+from flows.pipeline.indexer import build_points
 from models.registry import BUILTIN, ModelSpec
 from tessera.errors import ConfigError, ContractViolation
 from tessera.events import EventLog
@@ -33,9 +33,28 @@ def _settings(make_config: Callable[..., Path], **contracts: Any) -> Settings:
     return load_settings(path, contracts=contracts) if contracts else load_settings(path)
 
 
-def _runner(settings: Settings, spec: ModelSpec = MINILM) -> tuple[ContractRunner, EventLog]:
+class _ForModel:
+    """The runner's checks with one model's spec filled in (the ingest passes each source's)."""
+
+    def __init__(self, runner: ContractRunner, spec: ModelSpec) -> None:
+        self.runner, self.spec = runner, spec
+
+    def check_documents(self, docs: list[Document]) -> Any:
+        return self.runner.check_documents(docs, self.spec)
+
+    def check_chunks(self, docs: list[Document], chunks: Any) -> Any:
+        return self.runner.check_chunks(docs, chunks, self.spec)
+
+    def check_embeddings(self, docs: list[Document], vectors: Any, chunks: Any = None) -> Any:
+        return self.runner.check_embeddings(docs, vectors, self.spec, chunks)
+
+    def check_payloads(self, docs: list[Document], points: Any) -> Any:
+        return self.runner.check_payloads(docs, points, self.spec)
+
+
+def _runner(settings: Settings, spec: ModelSpec = MINILM) -> tuple[_ForModel, EventLog]:
     events = EventLog(settings.events_dir, "run-1")
-    return ContractRunner(settings, spec, events), events
+    return _ForModel(ContractRunner(settings, events), spec), events
 
 
 def _doc(doc_id: str, text: str = "A perfectly good document.", **kw: Any) -> Document:
@@ -273,10 +292,11 @@ def test_wrong_dimension_stops_the_run_before_any_write(
         make_config: Callable[..., Path], corpus: Path, minilm: Any,
         monkeypatch: pytest.MonkeyPatch) -> None:
     from flows import ingest
-    from flows.store import open_store
+    from flows.pipeline import ingest as ingest_job
+    from flows.pipeline.store import open_store
     from tessera.events import read_events
 
-    monkeypatch.setattr(ingest, "make_backend", lambda *a, **k: _TruncatingBackend(minilm))
+    monkeypatch.setattr(ingest_job, "make_backend", lambda *a, **k: _TruncatingBackend(minilm))
     config = make_config(sources=[{"name": "corpus", "path": str(corpus)}])
     with pytest.raises(ContractViolation, match="383-dim vectors but the collection expects 384"):
         ingest.ingest_flow(config=str(config))

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
-from flows.nightly import NIGHTLY_CRON, WORK_POOL, build_deployments
+from flows.deployments import WORK_POOL, build_deployments
+from flows.nightly import NIGHTLY_CRON
 from tessera.env import OFFLINE_DEFAULTS
 from tessera.settings import load_settings
 from tests.conftest import EXAMPLES, REPO, write_config
@@ -177,7 +178,7 @@ def test_deploy_and_run_on_a_prefect_server(tmp_path: Path) -> None:
     assert nightly.state.is_completed(), logs
 
     settings = load_settings(config)
-    from flows.store import open_store
+    from flows.pipeline.store import open_store
     from tessera.events import read_events
     from tessera.types import Match
 

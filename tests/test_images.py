@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from data_contracts.images import check_image
-from flows.sources import make_source
-from flows.sources.images import ImageSource, require_image_model
+from flows.pipeline.sources import make_source
+from flows.pipeline.sources.images import ImageSource, require_image_model
 from models.local import LocalBackend, decode_image
 from models.registry import BUILTIN, get_spec, resolve_model_path
 from tessera.errors import ConfigError, EmbeddingError, ModelMismatchError
@@ -218,8 +218,8 @@ def test_text_and_images_share_one_space(clip: LocalBackend) -> None:
 
 
 def test_search_by_image_and_text_with_modality_filters(tmp_path: Path, clip: LocalBackend) -> None:
-    from flows.store import ensure_collection
-    from flows.store.edge import EdgeStore
+    from flows.pipeline.store import ensure_collection
+    from flows.pipeline.store.edge import EdgeStore
     from tessera.types import CollectionInfo, Match, PointRecord, point_id
 
     images = [_encode(_noise(seed), "PNG") for seed in range(4)]
@@ -248,8 +248,8 @@ def test_search_by_image_and_text_with_modality_filters(tmp_path: Path, clip: Lo
 
 
 def test_a_collection_never_mixes_text_only_and_clip_models(tmp_path: Path, clip: LocalBackend) -> None:
-    from flows.store import ensure_collection
-    from flows.store.edge import EdgeStore
+    from flows.pipeline.store import ensure_collection
+    from flows.pipeline.store.edge import EdgeStore
     from tessera.types import CollectionInfo
 
     minilm = BUILTIN["all-minilm-l6-v2"]

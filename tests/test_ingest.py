@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from flows.ingest import ingest_flow
-from flows.store import open_store
+from flows.pipeline.store import open_store
 from tessera.errors import ModelMismatchError
 from tessera.settings import load_settings
 from tessera.types import Match
@@ -106,7 +106,7 @@ def test_a_collection_refuses_a_model_of_another_dimension(
 def test_search_finds_the_hand_checked_document_first(
     config: Path, query: str, expected: str, minilm: Any
 ) -> None:
-    from flows.search import search
+    from flows.api.search import search
 
     settings = load_settings(config)
     if not settings.events_dir.exists():

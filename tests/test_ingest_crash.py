@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from flows.ingest import ingest_flow
-from flows.store import open_store
+from flows.pipeline.store import open_store
 from tessera.settings import load_settings
 from tessera.types import Match
 
@@ -24,7 +24,7 @@ from tessera.types import Match
 CHILD = r"""
 import os, sys, time
 from pathlib import Path
-from flows.store.edge import EdgeStore
+from flows.pipeline.store.edge import EdgeStore
 marker = Path(sys.argv[2])
 real = EdgeStore.upsert
 calls = []

@@ -17,14 +17,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from flows.marts import (
+from flows.pipeline.marts import (
     DBT_PROJECT_DIR,
     ENV_DUCKDB_PATH,
     ENV_EVENTS_DIR,
     MartsBusyError,
     _prepare_events,
     build_marts,
-    build_marts_task,
     generate_docs,
 )
 from tessera.errors import MartsError
@@ -353,18 +352,42 @@ def test_schema_file_follows_schemas(tmp_path: Path) -> None:
         assert (tmp_path / table / "_schema.parquet").exists()
 
 
-def test_task_retries_only_while_busy() -> None:
-    """Waiting out another build is worth a retry; a failing dbt test is not."""
-    from prefect.states import Completed, Failed
+def test_a_run_whose_outcomes_do_not_add_up_fails_the_build(tmp_path: Path) -> None:
+    """seen = indexed + unchanged + quarantined is an invariant: a breach is an error, not a
+    warning, and the warehouse stays as it was."""
+    settings = _settings(tmp_path / "home", tmp_path)
+    write_two_runs(settings.events_dir)
+    bad = EventLog(settings.events_dir, "20240503T100000-bad00003")
+    day3 = DAY2 + timedelta(days=1)
+    _run(bad, day3, backend="local", device="cpu", gpu_type=None, seen=3, indexed=1, unchanged=0,
+         quarantined=0, deleted=0, chunks_embedded=1, points_upserted=1, seconds=1.0,
+         gpu_seconds=0.0)
+    _docs(bad, day3, "docs", "indexed", 1)
+    bad.flush()
+    with pytest.raises(MartsError, match="assert_run_outcomes_add_up"):
+        build_marts(settings)
+    assert not settings.warehouse_path.exists()
 
-    assert build_marts_task.retries == 3
-    assert build_marts_task.retry_delay_seconds == [2, 5, 15]
-    condition: Any = build_marts_task.retry_condition_fn
-    busy: Any = Failed(data=MartsBusyError("another marts build is running (pid 1)"))
-    broken: Any = Failed(data=MartsError("dbt build failed"))
-    assert condition(build_marts_task, None, busy) is True
-    assert condition(build_marts_task, None, broken) is False
-    assert condition(build_marts_task, None, Completed()) is False
+
+def test_a_build_is_retried_only_while_another_holds_the_lock() -> None:
+    """Waiting out another build is worth a retry; a failing dbt test is not."""
+    from tessera.steps import PlainSteps
+
+    slept: list[float] = []
+    steps = PlainSteps(sleep=slept.append)
+    outcomes: list[Exception | None] = [MartsBusyError("busy (pid 1)"), None]
+
+    def build() -> str:
+        error = outcomes.pop(0)
+        if error:
+            raise error
+        return "built"
+
+    assert steps.run("build-marts", build, io=True) == "built" and slept == [2.0]
+    with pytest.raises(MartsError, match="dbt build failed"):
+        steps.run("build-marts", lambda: (_ for _ in ()).throw(MartsError("dbt build failed")),
+                  io=True)
+    assert slept == [2.0]
 
 
 def test_ingest_twice_then_tessera_marts(

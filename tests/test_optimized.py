@@ -17,7 +17,7 @@ import pytest
 pytest.importorskip("openvino", reason="runtime 'openvino' needs the openvino package")
 
 from flows.ingest import ingest_flow  # noqa: E402
-from flows.store import open_store  # noqa: E402
+from flows.pipeline.store import open_store  # noqa: E402
 from models import make_backend  # noqa: E402
 from models.local import LocalBackend  # noqa: E402
 from models.optimized import OpenVINOBackend, export_dir, export_openvino  # noqa: E402
@@ -84,7 +84,7 @@ def test_stale_export_is_made_again(cache_dir: Path, tmp_path: Path) -> None:
 
 
 def test_embedding_from_the_chunkers_ids_equals_embedding_the_text(cache_dir: Path) -> None:
-    from flows.chunking import Chunker
+    from flows.pipeline.chunking import Chunker
     from tessera.types import Document
 
     backend = OpenVINOBackend(SPEC, resolve_model_path(SPEC), cache_dir, "f32", batch_size=2)
@@ -103,15 +103,23 @@ def test_embedding_from_the_chunkers_ids_equals_embedding_the_text(cache_dir: Pa
 
 def test_ingest_hands_ids_only_to_a_backend_with_the_chunkers_tokenizer(
         make_config: Callable[..., Path]) -> None:
-    from flows.ingest import _Run
+    from flows.pipeline.batch import token_ids
+    from flows.pipeline.ingest import IngestRun
+    from tessera.steps import PlainSteps
     from tessera.types import Chunk
 
+    def run(**embedding: str) -> tuple[IngestRun, Any]:
+        ingest = IngestRun(load_settings(make_config(embedding=embedding)), PlainSteps(), None,
+                           "ingest", None)
+        return ingest, ingest.backend(SPEC, 0)
+
     chunks = [Chunk("d", 0, 1, "a note", 2, (1037, 3602))]
-    ov = _Run(load_settings(make_config(embedding={"runtime": "openvino", "device": "cpu"})), None)
-    assert ov.token_ids(chunks) == [(1037, 3602)]
-    assert ov.token_ids([dataclasses.replace(chunks[0], ids=())]) is None  # e.g. a caption
-    torch = _Run(load_settings(make_config(embedding={"runtime": "torch"})), None)
-    assert torch.token_ids(chunks) is None  # sentence-transformers tokenizes the texts
+    ov, ov_backend = run(runtime="openvino", device="cpu")
+    assert token_ids(ov, ov_backend, SPEC, chunks) == [(1037, 3602)]
+    no_ids = [dataclasses.replace(chunks[0], ids=())]  # e.g. a caption
+    assert token_ids(ov, ov_backend, SPEC, no_ids) is None
+    torch, torch_backend = run(runtime="torch")
+    assert token_ids(torch, torch_backend, SPEC, chunks) is None  # s-t tokenizes the texts
 
 
 def test_runtime_option_picks_the_backend(make_config: Callable[..., Path],

@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flows.indexer import NEVER_EXPIRES
-from flows.prune import prune_flow, run_prune
-from flows.store import ensure_collection, open_store
+from flows.pipeline.indexer import NEVER_EXPIRES
+from flows.pipeline.prune import run_prune
+from flows.pipeline.store import ensure_collection, open_store
+from flows.prune import prune_flow
 from models.registry import BUILTIN
 from tessera.events import read_events
 from tessera.settings import Settings, load_settings

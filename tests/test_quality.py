@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from flows.quality import best_per_doc, check_gates, load_dataset, quality_flow, score
+from flows.pipeline.quality import best_per_doc, check_gates, load_dataset, score
+from flows.quality import quality_flow
 from tessera import beir
 from tessera.errors import QualityGateError
 from tessera.events import EventLog, read_events, utcnow
@@ -160,12 +161,12 @@ def test_scoring_uses_trec_eval_semantics() -> None:
             Hit("p3", 0.85, {"doc_id": "a"}), Hit("p4", 0.7, {"doc_id": "c"})]
     assert best_per_doc(hits, 2) == {"a": 0.9, "b": 0.8}
     run = {"q": {"a": 0.9, "b": 0.8, "c": 0.7}}
-    result = score.fn({"q": {"b": 1}}, run)["q"]
+    result = score({"q": {"b": 1}}, run)["q"]
     assert result["mrr@10"] == pytest.approx(0.5)
     assert result["ndcg@10"] == pytest.approx(0.63093, abs=1e-5)  # 1 / log2(3)
     assert (result["recall@10"], result["recall@100"]) == (1.0, 1.0)
     far = {"q": {f"d{i:02d}": 1.0 - i / 100 for i in range(20)}}
-    assert score.fn({"q": {"d15": 1}}, far)["q"]["mrr@10"] == 0.0  # rank 16: outside MRR@10
+    assert score({"q": {"d15": 1}}, far)["q"]["mrr@10"] == 0.0  # rank 16: outside MRR@10
 
 
 def test_limited_run_is_its_own_series_and_cli(setup: dict[str, Any],
@@ -193,12 +194,12 @@ TORCH_FP32_PIPELINE_NDCG10 = 0.65414
 
 def first_chunk_ndcg(settings: Settings, dataset: Path, collection: str) -> float:
     """nDCG@10 counting only each document's first window (what MTEB's truncation embeds)."""
-    from flows.quality import embed_queries, mean_metrics
-    from flows.store import open_store
+    from flows.pipeline.quality import embed_queries, mean_metrics
+    from flows.pipeline.store import open_store
 
     data = load_dataset(dataset)
     qids = list(data.queries)
-    vectors = embed_queries.fn(settings, [data.queries[q] for q in qids])
+    vectors = embed_queries(settings, [data.queries[q] for q in qids])
     store = open_store(settings)
     try:
         hits = store.search_batch(collection, vectors, 3000, ["doc_id", "chunk_index"], exact=True)
@@ -206,7 +207,7 @@ def first_chunk_ndcg(settings: Settings, dataset: Path, collection: str) -> floa
         store.close()
     run = {q: best_per_doc([h for h in found if h.payload["chunk_index"] == 0], 100)
            for q, found in zip(qids, hits, strict=True)}
-    return mean_metrics(score.fn(data.qrels, run))["ndcg@10"]
+    return mean_metrics(score(data.qrels, run))["ndcg@10"]
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from flows.sources import make_source
+from flows.pipeline.sources import make_source
 from tessera.settings import SourceConfig
 from tessera.types import Document, Quarantined
 from tests.conftest import EXAMPLES

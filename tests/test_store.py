@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flows.store import VectorStore, ensure_collection
-from flows.store.edge import EdgeStore
-from flows.store.server import ServerStore
+from flows.pipeline.store import VectorStore, ensure_collection
+from flows.pipeline.store.edge import EdgeStore
+from flows.pipeline.store.server import ServerStore
 from tessera.errors import ModelMismatchError, StoreLockedError
 from tessera.settings import StoreConfig
 from tessera.types import CollectionInfo, Match, PointRecord, point_id
@@ -99,28 +99,26 @@ def test_unreachable_server_is_a_clear_error() -> None:
 def test_api_key_can_come_from_a_prefect_secret_block(tmp_path: Path) -> None:
     from prefect.blocks.system import Secret
 
-    from flows.store import _secret_block, open_store
-    from tessera.settings import load_settings
+    from flows import config
+    from flows.pipeline.store import open_store
+    from tessera.errors import ConfigError, VectorStoreError
 
     Secret(value="from-block-key").save("tessera-test-qdrant-key", overwrite=True)
-    assert _secret_block("tessera-test-qdrant-key").get_secret_value() == "from-block-key"
-    settings = load_settings(None, home=str(tmp_path), store={
+    assert config.secret_block("tessera-test-qdrant-key").get_secret_value() == "from-block-key"
+    settings = config.load(None, home=str(tmp_path), store={
         "kind": "qdrant", "url": "http://127.0.0.1:9", "api_key_block": "tessera-test-qdrant-key"})
-    from tessera.errors import VectorStoreError
-
+    assert settings.store.api_key is not None
+    assert settings.store.api_key.get_secret_value() == "from-block-key"
     with pytest.raises(VectorStoreError, match="cannot reach Qdrant") as err:
         open_store(settings)
     assert "from-block-key" not in str(err.value)
-    missing = load_settings(None, home=str(tmp_path), store={
-        "kind": "qdrant", "url": "http://127.0.0.1:9", "api_key_block": "no-such-block"})
-    from tessera.errors import ConfigError
-
     with pytest.raises(ConfigError, match="no Prefect Secret block"):
-        open_store(missing)
+        config.load(None, home=str(tmp_path), store={
+            "kind": "qdrant", "url": "http://127.0.0.1:9", "api_key_block": "no-such-block"})
 
 
 def test_alias_switch_points_readers_at_the_new_collection(store: VectorStore) -> None:
-    from flows.store import resolve, switch_alias
+    from flows.pipeline.store import resolve, switch_alias
     from tessera.errors import VectorStoreError
 
     ensure_collection(store, INFO)

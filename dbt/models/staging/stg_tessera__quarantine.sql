@@ -16,6 +16,7 @@ renamed as (
         observed as observed_value,
         reason,
         content_hash,
+        previous_version,
         timezone('UTC', recorded_at) as recorded_at
 
     from source

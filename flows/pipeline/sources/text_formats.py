@@ -89,6 +89,9 @@ def parse_jsonl(text: str) -> list[Record | RecordError]:
             out.append(RecordError(f"line {lineno}: not valid JSON ({exc.msg} at column {exc.colno})",
                                    expectation="valid_json"))
             continue
+        except RecursionError:
+            out.append(_too_deep(f"line {lineno}"))
+            continue
         if not isinstance(value, dict):
             out.append(RecordError(f"line {lineno}: expected a JSON object, got {type(value).__name__}",
                                    expectation="json_object"))
@@ -98,6 +101,11 @@ def parse_jsonl(text: str) -> list[Record | RecordError]:
     return out
 
 
+def _too_deep(where: str) -> RecordError:
+    return RecordError(f"{where}: the JSON is nested too deeply to read (over ~1,000 levels); "
+                       "flatten the record", expectation="valid_json")
+
+
 def parse_json(text: str, name: str) -> list[Record]:
     """A JSON file holding one object or a list of objects."""
     try:
@@ -105,6 +113,8 @@ def parse_json(text: str, name: str) -> list[Record]:
     except json.JSONDecodeError as exc:
         raise RecordError(f"{name} is not valid JSON: {exc.msg} at line {exc.lineno}",
                           expectation="valid_json") from None
+    except RecursionError:
+        raise _too_deep(name) from None
     items = value if isinstance(value, list) else [value]
     if not all(isinstance(v, dict) for v in items):
         raise RecordError(f"{name} must hold a JSON object or a list of objects",

@@ -22,17 +22,16 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
 
-from tessera.errors import MartsError
+from tessera.errors import MartsError, TransientError
 from tessera.events import SCHEMAS, write_empty_tables
 from tessera.fs import atomic_write_with, locked
 from tessera.settings import Settings
+from tessera.steps import Steps
 
 logger = logging.getLogger(__name__)
 
-DBT_PROJECT_DIR = Path(__file__).resolve().parent.parent / "dbt"
+DBT_PROJECT_DIR = Path(__file__).resolve().parents[2] / "dbt"
 LOCK_TIMEOUT_SECONDS = 120.0
 
 # The dbt profile reads these (dbt/profiles.yml); they are set only for the length of a build.
@@ -57,8 +56,9 @@ _SOURCE_CONFIG_SCHEMA = pa.schema(
 )
 
 
-class MartsBusyError(MartsError):
-    """Another marts build held the lock for longer than we were willing to wait."""
+class MartsBusyError(MartsError, TransientError):
+    """Another marts build held the lock for longer than we were willing to wait (a retry,
+    once that build is done, can succeed)."""
 
 
 def build_marts(
@@ -118,53 +118,26 @@ def generate_docs(settings: Settings, *, lock_timeout: float = LOCK_TIMEOUT_SECO
     return home / "marts" / "target" / "static_index.html"
 
 
-@task(
-    name="build-marts",
-    retries=3,
-    retry_delay_seconds=[2, 5, 15],
-    retry_condition_fn=lambda _task, _run, state: _is_busy(state),
-    cache_policy=NO_CACHE,
-)
-def build_marts_task(settings: Settings, select: str | None = None) -> dict[str, Any]:
-    """Rebuild the warehouse marts (one dbt build); retries only while another build runs."""
-    run_logger = get_run_logger()
-    summary = build_marts(settings, select)
-    run_logger.info(
-        "marts %s: %d models, %d tests, %d seeds in %.1fs -> %s",
-        summary["status"], summary["models"], summary["tests"], summary["seeds"],
-        summary["seconds"], summary["warehouse"],
-    )
+def build_and_report(settings: Settings, steps: Steps, select: str | None = None
+                     ) -> dict[str, Any]:
+    """Rebuild the marts as one step (retried only while another build holds the lock), log
+    the outcome, and publish it as the `marts-build` report."""
+    summary: dict[str, Any] = steps.run("build-marts", build_marts, settings, select, io=True)
+    logger.info("marts %s: %d models, %d tests, %d seeds in %.1fs -> %s", summary["status"],
+                summary["models"], summary["tests"], summary["seeds"], summary["seconds"],
+                summary["warehouse"])
     for failure in summary["failures"]:
-        run_logger.warning("dbt %s %s: %s", failure["status"], failure["node"], failure["message"])
-    _artifact(summary)
+        logger.warning("dbt %s %s: %s", failure["status"], failure["node"], failure["message"])
+    steps.report("marts-build", _report(summary), "dbt build of the analysts' marts")
     return summary
 
 
-def _artifact(summary: dict[str, Any]) -> None:
-    from prefect.artifacts import create_markdown_artifact
-
+def _report(summary: dict[str, Any]) -> str:
     warnings = "".join(f"\n- `{f['node']}` ({f['status']}): {f['message']}" for f in summary["failures"])
-    create_markdown_artifact(
-        key="marts-build",
-        description="dbt build of the analysts' marts",
-        markdown=(
-            f"## Marts build: {summary['status']}\n\n"
+    return (f"## Marts build: {summary['status']}\n\n"
             f"{summary['models']} models, {summary['tests']} tests, {summary['seeds']} seeds in "
             f"{summary['seconds']} s into `{summary['warehouse']}`."
-            + (f"\n\n### Warnings{warnings}" if warnings else "")
-        ),
-    )
-
-
-def _is_busy(state: Any) -> bool:
-    # A failing test fails the same way on retry; only lock contention is worth waiting out.
-    try:
-        state.result()
-    except MartsBusyError:
-        return True
-    except Exception:
-        return False
-    return False
+            + (f"\n\n### Warnings{warnings}" if warnings else ""))
 
 
 def _exclusive_lock(path: Path, timeout: float) -> Any:

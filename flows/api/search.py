@@ -1,13 +1,12 @@
-"""Read side: search the index, report status, list quarantined records. No Prefect needed."""
+"""Search: embed a text or image query with the collection's own model, return the best hits."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from flows.store import open_store, resolve
+from flows.pipeline.store import open_store, resolve
 from models import EmbeddingBackend, get_spec, make_backend
 from tessera.errors import ConfigError, VectorStoreError
-from tessera.events import read_events
 from tessera.settings import Settings
 from tessera.types import Match
 
@@ -36,31 +35,3 @@ def search(settings: Settings, query: str | None = None, image: bytes | None = N
     finally:
         store.close()
     return [{**{f: h.payload.get(f) for f in RESULT_FIELDS}, "score": round(h.score, 6)} for h in hits]
-
-
-def status(settings: Settings, last: int = 5) -> dict[str, Any]:
-    """Each collection's model, dimension and size, and the most recent runs."""
-    store = open_store(settings)
-    collections = []
-    try:
-        for name in store.list_collections():
-            info = store.get_collection(name)
-            assert info is not None
-            collections.append({"name": name, "model": info.model_id, "dimension": info.dimension,
-                                "distance": info.distance, "points": store.count(name)})
-        aliases = store.aliases()
-    finally:
-        store.close()
-    runs = sorted(read_events(settings.events_dir, "ingest_runs"), key=lambda r: r["started_at"], reverse=True)
-    keep = ("run_id", "status", "started_at", "seconds", "seen", "indexed", "unchanged",
-            "quarantined", "deleted", "chunks_embedded")
-    return {"home": str(settings.home), "collections": collections, "aliases": aliases,
-            "last_runs": [{k: r.get(k) for k in keep} for r in runs[:last]]}
-
-
-def quarantine_rows(settings: Settings, run_id: str | None = None) -> list[dict[str, Any]]:
-    """Quarantined records, newest first, optionally for one run."""
-    rows = read_events(settings.events_dir, "quarantine")
-    if run_id:
-        rows = [r for r in rows if r["run_id"] == run_id]
-    return sorted(rows, key=lambda r: (r["recorded_at"], r["doc_id"]), reverse=True)

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from flows.store import DIFF_FIELDS, VectorStore
+from flows.pipeline.store import DIFF_FIELDS, VectorStore
 from tessera.types import Chunk, Document, Match, PointRecord, point_id
 
 # Points of sources with no TTL still carry an expiry, far enough out never to be pruned.

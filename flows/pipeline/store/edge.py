@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from flows.store import INTEGER_INDEXES, KEYWORD_INDEXES
+from flows.pipeline.store.base import INTEGER_INDEXES, KEYWORD_INDEXES
 from tessera.errors import DiskSpaceError, StoreLockedError, VectorStoreError
 from tessera.fs import MIB, HeldLock, atomic_write, free_bytes, sparse_bytes, writable
 from tessera.types import CollectionInfo, Hit, Match, PointRecord
@@ -220,35 +220,40 @@ class EdgeStore:
             if offset is None:
                 return
 
-    def _update(self, name: str, what: str, operation: Any, incoming: int = 0) -> None:
-        """One write, after checking the disk can take it (the WAL grows by a segment at a time)."""
+    def _update(self, name: str, what: str, operation: Callable[[], Any], incoming: int = 0) -> None:
+        """One write, after checking the disk can take it (the WAL grows by a segment at a time).
+
+        `operation` builds the engine's update: building it can fail too (a malformed id)."""
         shard = self._shard(name)
         self._require_space(self._dir(name) / "shard", 2 * WAL_SEGMENT + 2 * incoming, what)
-        self._call(name, what, shard.update, operation)
+        self._call(name, what, lambda: shard.update(operation()))
 
     def upsert(self, name: str, points: list[PointRecord]) -> None:
         """One update operation for the whole batch."""
         if not points:
             return
         qe = _qe()
-        vector_name = self.get_collection(name).vector_name  # type: ignore[union-attr]
-        batch = [qe.Point(p.id, {vector_name: np.asarray(p.vector, dtype=np.float32).tolist()},
-                          p.payload) for p in points]
+        vector_name = self._info(name).vector_name
+
+        def operation() -> Any:
+            return qe.UpdateOperation.upsert_points([
+                qe.Point(p.id, {vector_name: np.asarray(p.vector, dtype=np.float32).tolist()},
+                         p.payload) for p in points])
+
         incoming = sum(np.asarray(p.vector).size * 4 + len(str(p.payload)) for p in points)
-        self._update(name, f"write {len(points)} points", qe.UpdateOperation.upsert_points(batch),
-                     incoming)
+        self._update(name, f"write {len(points)} points", operation, incoming)
 
     def set_payload(self, name: str, ids: list[str], payload: dict[str, Any]) -> None:
         """Set keys on existing points, leaving the rest of the payload."""
         if ids:
             self._update(name, f"update the payload of {len(ids)} points",
-                         _qe().UpdateOperation.set_payload(ids, payload), 64 * len(ids))
+                         lambda: _qe().UpdateOperation.set_payload(ids, payload), 64 * len(ids))
 
     def delete(self, name: str, ids: list[str]) -> None:
         """Delete by id."""
         if ids:
             self._update(name, f"delete {len(ids)} points",
-                         _qe().UpdateOperation.delete_points(ids), 64 * len(ids))
+                         lambda: _qe().UpdateOperation.delete_points(ids), 64 * len(ids))
 
     def count(self, name: str, match: Match | None = None) -> int:
         """Exact count."""
@@ -263,7 +268,7 @@ class EdgeStore:
     def delete_expired(self, name: str, now: int) -> None:
         """One delete-by-filter over the expires_at range index."""
         self._update(name, "delete expired points",
-                     _qe().UpdateOperation.delete_points_by_filter(_expired_filter(now)))
+                     lambda: _qe().UpdateOperation.delete_points_by_filter(_expired_filter(now)))
 
     def _query(self, name: str, vector: np.ndarray, limit: int, info: CollectionInfo,
                match: Match | None = None, fields: list[str] | None = None,

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from flows.sources import text_formats as fmt
-from flows.sources.base import safe_path
+from flows.pipeline.sources import text_formats as fmt
+from flows.pipeline.sources.base import safe_path
 from tessera.errors import RecordError, SourceError
 from tessera.formats import TEXT_SUFFIXES, WHOLE_FILE
 from tessera.settings import SourceConfig
@@ -33,6 +33,13 @@ def discover_files(config: SourceConfig, suffixes: set[str] | None) -> list[str]
             continue
         found.append(path.relative_to(root).as_posix())
     return sorted(found)
+
+
+def unreadable(exc: Exception, where: str = "") -> RecordError:
+    """A RecordError for an unexpected failure while reading, naming the exception."""
+    at = f"{where}: " if where else ""
+    return RecordError(f"{at}could not be read ({type(exc).__name__}: {str(exc)[:200]})",
+                       expectation="readable")
 
 
 class DirectorySource:
@@ -86,6 +93,8 @@ class DirectorySource:
             yield self._quarantine(rel, err)
         except OSError as exc:
             yield self._quarantine(rel, RecordError(f"cannot be read: {exc.strerror}", "readable"))
+        except Exception as exc:  # noqa: BLE001 - one unreadable file must not stop the batch
+            yield self._quarantine(rel, unreadable(exc))
 
     def _whole_file(self, rel: str, suffix: str, raw: bytes) -> Document:
         text = fmt.decode(raw, self.config.options.encoding, rel)
@@ -117,7 +126,11 @@ class DirectorySource:
             if isinstance(rec, RecordError):
                 yield self._quarantine(rel, rec, doc_id=self._doc_id(rel, f"error{index}"))
                 continue
-            yield self._record(rel, index, rec)
+            try:
+                yield self._record(rel, index, rec)
+            except Exception as exc:  # noqa: BLE001 - one bad record must not stop the file
+                yield self._quarantine(rel, unreadable(exc, f"record {index}"),
+                                       doc_id=self._doc_id(rel, f"error{index}"))
 
     def _record(self, rel: str, index: int, rec: dict[str, Any]) -> Loaded:
         opts = self.config.options

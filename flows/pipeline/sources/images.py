@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from data_contracts.images import inspect_image, too_many_bytes
-from flows.sources.base import safe_path
-from flows.sources.directory import discover_files
+from flows.pipeline.sources.base import safe_path
+from flows.pipeline.sources.directory import discover_files, unreadable
 from tessera.errors import ConfigError, RecordError
 from tessera.formats import IMAGE_SUFFIXES
 from tessera.settings import SourceConfig
@@ -58,7 +58,8 @@ class ImageSource:
         for rel in items:
             try:
                 yield self._load(rel)
-            except RecordError as err:
+            except Exception as exc:  # noqa: BLE001 - one unreadable image must not stop the batch
+                err = exc if isinstance(exc, RecordError) else unreadable(exc)
                 yield Quarantined(source=self.config.name, doc_id=self._doc_id(rel),
                                   uri=str(self.root / rel), reason=f"{rel}: {err.reason}",
                                   expectation=err.expectation)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flows.sources.base import Source
+from flows.pipeline.sources.base import Source
 from tessera.settings import SourceConfig
 
 __all__ = ["Source", "make_source"]
@@ -11,13 +11,13 @@ __all__ = ["Source", "make_source"]
 def make_source(config: SourceConfig) -> Source:
     """The reader for this source's kind."""
     if config.kind == "beir":
-        from flows.sources.directory import BeirSource
+        from flows.pipeline.sources.directory import BeirSource
 
         return BeirSource(config)
     if config.kind == "images":
-        from flows.sources.images import ImageSource
+        from flows.pipeline.sources.images import ImageSource
 
         return ImageSource(config)
-    from flows.sources.directory import DirectorySource
+    from flows.pipeline.sources.directory import DirectorySource
 
     return DirectorySource(config)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from flows.store import INTEGER_INDEXES, KEYWORD_INDEXES
+from flows.pipeline.store.base import INTEGER_INDEXES, KEYWORD_INDEXES
 from tessera.errors import ForeignCollectionError, StoreUnavailableError, VectorStoreError
 from tessera.settings import StoreConfig
 from tessera.types import CollectionInfo, Hit, Match, PointRecord

@@ -1,0 +1,40 @@
+"""Settings as entry points need them: the config file and TESSERA_* variables, plus the secrets
+that live in Prefect (a Secret block named by `store.api_key_block`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+
+from tessera.errors import ConfigError
+from tessera.settings import Settings, load_settings
+
+
+def load(config: Path | str | None = None, **overrides: Any) -> Settings:
+    """Settings with the store's API key filled in from its Secret block when one is named."""
+    settings = load_settings(config, **overrides)
+    store = settings.store
+    if store.api_key is None and store.api_key_block:
+        key = secret_block(store.api_key_block)
+        settings = settings.model_copy(update={"store": store.model_copy(update={"api_key": key})})
+    return settings
+
+
+def secret_block(name: str) -> SecretStr:
+    """The value of a Prefect Secret block; a ConfigError that says why when it cannot be read."""
+    from prefect.blocks.system import Secret
+
+    try:
+        block: Any = Secret.load(name)
+        return SecretStr(str(block.get()))
+    except ValueError:
+        raise ConfigError("store.api_key_block", name, "no Prefect Secret block with that name; "
+                          "create it in the UI (Blocks > Secret) or with `prefect block create`"
+                          ) from None
+    except Exception as exc:  # noqa: BLE001 - the Prefect API unreachable, a bad block document
+        raise ConfigError("store.api_key_block", name,
+                          f"the Prefect Secret block could not be read ({type(exc).__name__}); "
+                          "check that PREFECT_API_URL points at a running Prefect server, or set "
+                          "TESSERA_STORE__API_KEY instead") from None

@@ -1,0 +1,49 @@
+"""Deployments: what `infra/prefect.yaml` declares, built in-process for `tessera serve`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from flows.ingest import ingest_flow
+from flows.nightly import NIGHTLY_CRON, nightly_flow
+from tessera.errors import PipelineError
+from tessera.settings import Settings, default_config_path
+
+WORK_POOL = "tessera"
+
+
+def build_deployments(settings: Settings, config: str | None) -> list[Any]:
+    """The deployments `infra/prefect.yaml` declares, as in-process (served) deployments."""
+    from prefect.schedules import Cron
+
+    config = str(Path(config).resolve()) if config else _default_config()
+    deployments = [
+        ingest_flow.to_deployment(
+            name=f"ingest-{src.name}", parameters={"config": config, "sources": [src.name]},
+            schedules=[Cron(src.schedule, timezone=settings.timezone)] if src.schedule else None,
+            description=f"Ingest source {src.name!r} ({src.kind}, {src.path})",
+            tags=["tessera", "ingest"])
+        for src in settings.sources
+    ]
+    deployments.append(nightly_flow.to_deployment(
+        name="nightly", parameters={"config": config},
+        schedules=[Cron(NIGHTLY_CRON, timezone=settings.timezone)],
+        description="Prune, refresh models, score quality sets, rebuild marts",
+        tags=["tessera", "nightly"]))
+    return deployments
+
+
+def _default_config() -> str | None:
+    path = default_config_path()
+    return str(path.resolve()) if path else None
+
+
+def serve_all(settings: Settings, config: str | None = None) -> None:
+    """Serve every deployment from this process until stopped (stopping pauses their schedules)."""
+    from prefect import serve
+
+    deployments = build_deployments(settings, config)
+    if not deployments:
+        raise PipelineError("nothing to serve")
+    serve(*deployments)

@@ -1,0 +1,239 @@
+"""One batch of an ingest, as steps a reader can name:
+
+check documents -> split off the unchanged (refresh their expiry) -> chunk (check chunks) -> embed
+(check vectors) -> build points (check payloads) -> write, then delete stale chunks -> settle the
+quarantine (what becomes of an invalid document's indexed version) -> outcomes.
+
+Write, then delete: a changed document's new chunks are upserted before its stale ones go, so a
+crash in between leaves old + new, never nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from flows.pipeline.indexer import Existing, build_points, stale_ids
+from flows.pipeline.store import VectorStore
+from models.base import EmbedsTokenIds
+from models.registry import ModelSpec
+from tessera.events import utcnow
+from tessera.settings import SourceConfig
+from tessera.types import Chunk, Document, Loaded, PointRecord, Quarantined
+
+if TYPE_CHECKING:
+    from flows.pipeline.ingest import IngestRun
+
+
+@dataclass(frozen=True)
+class Target:
+    """One source of a run, resolved: where its points go, which model, how long they live."""
+
+    source: SourceConfig
+    items: list[str] | None  # None: the source's whole listing (missing documents are deleted)
+    collection: str
+    spec: ModelSpec
+    chunking: str  # chunking signature, recorded on points
+    now: int
+    expires_at: int
+
+
+@dataclass
+class Batch:
+    """The documents of one batch as they move through the steps."""
+
+    target: Target
+    existing: dict[str, Existing]
+    remaining: float  # batches of this size still to come in the source, this one included
+    quarantined: list[Quarantined] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.target.source.name
+
+
+def process_batch(run: IngestRun, store: VectorStore, target: Target, loaded: list[Loaded],
+                  existing: dict[str, Existing], remaining: float = 1.0) -> None:
+    """Check, diff, embed and write one batch of loaded records."""
+    batch = Batch(target, existing, remaining)
+    run.counts.seen += len(loaded)
+    batch.quarantined += [x for x in loaded if isinstance(x, Quarantined)]
+    wrote = False
+    try:
+        docs = _check(run, batch, run.contracts.check_documents,
+                      [x for x in loaded if isinstance(x, Document)], target.spec, target.source)
+        changed = split_unchanged(run, store, batch, docs)
+        if changed:
+            chunks = chunk(run, batch, changed)
+            changed = [d for d in changed if d.doc_id in chunks]
+            vectors = embed(run, batch, changed, chunks)
+            points = make_points(run, batch, changed, chunks, vectors)
+            write(run, store, batch, points)
+        wrote = True
+    finally:
+        settle_quarantine(run, store, batch, apply=wrote)
+        run.contracts.publish(batch.name, run.batch_index)  # every suite run, as one report
+
+
+def _check(run: IngestRun, batch: Batch, check: Any, docs: list[Document],
+           *args: Any) -> list[Document]:
+    kept, bad = check(docs, *args)
+    batch.quarantined += bad
+    return list(kept)
+
+
+def split_unchanged(run: IngestRun, store: VectorStore, batch: Batch,
+                    docs: list[Document]) -> list[Document]:
+    """The documents to embed; the unchanged ones only get their expiry refreshed."""
+    t = batch.target
+    changed, unchanged_ids = [], []
+    for doc in docs:
+        old = batch.existing.get(doc.doc_id)
+        if old is not None and old.is_current(doc.content_hash, t.spec.id, t.chunking):
+            unchanged_ids.extend(old.ids)
+            run.counts.unchanged += 1
+            run.outcome(t, doc.doc_id, "unchanged", modality=doc.modality,
+                        content_hash=doc.content_hash, chunk_count=len(old.ids),
+                        bytes=doc.size_bytes)
+        else:
+            changed.append(doc)
+    if unchanged_ids:
+        run.timed(batch.name, "refresh", len(unchanged_ids), "refresh-expiry", store.set_payload,
+                  t.collection, unchanged_ids, {"expires_at": t.expires_at}, io=True)
+    return changed
+
+
+def chunk(run: IngestRun, batch: Batch, docs: list[Document]) -> dict[str, list[Chunk]]:
+    """Token windows of each changed document (checked by the chunks contract)."""
+    t = batch.target
+    chunker = run.chunker(t.spec)
+    chunks = run.timed(batch.name, "chunk", len(docs), "chunk", chunker.chunk, docs)
+    kept = _check(run, batch, run.contracts.check_chunks, docs, chunks, t.spec, t.source)
+    return {d.doc_id: chunks[d.doc_id] for d in kept}
+
+
+def embed(run: IngestRun, batch: Batch, docs: list[Document],
+          chunks: dict[str, list[Chunk]]) -> dict[str, np.ndarray]:
+    """Vectors for each document's chunks (an image is one vector), checked by the contract."""
+    t = batch.target
+    text_chunks = [c for d in docs if d.modality == "text" for c in chunks[d.doc_id]]
+    images = [d.data or b"" for d in docs if d.modality == "image"]
+    pending = len(text_chunks) + len(images)
+    backend = run.backend(t.spec, int(pending * batch.remaining))
+    ids = token_ids(run, backend, t.spec, text_chunks)
+    text_vecs, image_vecs = run.timed(batch.name, "embed", pending, "embed", _embed, backend,
+                                      [c.text for c in text_chunks], images, ids)
+    run.counts.chunks_embedded += pending
+    vectors: dict[str, np.ndarray] = {}
+    at_text = at_image = 0
+    for doc in docs:
+        if doc.modality == "image":
+            vectors[doc.doc_id] = image_vecs[at_image:at_image + 1]
+            at_image += 1
+        else:
+            n = len(chunks[doc.doc_id])
+            vectors[doc.doc_id] = text_vecs[at_text:at_text + n]
+            at_text += n
+    kept = _check(run, batch, run.contracts.check_embeddings, docs, vectors, t.spec, chunks,
+                  t.source)
+    return {d.doc_id: vectors[d.doc_id] for d in kept}
+
+
+def _embed(backend: Any, texts: list[str], images: list[bytes],
+           ids: list[tuple[int, ...]] | None) -> tuple[np.ndarray, np.ndarray]:
+    """Embed one batch of chunk texts (from the chunker's token ids when the backend takes them)
+    and images."""
+    text_vecs = backend.embed_token_ids(ids) if ids is not None else backend.embed_texts(texts)
+    image_vecs = (backend.embed_images(images) if images
+                  else np.zeros((0, backend.spec.dimension), np.float32))
+    return text_vecs, image_vecs
+
+
+def token_ids(run: IngestRun, backend: Any, spec: ModelSpec,
+               chunks: list[Chunk]) -> list[tuple[int, ...]] | None:
+    """The chunks' token ids, when the backend takes ids made by the chunker's tokenizer."""
+    if (isinstance(backend, EmbedsTokenIds)
+            and Path(backend.path) == run.chunker(spec).tokenizer_dir and all(c.ids for c in chunks)):
+        return [c.ids for c in chunks]
+    return None
+
+
+def make_points(run: IngestRun, batch: Batch, docs: list[Document],
+                chunks: dict[str, list[Chunk]], vectors: dict[str, np.ndarray]
+                ) -> dict[str, list[PointRecord]]:
+    """Each document's points with their payload; a document fails the payload contract whole."""
+    t = batch.target
+    if not vectors:
+        return {}
+    points = {d.doc_id: build_points(t.collection, d, chunks[d.doc_id], vectors[d.doc_id],
+                                     t.spec.id, t.now, t.expires_at, t.chunking)
+              for d in docs if d.doc_id in vectors}
+    ready = [d for d in docs if d.doc_id in points]
+    kept = _check(run, batch, run.contracts.check_payloads, ready, points, t.spec, t.source)
+    for doc in kept:
+        run.outcome(t, doc.doc_id, "indexed", modality=doc.modality,
+                    content_hash=doc.content_hash, chunk_count=len(points[doc.doc_id]),
+                    bytes=doc.size_bytes)
+    run.counts.indexed += len(kept)
+    return {d.doc_id: points[d.doc_id] for d in kept}
+
+
+def write(run: IngestRun, store: VectorStore, batch: Batch,
+          points: dict[str, list[PointRecord]]) -> None:
+    """Upsert every new point, then delete the chunks the new versions no longer have."""
+    t = batch.target
+    flat = [p for mine in points.values() for p in mine]
+    stale = [pid for doc_id, mine in points.items()
+             for pid in stale_ids(batch.existing.get(doc_id), {p.id for p in mine})]
+    size = run.settings.store.upsert_batch
+    for start in range(0, len(flat), size):
+        part = flat[start:start + size]
+        run.timed(batch.name, "upsert", len(part), "upsert", store.upsert, t.collection, part,
+                  io=True)
+        run.counts.points_upserted += len(part)
+    if stale:
+        run.timed(batch.name, "delete", len(stale), "delete-stale", store.delete, t.collection,
+                  stale, io=True)
+
+
+def settle_quarantine(run: IngestRun, store: VectorStore, batch: Batch, apply: bool) -> None:
+    """Record each quarantined document, and apply its source's `on_invalid` policy to the
+    version the index still holds: remove it, or keep it (and its expiry) alive."""
+    t = batch.target
+    remove: list[str] = []
+    keep: list[str] = []
+    for q in batch.quarantined:
+        old = batch.existing.get(q.doc_id)
+        previous = None
+        if old is not None and old.ids:
+            if t.source.on_invalid == "remove" and apply:
+                remove += old.ids
+                batch.existing.pop(q.doc_id)
+                previous = "removed"
+            else:
+                keep += old.ids
+                previous = "kept"
+        _record_quarantine(run, t, q, previous)
+    run.counts.quarantined += len(batch.quarantined)
+    if remove:
+        run.timed(batch.name, "delete", len(remove), "delete-invalid", store.delete,
+                  t.collection, remove, io=True)
+    if keep and apply:
+        run.timed(batch.name, "refresh", len(keep), "refresh-expiry", store.set_payload,
+                  t.collection, keep, {"expires_at": t.expires_at}, io=True)
+
+
+def _record_quarantine(run: IngestRun, target: Target, q: Quarantined,
+                       previous: str | None) -> None:
+    reason = q.reason
+    if previous == "removed":
+        reason += " (its previously indexed version was removed from the index)"
+    elif previous == "kept":
+        reason += " (its previously indexed version was kept and is still searchable: on_invalid = keep_last_good)"
+    run.events.add("quarantine", source=q.source, doc_id=q.doc_id, uri=q.uri, suite=q.suite,
+                   expectation=q.expectation, observed=q.observed, reason=reason,
+                   content_hash=q.content_hash, previous_version=previous, recorded_at=utcnow())
+    run.outcome(target, q.doc_id, "quarantined", content_hash=q.content_hash)

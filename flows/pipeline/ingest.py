@@ -1,0 +1,231 @@
+"""The ingest job: for each source, discover -> scan the index -> per batch (load -> check -> diff ->
+chunk -> embed -> write -> delete stale -> settle quarantine) -> remove what disappeared -> events.
+
+Plain functions over a `Steps`: the CLI runs them directly, the Prefect flow (flows/ingest.py) as
+tasks. The per-batch steps are in flows/pipeline/batch.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from data_contracts import ContractRunner, warm_up
+from flows.pipeline.batch import Target, process_batch
+from flows.pipeline.chunking import Chunker
+from flows.pipeline.chunking import signature as chunk_signature
+from flows.pipeline.indexer import RunCounts, expiry, read_existing
+from flows.pipeline.selection import check_ttl, select_sources
+from flows.pipeline.sources import make_source
+from flows.pipeline.store import VectorStore, ensure_collection, open_store, resolve
+from models import EmbeddingBackend, get_spec, make_backend, resolve_model_path
+from models.registry import ModelSpec
+from tessera.errors import ConfigError
+from tessera.events import EventLog, new_run_id, utcnow
+from tessera.fs import writable
+from tessera.settings import Settings, SourceConfig, parse_ttl
+from tessera.steps import PlainSteps, Steps
+from tessera.types import CollectionInfo, Loaded, Match
+
+logger = logging.getLogger(__name__)
+
+# Documents per batch (one embed call). Big enough that sorting by length inside the call
+# leaves ~1% padding (256 left 3.6% on SciFact; benchmarks/REPORT.md), small enough that a
+# crash loses little work.
+DOC_BATCH = 1024
+# Called with (documents done, documents known) after each batch.
+Progress = Callable[[int, int], None]
+STAGES = ("discover", "load", "chunk", "diff", "embed", "upsert", "delete")
+
+
+class IngestRun:
+    """What one run carries across its sources: events, counts, contracts, loaded models."""
+
+    def __init__(self, settings: Settings, steps: Steps, ttl: str | None, flow: str,
+                 progress: Progress | None) -> None:
+        self.settings = settings
+        self.steps = steps
+        self.ttl = ttl
+        self.flow = flow  # "ingest", or "quality" when the quality flow indexes its corpus
+        self.progress = progress
+        self.run_id = new_run_id()
+        self.events = EventLog(settings.events_dir, self.run_id)
+        self.contracts = ContractRunner(settings, self.events, steps)
+        self.counts = RunCounts()
+        self.started = utcnow()
+        self.targets: list[Target] = []
+        self.batch_index = 0
+        self.done = 0
+        self._backends: dict[str, EmbeddingBackend] = {}
+        self._chunkers: dict[str, Chunker] = {}
+
+    def backend(self, spec: ModelSpec, pending_chunks: int) -> EmbeddingBackend:
+        """The model's backend, chosen (local or Modal, for `auto`) when it is first needed."""
+        if spec.name not in self._backends:
+            self._backends[spec.name] = make_backend(self.settings, spec, pending_chunks)
+        return self._backends[spec.name]
+
+    def chunker(self, spec: ModelSpec) -> Chunker:
+        """The model's tokenizer-based chunker."""
+        if spec.name not in self._chunkers:
+            cfg = self.settings.chunking
+            model_dir = resolve_model_path(spec, self.settings.model_cache_dir)
+            self._chunkers[spec.name] = Chunker(model_dir, spec.max_length, cfg.max_tokens,
+                                                cfg.overlap)
+        return self._chunkers[spec.name]
+
+    def stage_done(self, source: str, stage: str, items: int, seconds: float) -> None:
+        """Account for one stage of one batch."""
+        self.counts.add_time(stage, seconds)
+        self.events.add("ingest_batches", source=source, stage=stage, batch_index=self.batch_index,
+                        items=items, seconds=seconds, recorded_at=utcnow())
+
+    def timed(self, source: str, stage: str, items: int, name: str, fn: Callable[..., Any],
+              *args: Any, io: bool = False) -> Any:
+        """Run one step and record the time its stage took."""
+        start = time.perf_counter()
+        try:
+            return self.steps.run(name, fn, *args, io=io)
+        finally:
+            self.stage_done(source, stage, items, time.perf_counter() - start)
+
+    def outcome(self, target: Target, doc_id: str, outcome: str, **extra: Any) -> None:
+        """One `documents_indexed` row: what became of a document."""
+        self.events.add("documents_indexed", source=target.source.name,
+                        collection=target.collection, doc_id=doc_id, outcome=outcome,
+                        recorded_at=utcnow(), **extra)
+
+    def summary(self) -> dict[str, Any]:
+        """The run's counts, as `tessera ingest --json` prints them."""
+        c = self.counts
+        return {"run_id": self.run_id, "seen": c.seen, "indexed": c.indexed, "unchanged": c.unchanged,
+                "quarantined": c.quarantined, "deleted": c.deleted,
+                "chunks_embedded": c.chunks_embedded, "points_upserted": c.points_upserted,
+                "seconds": round((utcnow() - self.started).total_seconds(), 3)}
+
+
+def run_ingest(settings: Settings, steps: Steps | None = None, sources: list[str] | None = None,
+               ttl: str | None = None, path: str | None = None, flow: str = "ingest",
+               progress: Progress | None = None) -> dict[str, Any]:
+    """Ingest these sources (all declared when None), or PATH; returns the run summary."""
+    check_ttl(ttl)
+    selection = select_sources(settings, sources, path)  # refuses a bad request before any work
+    if not writable(settings.home):
+        raise ConfigError("home", str(settings.home), "this folder is read-only, and ingest "
+                          "writes the index and its events there; point TESSERA_HOME (or `home` in "
+                          "tessera.toml) at a writable folder, or remount it read-write")
+    run = IngestRun(settings, steps or PlainSteps(), ttl, flow, progress)
+    warm_up()  # Great Expectations imports in the background while the first batch is read
+    # Written at once, so even a run killed before its first batch leaves a trace.
+    for source, items in selection:
+        run.events.add("ingest_batches", source=source.name, stage="start", batch_index=-1,
+                       items=len(items) if items is not None else None, seconds=0.0,
+                       recorded_at=run.started)
+    run.events.flush()
+    store = open_store(settings)
+    status, error = "completed", None
+    try:
+        for source, items in selection:
+            ingest_source(run, store, source, items)
+    except Exception as exc:
+        status, error = "failed", f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        store.close()
+        record_run(run, status, error)
+    return run.summary()
+
+
+def _target(run: IngestRun, store: VectorStore, source: SourceConfig,
+            items: list[str] | None) -> Target:
+    """Where a source's points go, with which model, until when; the collection made or checked."""
+    settings = run.settings
+    collection = resolve(store, settings.collection_for(source))
+    spec = get_spec(settings, source.model)
+    if source.modality == "image" or source.kind == "images":
+        from flows.pipeline.sources.images import require_image_model
+
+        require_image_model(spec, source)
+    ensure_collection(store, CollectionInfo.for_model(collection, spec))
+    ttl = parse_ttl(run.ttl) if run.ttl is not None else source.ttl_seconds
+    now = int(time.time())
+    cfg = settings.chunking
+    return Target(source=source, items=items, collection=collection, spec=spec,
+                  chunking=chunk_signature(spec.max_length, cfg.max_tokens, cfg.overlap),
+                  now=now, expires_at=expiry(now, ttl))
+
+
+def _load(source: SourceConfig, items: list[str]) -> list[Loaded]:
+    return list(make_source(source).load(items))
+
+
+def ingest_source(run: IngestRun, store: VectorStore, source: SourceConfig,
+                  items: list[str] | None) -> None:
+    """One source: every batch, then removal of the documents that disappeared from it."""
+    target = _target(run, store, source, items)
+    run.targets.append(target)
+    listing = items if items is not None else run.timed(
+        source.name, "discover", 0, "discover", lambda: make_source(source).discover(), io=True)
+    existing = run.timed(source.name, "diff", 0, "scan-index", read_existing, store,
+                         target.collection, source.name, io=True)
+    seen: set[str] = set()
+    for start in range(0, len(listing), DOC_BATCH):
+        chunk_of_items = listing[start:start + DOC_BATCH]
+        loaded = run.timed(source.name, "load", len(chunk_of_items), "load", _load, source,
+                           chunk_of_items, io=True)
+        seen.update(x.doc_id for x in loaded)
+        # Items not loaded yet, per item loaded: how much more of this there is to embed.
+        remaining = (len(listing) - start) / max(len(chunk_of_items), 1)
+        process_batch(run, store, target, loaded, existing, remaining)
+        run.events.flush()  # per batch: memory stays flat, and a killed run leaves what it did
+        run.batch_index += 1
+        run.done += len(loaded)
+        if run.progress:
+            run.progress(run.done, max(run.done, len(listing)))
+    if items is None and source.delete_missing:
+        _remove_missing(run, store, target, existing, seen)
+    run.events.add("index_snapshots", collection=target.collection, source=source.name,
+                   points=store.count(target.collection, Match(source=source.name)),
+                   recorded_at=utcnow())
+
+
+def _remove_missing(run: IngestRun, store: VectorStore, target: Target,
+                    existing: dict[str, Any], seen: set[str]) -> None:
+    """Delete the points of documents no longer in the source's listing."""
+    gone = sorted(set(existing) - seen)
+    ids = [pid for doc_id in gone for pid in existing[doc_id].ids]
+    if ids:
+        run.timed(target.source.name, "delete", len(ids), "delete-missing", store.delete,
+                  target.collection, ids, io=True)
+    for doc_id in gone:
+        run.outcome(target, doc_id, "deleted", chunk_count=len(existing[doc_id].ids))
+    run.counts.deleted += len(gone)
+
+
+def record_run(run: IngestRun, status: str, error: str | None) -> None:
+    """The run's summary event, every queued event flushed, and the summary report."""
+    backends = list(run._backends.values())
+    stats = backends[0].stats if backends else None
+    secs = run.counts.stage_seconds
+    summary = run.summary()
+    run.events.add(
+        "ingest_runs", flow=run.flow, sources=",".join(t.source.name for t in run.targets),
+        collection=",".join(dict.fromkeys(t.collection for t in run.targets)),
+        model_id=",".join(dict.fromkeys(t.spec.id for t in run.targets)),
+        backend=stats.backend if stats else "local", device=stats.device if stats else None,
+        gpu_type=stats.gpu_type if stats else None, status=status, error=error,
+        started_at=run.started, finished_at=utcnow(),
+        **{k: summary[k] for k in ("seen", "indexed", "unchanged", "quarantined", "deleted",
+                                   "chunks_embedded", "points_upserted", "seconds")},
+        gpu_seconds=sum(b.stats.gpu_seconds for b in backends),
+        **{f"{s}_seconds": secs.get(s, 0.0) for s in STAGES},
+    )
+    run.events.flush()
+    rows = "\n".join(f"| {k} | {v} |" for k, v in summary.items())
+    md = f"## Ingest run `{summary['run_id']}`: {status}\n\n| field | value |\n|---|---|\n{rows}\n"
+    if error:
+        md += f"\n**Error:** {error}\n"
+    run.steps.report("ingest-summary", md, "ingest run summary")
+

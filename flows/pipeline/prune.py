@@ -1,0 +1,67 @@
+"""TTL pruning: delete, by a range filter on `expires_at`, the points whose expiry has passed.
+
+A point expires at or before `now`; one whose `expires_at` is later is never touched (the filter
+is `expires_at <= now`, evaluated by Qdrant on the integer payload index). Pruning is idempotent:
+a second run finds nothing expired and deletes nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flows.pipeline.store import VectorStore, open_store
+from tessera.events import EventLog, new_run_id, utcnow
+from tessera.settings import Settings
+from tessera.steps import PlainSteps, Steps
+from tessera.types import Match
+
+
+def prune_collection(store: VectorStore, collection: str, now: int, dry_run: bool) -> dict[str, Any]:
+    """Count the collection's expired points and (unless a dry run) delete them by range filter."""
+    start = time.perf_counter()
+    expired = store.count_expired(collection, now)
+    deleted = 0
+    if expired and not dry_run:
+        store.delete_expired(collection, now)
+        # Counted, not assumed: what is still expired at the same `now` was not deleted.
+        deleted = expired - store.count_expired(collection, now)
+    return {"collection": collection, "expired": expired, "deleted": deleted,
+            "seconds": time.perf_counter() - start}
+
+
+def run_prune(settings: Settings, steps: Steps | None = None, dry_run: bool = False,
+              now: int | None = None) -> dict[str, Any]:
+    """Prune every collection at `now` (default: the current time); returns the run summary."""
+    steps = steps or PlainSteps()
+    now = int(time.time()) if now is None else now
+    events = EventLog(settings.events_dir, new_run_id())
+    started, clock = utcnow(), time.perf_counter()
+    store = open_store(settings)
+    results = []
+    try:
+        for name in steps.run("list-collections", store.list_collections, io=True):
+            result = steps.run(f"prune-{name}", prune_collection, store, name, now, dry_run, io=True)
+            results.append(result)
+            events.add("prune_runs", collection=name, expired=result["expired"],
+                       deleted=result["deleted"], dry_run=dry_run, seconds=result["seconds"],
+                       started_at=started)
+            if result["deleted"]:
+                _snapshot(settings, store, events, name)
+    finally:
+        store.close()
+        events.flush()
+    return {"run_id": events.run_id, "expired": sum(r["expired"] for r in results),
+            "deleted": sum(r["deleted"] for r in results), "dry_run": dry_run,
+            "seconds": round(time.perf_counter() - clock, 3),
+            "collections": {r["collection"]: {"expired": r["expired"], "deleted": r["deleted"]}
+                            for r in results}}
+
+
+def _snapshot(settings: Settings, store: VectorStore, events: EventLog, collection: str) -> None:
+    """Points left per declared source of the collection, for `fct_index_size`."""
+    now = utcnow()
+    for source in settings.sources:
+        if settings.collection_for(source) == collection:
+            events.add("index_snapshots", collection=collection, source=source.name,
+                       points=store.count(collection, Match(source=source.name)), recorded_at=now)

@@ -1,0 +1,236 @@
+"""Retrieval quality: index a BEIR-layout set through the ingest path, score it, enforce the gates.
+
+The corpus goes through the ingest job like any source (contracts, chunking, diff, upsert), into a
+collection named after the dataset and the model, so the score measures the pipeline itself and a
+second run re-embeds nothing. Documents longer than the model's window have several chunks; a
+document's score is its best chunk's. Metrics come from pytrec_eval (trec_eval), never by hand.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flows.pipeline.store import open_store
+from models import get_spec, make_backend
+from tessera.beir import load_test_set
+from tessera.errors import QualityGateError
+from tessera.events import EventLog, new_run_id, read_events, utcnow
+from tessera.settings import QualityConfig, Settings, SourceConfig
+from tessera.steps import PlainSteps, Steps
+from tessera.types import Hit, Match
+
+logger = logging.getLogger(__name__)
+TOP_DOCS = 100  # recall@100 needs the 100 best documents per query
+METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10")
+_TREC = {"ndcg@10": "ndcg_cut_10", "recall@10": "recall_10", "recall@100": "recall_100"}
+_ALL = Match()  # no conditions: every point
+_COLUMN = {"ndcg@10": "ndcg_at_10", "recall@10": "recall_at_10", "recall@100": "recall_at_100",
+           "mrr@10": "mrr_at_10"}
+
+
+@dataclass(frozen=True)
+class QualityData:
+    """A labelled set: the queries that have judgements, and the judgements."""
+
+    name: str
+    path: Path
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]]
+
+
+def slug(text: str) -> str:
+    """Lower-case letters, digits and dashes (collection and artifact keys accept these)."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "dataset"
+
+
+def load_dataset(path: Path, name: str | None = None, limit_queries: int | None = None) -> QualityData:
+    """Read queries.jsonl and qrels/test.tsv; keep only the queries that have judgements."""
+    path = Path(path)
+    texts, qrels = load_test_set(path)
+    ids = list(qrels)[:limit_queries] if limit_queries else list(qrels)
+    label = name or path.name
+    if limit_queries and limit_queries < len(qrels):
+        label = f"{label}-first{limit_queries}"  # its own series: not comparable with the full set
+    return QualityData(name=label, path=path, queries={q: texts[q] for q in ids},
+                       qrels={q: dict(qrels[q]) for q in ids})
+
+
+def quality_collection(dataset_dir: Path, name: str | None, model_vector_name: str) -> str:
+    """The collection a set is indexed into: one per dataset and model."""
+    return f"quality-{slug(name or Path(dataset_dir).name)}-{model_vector_name}"
+
+
+def quality_source(dataset_dir: Path, name: str | None, collection: str) -> SourceConfig:
+    """The set's corpus as an ordinary BEIR source; its points never expire."""
+    return SourceConfig(name=f"quality-{slug(name or Path(dataset_dir).name)}", kind="beir",
+                        path=Path(dataset_dir), ttl=None, collection=collection)
+
+
+def dataset_settings(settings: Settings, dataset: Path | str, name: str | None) -> Settings:
+    """Settings whose only source is the set's corpus, written to its own collection."""
+    collection = quality_collection(Path(dataset), name, get_spec(settings).vector_name)
+    return settings.model_copy(update={"sources": [quality_source(Path(dataset), name, collection)]})
+
+
+def embed_queries(settings: Settings, queries: list[str]) -> np.ndarray:
+    """Embed the query texts with the configured model (its query mode)."""
+    backend = make_backend(settings, get_spec(settings), pending_chunks=len(queries))
+    try:
+        return backend.embed_queries(queries)
+    finally:
+        backend.close()
+
+
+def retrieve(settings: Settings, collection: str, query_ids: list[str],
+             vectors: np.ndarray) -> dict[str, dict[str, float]]:
+    """Best TOP_DOCS documents per query, a document scored by its best chunk (exact search)."""
+    store = open_store(settings)
+    try:
+        most_chunks = max((int(p.get("chunk_count", 1)) for _, p in
+                           store.scan(collection, _ALL, ["chunk_count"])), default=1)
+        # Enough chunks that TOP_DOCS distinct documents are always among them.
+        limit = min(TOP_DOCS * most_chunks, max(store.count(collection), 1))
+        hits = store.search_batch(collection, vectors, limit, fields=["doc_id"], exact=True)
+    finally:
+        store.close()
+    return {qid: best_per_doc(found, TOP_DOCS) for qid, found in zip(query_ids, hits, strict=True)}
+
+
+def best_per_doc(hits: list[Hit], top: int) -> dict[str, float]:
+    """Collapse chunk hits to documents (max score), keep the `top` best documents."""
+    best: dict[str, float] = {}
+    for hit in hits:
+        doc = str(hit.payload.get("doc_id"))
+        if hit.score > best.get(doc, -np.inf):
+            best[doc] = hit.score
+    return dict(sorted(best.items(), key=lambda kv: kv[1], reverse=True)[:top])
+
+
+def score(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Per-query nDCG@10, recall@10, recall@100 and MRR@10 from pytrec_eval."""
+    import pytrec_eval
+
+    main = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.10,100"}).evaluate(run)
+    # trec_eval's recip_rank has no cut-off: scoring the run cut at 10 (in trec_eval's own order,
+    # score then doc id, both descending) gives MRR@10.
+    top10 = {q: dict(sorted(docs.items(), key=lambda kv: (kv[1], kv[0]), reverse=True)[:10])
+             for q, docs in run.items()}
+    rr = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(top10)
+    out = {}
+    for qid in qrels:
+        m = main.get(qid, {})
+        out[qid] = {"ndcg@10": m.get("ndcg_cut_10", 0.0), "recall@10": m.get("recall_10", 0.0),
+                    "recall@100": m.get("recall_100", 0.0),
+                    "mrr@10": rr.get(qid, {}).get("recip_rank", 0.0)}
+    return out
+
+
+def mean_metrics(per_query: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Average of each metric over the scored queries."""
+    n = max(len(per_query), 1)
+    return {m: round(sum(q[m] for q in per_query.values()) / n, 5) for m in METRICS}
+
+
+def previous_run(settings: Settings, dataset: str, model_id: str,
+                 before: datetime) -> dict[str, Any] | None:
+    """The latest quality run of this dataset and model that started before `before`, or None."""
+    rows = [r for r in read_events(settings.events_dir, "quality_runs")
+            if r["dataset"] == dataset and r["model_id"] == model_id
+            and r["ndcg_at_10"] is not None and r["started_at"] < before]
+    return max(rows, key=lambda r: (r["started_at"], r["run_id"])) if rows else None
+
+
+def check_gates(gates: QualityConfig, metrics: dict[str, float],
+                previous: dict[str, Any] | None) -> list[str]:
+    """One message per breached gate, naming the metric, its value and the gate."""
+    breaches = []
+    if metrics["ndcg@10"] < gates.min_ndcg_at_10:
+        breaches.append(f"ndcg@10 = {metrics['ndcg@10']:.4f} is below the floor "
+                        f"quality.min_ndcg_at_10 = {gates.min_ndcg_at_10}")
+    if previous is not None:
+        for metric in METRICS:
+            before = previous.get(_COLUMN[metric])
+            if before is not None and before - metrics[metric] > gates.max_drop + 1e-9:
+                breaches.append(
+                    f"{metric} = {metrics[metric]:.4f} dropped {before - metrics[metric]:.4f} from "
+                    f"{before:.4f} (run {previous['run_id']}), more than quality.max_drop = "
+                    f"{gates.max_drop}")
+    return breaches
+
+
+def record(settings: Settings, steps: Steps, events: EventLog, data: QualityData,
+           model_id: str, collection: str, per_query: dict[str, dict[str, float]],
+           summary: dict[str, Any], breaches: list[str], started: Any,
+           previous: dict[str, Any] | None) -> None:
+    """Write the run's events and its table report."""
+    now = utcnow()
+    for qid, m in per_query.items():
+        events.add("quality_query_results", dataset=data.name, model_id=model_id, query_id=qid,
+                   recorded_at=now, **{_COLUMN[k]: v for k, v in m.items()})
+    events.add("quality_runs", dataset=data.name, model_id=model_id, collection=collection,
+               queries=len(per_query), seconds=summary["seconds"],
+               status="failed" if breaches else "passed",
+               gate_message="; ".join(breaches) or None, started_at=started,
+               **{_COLUMN[m]: summary[m] for m in METRICS})
+    events.flush()
+    rows = [{"metric": m, "value": summary[m],
+             "previous": previous.get(_COLUMN[m]) if previous else None,
+             "gate": (f">= {settings.quality.min_ndcg_at_10}, " if m == "ndcg@10" else "")
+             + f"drop <= {settings.quality.max_drop}",
+             "status": "failed" if any(b.startswith(f"{m} ") for b in breaches) else "passed"}
+            for m in METRICS]
+    steps.table(
+        f"quality-{slug(data.name)}", rows,
+        f"Retrieval quality of {model_id} on {data.name} ({len(data.queries)} "
+                    f"queries, run {summary['run_id']}): {'FAILED' if breaches else 'passed'}")
+
+
+def run_quality(settings: Settings, dataset: str, steps: Steps | None = None,
+                limit_queries: int | None = None, name: str | None = None) -> dict[str, Any]:
+    """Index a set's corpus through the ingest job, then score it (plain steps: the CLI's way)."""
+    from flows.pipeline.ingest import run_ingest
+
+    steps = steps or PlainSteps()
+    started = utcnow()
+    scoped = dataset_settings(settings, Path(dataset), name)
+    indexed = run_ingest(scoped, steps, sources=[scoped.sources[0].name], flow="quality")
+    return score_quality(settings, steps, dataset, indexed, started, limit_queries, name)
+
+
+def score_quality(settings: Settings, steps: Steps, dataset: str, indexed: dict[str, Any],
+                  started: datetime, limit_queries: int | None = None,
+                  name: str | None = None) -> dict[str, Any]:
+    """Score an indexed set; record it; raise QualityGateError when a configured gate breaks.
+
+    `started` is when the run began (before its corpus was indexed): the gate compares against
+    the latest run that started before it."""
+    clock = time.perf_counter()
+    spec = get_spec(settings)
+    data = load_dataset(Path(dataset), name, limit_queries)
+    collection = quality_collection(Path(dataset), name, spec.vector_name)
+    qids = list(data.queries)
+    vectors = steps.run("embed-queries", embed_queries, settings, [data.queries[q] for q in qids])
+    found = steps.run("retrieve", retrieve, settings, collection, qids, vectors, io=True)
+    per_query = steps.run("score", score, data.qrels, found)
+    events = EventLog(settings.events_dir, new_run_id())
+    summary = {"run_id": events.run_id, "dataset": data.name, "model": spec.id,
+               "queries": len(per_query), **mean_metrics(per_query),
+               "seconds": round(time.perf_counter() - clock, 2), "collection": collection,
+               "chunks_embedded": indexed["chunks_embedded"]}
+    previous = previous_run(settings, data.name, spec.id, started)
+    breaches = check_gates(settings.quality, summary, previous)
+    record(settings, steps, events, data, spec.id, collection, per_query, summary, breaches,
+           started, previous)
+    logger.info("quality %s", summary)
+    if breaches:
+        raise QualityGateError(f"retrieval quality gate breached on {data.name} with {spec.id}: "
+                               + "; ".join(breaches))
+    return summary

@@ -1,0 +1,29 @@
+"""The vector store: one protocol, two implementations (Qdrant Edge in-process, Qdrant server).
+
+`open_store` picks the one the config asks for. A server's API key comes from the settings
+(`TESSERA_STORE__API_KEY`, or a Prefect Secret block resolved by the entry point: flows/config.py).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from flows.pipeline.store.base import DIFF_FIELDS, INTEGER_INDEXES, KEYWORD_INDEXES, VectorStore
+from flows.pipeline.store.collections import ensure_collection, resolve, switch_alias
+
+if TYPE_CHECKING:
+    from tessera.settings import Settings
+
+__all__ = ["DIFF_FIELDS", "INTEGER_INDEXES", "KEYWORD_INDEXES", "VectorStore",
+           "ensure_collection", "open_store", "resolve", "switch_alias"]
+
+
+def open_store(settings: Settings) -> VectorStore:
+    """The store the config asks for."""
+    if settings.store.kind == "qdrant":
+        from flows.pipeline.store.server import ServerStore
+
+        return ServerStore(settings.store)
+    from flows.pipeline.store.edge import EdgeStore
+
+    return EdgeStore(settings.store.path or settings.home / "qdrant", settings.store.lock_timeout)
