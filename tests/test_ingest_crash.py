@@ -82,6 +82,8 @@ def test_sigkill_mid_upsert_then_rerun_leaves_one_point_per_chunk(
     finally:
         os.kill(child.pid, signal.SIGKILL)
         child.wait(timeout=30)
+        assert child.stderr is not None
+        child.stderr.close()
 
     summary = ingest_flow(config=str(config))
     assert summary["seen"] == 40 and summary["quarantined"] == 0

@@ -326,9 +326,10 @@ def test_concurrent_build_waits_and_readers_never_see_half_a_file(
         time.sleep(1.0)
         assert waiter.is_alive() and not result
     finally:
-        assert holder.stdin is not None
+        assert holder.stdin is not None and holder.stdout is not None
         holder.stdin.close()
         holder.wait(timeout=10)
+        holder.stdout.close()
 
     # While it builds, every reader gets a complete warehouse (the old one, then the new one).
     reads = 0

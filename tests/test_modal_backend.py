@@ -158,7 +158,7 @@ def test_gpu_seconds_and_gpu_type_are_recorded() -> None:
     stats = backend.stats
     assert (stats.device, stats.gpu_type, stats.batches, stats.items) == ("cuda", "L4", 5, 11)
     assert stats.gpu_seconds == pytest.approx(5 * 0.25)  # a failed try reports no time
-    assert backend.gpu_names == {"NVIDIA L4"} and stats.seconds > 0
+    assert backend.gpu_names == {"NVIDIA L4"}
 
 
 def test_a_wrong_shape_from_the_container_is_refused() -> None:
