@@ -57,7 +57,7 @@ class ContractRunner:
         names = {s.name for s in self.settings.sources} | ({source.name} if source else set())
         params = {
             "sources": sorted(names or {d.source for d in docs}),
-            "modalities": list(spec.modalities),
+            "modalities": _modalities(spec, source),
             "min_text_chars": c.min_text_chars, "max_text_chars": c.max_text_chars,
             "allowed_extensions": sorted({e.lower() for e in c.allowed_extensions}),
             **self._time_bounds(),
@@ -222,6 +222,15 @@ def _log(suite: str, rows: int, outcomes: list[Outcome]) -> None:
               for o in outcomes if not o.success]
     logger.info("%s: %d rows, %d expectations, %s", suite, rows, len(outcomes),
                 "all passed" if not failed else "failed: " + ", ".join(failed))
+
+
+def _modalities(spec: ModelSpec, source: SourceConfig | None) -> list[str]:
+    """What the model embeds; images too for a text model that embeds their model captions."""
+    found = list(spec.modalities)
+    if (source is not None and source.kind == "images" and "image" not in found
+            and source.options.caption in ("model", "both")):
+        found.append("image")
+    return found
 
 
 def _image_check(source: SourceConfig | None) -> frames.ImageCheck | None:

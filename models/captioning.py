@@ -1,0 +1,185 @@
+"""Captioners: a model that turns an image into words (BLIP), so images are findable by text.
+
+A captioner is a registry entry of kind "captioner" (`[models.NAME]`, or the built-in
+`blip-image-captioning-base`). Backends implement `CaptionBackend`: `LocalCaptioner` runs
+transformers' BLIP in this process on the CPU or a CUDA GPU; `models.caption_modal.ModalCaptioner`
+calls the deployed `Captioner` class of `infra/modal_app.py`, which runs `LocalCaptioner` itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from models.base import EmbedStats
+from models.registry import ModelSpec, get_spec, resolve_model_path
+from tessera.errors import ConfigError, EmbeddingError
+
+if TYPE_CHECKING:
+    from tessera.settings import CaptioningConfig, Settings
+
+logger = logging.getLogger(__name__)
+
+
+class CaptionError(EmbeddingError):
+    """The captioner could not caption an image or a batch (the message says why)."""
+
+
+@dataclass(frozen=True)
+class Generation:
+    """How captions are generated; part of the cache key, since each setting changes the text."""
+
+    max_new_tokens: int = 30
+    num_beams: int = 3
+    prompt: str = ""
+
+    @classmethod
+    def from_config(cls, config: CaptioningConfig) -> Generation:
+        """The generation settings of `[captioning]`."""
+        return cls(config.max_new_tokens, config.num_beams, config.prompt)
+
+    def key(self) -> str:
+        """A stable string for the cache key and the payload."""
+        return json.dumps({"max_new_tokens": self.max_new_tokens, "num_beams": self.num_beams,
+                           "prompt": self.prompt}, sort_keys=True)
+
+
+@runtime_checkable
+class CaptionBackend(Protocol):
+    """Turns encoded images (png/jpeg/webp/gif bytes) into one caption each, in input order.
+
+    A batch that fails raises (CaptionError or the runtime's own error); callers that must not
+    lose the good images of a bad batch caption its images one by one to find the bad one.
+    """
+
+    spec: ModelSpec
+    generation: Generation
+    stats: EmbedStats
+
+    def caption(self, images: list[bytes]) -> list[str]:
+        """One caption per image."""
+        ...
+
+    def close(self) -> None:
+        """Release the model."""
+        ...
+
+
+def captioner_spec(settings: Settings, name: str) -> ModelSpec:
+    """The registry entry `name`, refused unless it is a captioner."""
+    spec = get_spec(settings, name)
+    if spec.kind != "captioner":
+        raise ConfigError("captioner", name, f"{name!r} is a {spec.kind} model, not a captioner; "
+                          "name a [models.NAME] entry with kind = \"captioner\" (default: "
+                          "blip-image-captioning-base)")
+    return spec
+
+
+def cache_key(spec: ModelSpec, generation: Generation) -> str:
+    """What identifies a captioner's output: model id, revision and generation settings."""
+    return f"{spec.id}@{spec.revision}|{generation.key()}"
+
+
+def make_captioner(settings: Settings, spec: ModelSpec) -> CaptionBackend:
+    """The captioning backend the config asks for (local transformers, or Modal)."""
+    cfg = settings.captioning
+    generation = Generation.from_config(cfg)
+    if cfg.backend == "modal":
+        from models.caption_modal import ModalCaptioner
+
+        return ModalCaptioner(spec, generation, settings.embedding.modal, cfg.class_name,
+                              cfg.batch_size)
+    path = resolve_model_path(spec, settings.model_cache_dir)
+    return LocalCaptioner(spec, path, generation, cfg.device, cfg.batch_size)
+
+
+def _decode(data: bytes) -> Any:
+    from models.local import decode_image
+
+    try:
+        return decode_image(data)
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad bytes
+        raise CaptionError(f"the image cannot be decoded ({type(exc).__name__}: {exc})") from exc
+
+
+class LocalCaptioner:
+    """BLIP (`BlipForConditionalGeneration`) in this process; weights load once, lazily."""
+
+    def __init__(self, spec: ModelSpec, path: Path, generation: Generation | None = None,
+                 device: str = "auto", batch_size: int = 16) -> None:
+        self.spec = spec
+        self.path = Path(path)
+        self.generation = generation or Generation()
+        self.batch_size = batch_size
+        self.stats = EmbedStats(backend="local")
+        self._device_setting = device
+        self._model: Any = None
+        self._processor: Any = None
+
+    def load(self) -> None:
+        """Load the processor and weights (no network); the first caption calls this."""
+        if self._model is not None:
+            return
+        from transformers import BlipForConditionalGeneration, BlipProcessor
+        from transformers.utils import logging as hf_logging
+
+        from models.local import pick_device
+
+        hf_logging.disable_progress_bar()
+        device = pick_device(self._device_setting)
+        try:
+            processor = BlipProcessor.from_pretrained(self.path, local_files_only=True)
+            model = BlipForConditionalGeneration.from_pretrained(self.path, local_files_only=True)
+        except Exception as exc:  # noqa: BLE001 - any load failure becomes one clear error
+            raise EmbeddingError(
+                f"could not load the captioner {self.spec.name!r} at {self.path}: {exc}. The "
+                "directory must hold a BLIP model saved with save_pretrained (config.json, "
+                "weights, processor and tokenizer files); fill it with `tessera refresh-models`"
+            ) from exc
+        self._processor, self._model = processor, model.to(device).eval()
+        self.stats.device = device
+        if device.startswith("cuda"):
+            import torch
+
+            self.stats.gpu_type = torch.cuda.get_device_name(0)
+
+    def caption(self, images: list[bytes]) -> list[str]:
+        """Caption the images, `batch_size` at a time."""
+        out: list[str] = []
+        for start in range(0, len(images), self.batch_size):
+            out += self._caption_batch(images[start:start + self.batch_size])
+        return out
+
+    def _caption_batch(self, images: list[bytes]) -> list[str]:
+        if not images:
+            return []
+        import torch
+
+        self.load()
+        pictures = [_decode(data) for data in images]
+        gen = self.generation
+        start = time.perf_counter()
+        if gen.prompt:
+            inputs = self._processor(images=pictures, text=[gen.prompt] * len(pictures),
+                                     return_tensors="pt")
+        else:
+            inputs = self._processor(images=pictures, return_tensors="pt")
+        inputs = inputs.to(self._model.device)
+        with torch.inference_mode():
+            ids = self._model.generate(**inputs, max_new_tokens=gen.max_new_tokens,
+                                       num_beams=gen.num_beams)
+        texts = self._processor.batch_decode(ids, skip_special_tokens=True)
+        elapsed = time.perf_counter() - start
+        if self.stats.device.startswith("cuda"):
+            self.stats.gpu_seconds += elapsed
+        self.stats.items += len(images)
+        self.stats.batches += 1
+        return [" ".join(str(t).split()) for t in texts]
+
+    def close(self) -> None:
+        """Drop the model so its memory can be freed."""
+        self._model = self._processor = None
