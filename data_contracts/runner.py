@@ -84,10 +84,15 @@ class ContractRunner:
     def check_payloads(self, docs: list[Document], points: dict[str, list[PointRecord]],
                        spec: ModelSpec, source: SourceConfig | None = None
                        ) -> tuple[list[Document], list[Quarantined]]:
-        """Required payload keys with the right types; expires_at after ingested_at."""
+        """Required payload keys with the right types; expires_at after ingested_at; model
+        captions not empty, not too long, and not one caption for a whole batch."""
         required = engine.load_spec("payload").meta["required_keys"]
         rows = frames.payload_rows(docs, points, required)
-        return self._run("payload", spec, docs, rows, self._time_bounds(), source,
+        c = self.settings.contracts
+        captions = sum(r["caption"] is not None for r in rows)
+        params = {**self._time_bounds(), "max_caption_chars": c.max_caption_chars,
+                  "min_distinct_captions": 2 if captions >= c.same_caption_min_batch else 0}
+        return self._run("payload", spec, docs, rows, params, source,
                          object_columns=tuple(required))
 
     # -- running one suite -----------------------------------------------------------------

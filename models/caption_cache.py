@@ -66,7 +66,7 @@ class CaptionCache:
                     f"select image_sha256, caption from captions where captioner = ? "  # noqa: S608
                     f"and image_sha256 in ({marks})", [captioner, *part]).fetchall()
                 found.update({str(h): str(c) for h, c in rows})
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             logger.warning("caption cache %s unreadable (%s); captioning again", self.path, exc)
         return found
 
@@ -83,7 +83,7 @@ class CaptionCache:
                 conn.executemany(
                     "insert or replace into captions values (?, ?, ?, ?)",
                     [(h, captioner, c, now) for h, c in captions.items()])
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             logger.warning("could not store %d caption(s) in %s (%s); they will be made again "
                            "next time", len(captions), self.path, exc)
             return False

@@ -84,6 +84,35 @@ def cache_key(spec: ModelSpec, generation: Generation) -> str:
     return f"{spec.id}@{spec.revision}|{generation.key()}"
 
 
+# (caption, None) or (None, why not), one per image.
+Outcome = tuple[str | None, str | None]
+
+
+def caption_each(backend: CaptionBackend, images: list[bytes]) -> list[Outcome]:
+    """Caption a batch; if it fails, caption each half, down to the image that fails alone, so
+    one bad image never costs the others their captions. A missing or unreachable captioner
+    (an EmbeddingError that is not a CaptionError) is no image's fault: it is raised."""
+    if not images:
+        return []
+    try:
+        captions = backend.caption(images)
+        if len(captions) != len(images):
+            raise CaptionError(f"the captioner returned {len(captions)} captions for "
+                               f"{len(images)} images")
+    except EmbeddingError as exc:
+        if not isinstance(exc, CaptionError):
+            raise
+        failure: Exception = exc
+    except Exception as exc:  # noqa: BLE001 - a runtime error on some image; find which
+        failure = exc
+    else:
+        return [(text, None) for text in captions]
+    if len(images) == 1:
+        return [(None, f"{type(failure).__name__}: {failure}")]
+    mid = len(images) // 2
+    return caption_each(backend, images[:mid]) + caption_each(backend, images[mid:])
+
+
 def make_captioner(settings: Settings, spec: ModelSpec) -> CaptionBackend:
     """The captioning backend the config asks for (local transformers, or Modal)."""
     cfg = settings.captioning

@@ -21,8 +21,13 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from models.caption_cache import CaptionCache, cache_path, image_hash
-from models.captioning import CaptionBackend, CaptionError, cache_key, captioner_spec, make_captioner
-from tessera.errors import EmbeddingError
+from models.captioning import (
+    CaptionBackend,
+    cache_key,
+    caption_each,
+    captioner_spec,
+    make_captioner,
+)
 from tessera.events import utcnow
 from tessera.types import Document, Quarantined
 
@@ -77,7 +82,12 @@ def caption_with_cache(backend: CaptionBackend, cache: CaptionCache,
     made: dict[str, str] = {}
     errors: dict[str, str] = {}
     if todo:
-        _caption_or_bisect(backend, list(todo), list(todo.values()), made, errors)
+        for digest, (text, error) in zip(todo, caption_each(backend, list(todo.values())),
+                                         strict=True):
+            if text is not None:
+                made[digest] = text
+            else:
+                errors[digest] = error or "no caption"
         cache.put_many(made, key)
     results, first = [], set()
     for digest in hashes:
@@ -89,31 +99,6 @@ def caption_with_cache(backend: CaptionBackend, cache: CaptionCache,
         else:
             results.append(CaptionResult(digest, error=errors.get(digest, "no caption")))
     return results
-
-
-def _caption_or_bisect(backend: CaptionBackend, hashes: list[str], images: list[bytes],
-                       made: dict[str, str], errors: dict[str, str]) -> None:
-    """Caption a batch; if it fails, caption each half, down to the image that fails alone."""
-    try:
-        captions = backend.caption(images)
-        if len(captions) != len(images):
-            raise CaptionError(f"the captioner returned {len(captions)} captions for "
-                               f"{len(images)} images")
-    except EmbeddingError as exc:
-        if not isinstance(exc, CaptionError):
-            raise  # the captioner itself is missing or unreachable: no image is to blame
-        failure: Exception = exc
-    except Exception as exc:  # noqa: BLE001 - a runtime error on some image; find which
-        failure = exc
-    else:
-        made.update(zip(hashes, captions, strict=True))
-        return
-    if len(images) == 1:
-        errors[hashes[0]] = f"{type(failure).__name__}: {failure}"
-        return
-    mid = len(images) // 2
-    _caption_or_bisect(backend, hashes[:mid], images[:mid], made, errors)
-    _caption_or_bisect(backend, hashes[mid:], images[mid:], made, errors)
 
 
 # -- the ingest step ------------------------------------------------------------------------
@@ -144,6 +129,12 @@ class RunCaptions:
             spec = captioner_spec(self.settings, source.options.captioner)
             self.sources[source.name] = SourceCaptions(spec)
         return self.sources[source.name]
+
+    def prepare(self, source: SourceConfig) -> None:
+        """Before a source's first batch: its captioner is a captioner and its files exist."""
+        mine = self.for_source(source)
+        if mine is not None:
+            mine.backend = self.backend(mine.spec)
 
     def backend(self, spec: ModelSpec) -> CaptionBackend:
         """The captioner's backend, made (not yet loaded) on first use."""

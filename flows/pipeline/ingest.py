@@ -153,6 +153,7 @@ def _target(run: IngestRun, store: VectorStore, source: SourceConfig,
         from flows.pipeline.sources.images import require_image_model
 
         require_image_model(spec, source)
+    run.captions.prepare(source)  # an unknown captioner or missing weights: refused now
     ensure_collection(store, CollectionInfo.for_model(collection, spec))
     ttl = parse_ttl(run.ttl) if run.ttl is not None else source.ttl_seconds
     now = int(time.time())
