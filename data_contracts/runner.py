@@ -231,7 +231,7 @@ def _log(suite: str, rows: int, outcomes: list[Outcome]) -> None:
 
 def _modalities(spec: ModelSpec, source: SourceConfig | None) -> list[str]:
     """What the model embeds; images too for a text model that embeds their model captions."""
-    found = list(spec.modalities)
+    found: list[str] = list(spec.modalities)
     if (source is not None and source.kind == "images" and "image" not in found
             and source.options.caption in ("model", "both")):
         found.append("image")

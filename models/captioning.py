@@ -169,7 +169,8 @@ class LocalCaptioner:
                 "directory must hold a BLIP model saved with save_pretrained (config.json, "
                 "weights, processor and tokenizer files); fill it with `tessera refresh-models`"
             ) from exc
-        self._processor, self._model = processor, model.to(device).eval()
+        model.to(device)  # type: ignore[arg-type]  # transformers' stubs miss str devices
+        self._processor, self._model = processor, model.eval()
         self.stats.device = device
         if device.startswith("cuda"):
             import torch

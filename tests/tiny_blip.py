@@ -13,9 +13,7 @@ from pathlib import Path
 
 from models.registry import ModelSpec
 
-WORDS = ("a an the photo picture of cat dog bird car tree sea sky red blue green grey white black "
-         "on in with and sitting standing next to sofa road beach field house man woman child "
-         "flower mountain").split()
+WORDS = ["a", "an", "the", "photo", "picture", "of", "cat", "dog", "bird", "car", "tree", "sea", "sky", "red", "blue", "green", "grey", "white", "black", "on", "in", "with", "and", "sitting", "standing", "next", "to", "sofa", "road", "beach", "field", "house", "man", "woman", "child", "flower", "mountain"]
 
 
 def build_tiny_blip(target: Path, seed: int = 0, spread: float = 0.5) -> Path:
