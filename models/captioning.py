@@ -135,6 +135,45 @@ def _decode(data: bytes) -> Any:
         raise CaptionError(f"the image cannot be decoded ({type(exc).__name__}: {exc})") from exc
 
 
+def probe_image() -> bytes:
+    """A fixed 64x64 gradient (PNG): what `refresh-models` shows a captioner to verify it."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    ramp = np.linspace(0, 255, 64, dtype=np.uint8)
+    pixels = np.stack([np.tile(ramp, (64, 1)), np.tile(ramp[:, None], (1, 64)),
+                       np.full((64, 64), 128, np.uint8)], axis=-1)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def captioner_loader(device: str = "cpu") -> Any:
+    """A `models.cache.Loader` for captioners: the probe "vector" is the vision tower's pooled
+    embedding of `probe_image()` (a caption is text; its image features are what the files
+    compute), so the manifest's probe check works for captioners as for embedders."""
+    def load(spec: ModelSpec, path: Path) -> tuple[Any, float]:
+        import numpy as np
+        import torch
+
+        captioner = LocalCaptioner(spec, path, Generation(), device)
+        start = time.perf_counter()
+        captioner.load()
+        seconds = time.perf_counter() - start
+
+        def embed(_texts: list[str]) -> Any:
+            inputs = captioner._processor(images=[_decode(probe_image())], return_tensors="pt")
+            with torch.inference_mode():
+                out = captioner._model.vision_model(
+                    pixel_values=inputs["pixel_values"].to(captioner._model.device))
+            return np.asarray(out.pooler_output.float().cpu().numpy(), np.float32)
+
+        return embed, seconds
+    return load
+
+
 class LocalCaptioner:
     """BLIP (`BlipForConditionalGeneration`) in this process; weights load once, lazily."""
 

@@ -237,6 +237,27 @@ def test_model_captions_reach_the_payload_once_per_image(make_config: Callable[.
     assert all(r["captioner"] == "tests/tiny-blip" and r["gpu_seconds"] == 0 for r in rows)
 
 
+@pytest.mark.slow
+def test_the_cost_mart_counts_captions_made_and_reused(make_config: Callable[..., Path],
+                                                       blip_dir: Path, photos: Path) -> None:
+    import duckdb
+
+    from flows.pipeline.marts import build_marts
+
+    settings = load_settings(_config(make_config, blip_dir, photos))
+    run_ingest(settings)
+    (photos / "p9.png").write_bytes(png(99))
+    run_ingest(settings)
+
+    build_marts(settings)
+
+    con = duckdb.connect(str(settings.warehouse_path), read_only=True)
+    rows = con.execute("select captions_made, captions_reused, gpu_seconds, estimated_cost_usd, "
+                       "captioner_model_id from fct_caption_cost order by recorded_at").fetchall()
+    con.close()
+    assert rows == [(4, 0, 0.0, 0.0, "tests/tiny-blip"), (1, 0, 0.0, 0.0, "tests/tiny-blip")]
+
+
 def test_a_new_captioner_setting_captions_and_embeds_again(make_config: Callable[..., Path],
                                                           blip_dir: Path, photos: Path) -> None:
     settings = load_settings(_config(make_config, blip_dir, photos))
@@ -351,6 +372,32 @@ def test_config_mistakes_are_refused_before_any_work(make_config: Callable[..., 
     with pytest.raises(ConfigError, match="dimension"):
         load_settings(bad_entry)
     assert not (photos.parent / "home" / "captions").exists()
+
+
+def test_refresh_models_verifies_a_captioner_used_by_a_source(
+        make_config: Callable[..., Path], blip_dir: Path, photos: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from flows.pipeline.models import configured_models, run_refresh_models
+    from tessera.errors import EmbeddingError
+
+    copy = shutil.copytree(blip_dir, tmp_path / "blip-copy")
+    settings = load_settings(_config(make_config, copy, photos))
+    assert "tiny-blip" in configured_models(settings)
+
+    first = {m["model"]: m for m in run_refresh_models(settings)["models"]}["tiny-blip"]
+    second = {m["model"]: m for m in run_refresh_models(settings)["models"]}["tiny-blip"]
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(copy / "model.safetensors")
+    name = next(k for k in weights if "vision_model" in k and k.endswith("weight"))
+    weights[name] = weights[name] * 0.5
+    save_file(weights, copy / "model.safetensors", metadata={"format": "pt"})
+
+    assert "recorded one" in first["message"] and first["status"] == "ok"
+    assert second["status"] == "ok" and second["probe_cosine"] == pytest.approx(1.0)
+    with pytest.raises(EmbeddingError, match="tiny-blip"):
+        run_refresh_models(settings)
 
 
 # --- tessera caption -------------------------------------------------------------------------
