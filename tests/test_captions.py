@@ -279,9 +279,12 @@ def test_bad_images_never_reach_the_captioner_and_a_failure_costs_one_image(
     poison = (photos / "p2.png").read_bytes()
     spy = Recording(blip, poison={poison})
     monkeypatch.setattr(captions_step, "make_captioner", lambda settings, spec: spy)
-    settings = load_settings(_config(make_config, blip_dir, photos, max_image_pixels=100_000))
+    cfg = _config(make_config, blip_dir, photos, max_image_pixels=100_000)
+    settings = load_settings(cfg)
 
-    summary = run_ingest(settings)
+    from flows.ingest import ingest_flow
+
+    summary = ingest_flow(config=str(cfg))  # as a Prefect flow: the caption step is a task
 
     assert (summary["seen"], summary["indexed"], summary["quarantined"]) == (7, 3, 4)
     assert set(spy.seen) <= {(photos / f"p{i}.png").read_bytes() for i in range(4)}
