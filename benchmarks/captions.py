@@ -97,7 +97,10 @@ def _measure(name: str, path: Path, images: list[bytes], device: str, batch: int
         captioner.caption(images)
         best = min(best, time.perf_counter() - start)
     gpu_per_1k = captioner.stats.gpu_seconds / len(images) * 1000 if device != "cpu" else None
+    import torch
+
     return {"model": name, "device": captioner.stats.device, "gpu": captioner.stats.gpu_type,
+            "threads": torch.get_num_threads(),
             "images": len(images), "batch": batch, "beams": beams, "tokens": tokens,
             "load_seconds": round(load, 3), "seconds": round(best, 3),
             "images_per_second": round(len(images) / best, 3),
@@ -119,7 +122,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--only", default="tiny,base-arch,base")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's own, one per core)")
     args = parser.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     images = _images(args.images)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -157,10 +166,11 @@ def _write_report(result: dict[str, Any], prices: dict[str, float]) -> None:
     measured = [r for r in result["rows"] if r.get("usd_per_1k_images")]
     lines = ["# Captioning benchmark", "", "`python -m benchmarks.captions` (see its docstring). "
              "Machine: " + json.dumps(result["machine"]), "",
-             "| model | device | images | batch | beams | tokens | load s | images/s | GPU-s per 1k |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| model | device | threads | images | batch | beams | tokens | load s | images/s "
+             "| GPU-s per 1k |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
-        lines.append(f"| {r['model']} | {r['gpu'] or r['device']} | {r['images']} | {r['batch']} "
+        lines.append(f"| {r['model']} | {r['gpu'] or r['device']} | {r.get('threads')} "
+                     f"| {r['images']} | {r['batch']} "
                      f"| {r['beams']} | {r['tokens'] or 'until done'} | {r['load_seconds']} | "
                      f"{r['images_per_second']} | {r['gpu_seconds_per_1k_images'] or '-'} |")
     lines += ["", "What `fct_caption_cost` charges per 1,000 captions made is GPU-seconds per "

@@ -60,7 +60,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         + [
             ("source", pa.string()),
             # start (batch_index -1, when the run starts) | discover | load | chunk | diff | embed
-            # | upsert | delete | refresh
+            # | upsert | delete | refresh | caption
             ("stage", pa.string()),
             ("batch_index", pa.int64()),
             ("items", pa.int64()),

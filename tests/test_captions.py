@@ -361,9 +361,14 @@ def test_blank_captions_are_quarantined_and_one_caption_for_everything_stops_the
 def test_config_mistakes_are_refused_before_any_work(make_config: Callable[..., Path],
                                                      blip_dir: Path, photos: Path) -> None:
     from flows.cli import main
+    from tessera.errors import EmbeddingError
 
     not_a_captioner = _config(make_config, blip_dir, photos, captioner="all-minilm-l6-v2")
     assert main(["ingest", "--config", str(not_a_captioner)]) == 2
+    no_weights = _config(make_config, photos.parent / "no-such-blip", photos, name="nw.toml")
+    assert main(["ingest", "--config", str(no_weights)]) == 2
+    with pytest.raises(EmbeddingError, match="does not exist"):
+        run_ingest(load_settings(no_weights))
     with pytest.raises(ConfigError, match="not a captioner"):
         run_ingest(load_settings(not_a_captioner))
     sidecar_only = make_config(sources=[{"name": "photos", "kind": "images", "path": str(photos),
