@@ -22,6 +22,7 @@ import argparse
 import csv
 import io
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -158,7 +159,10 @@ def main(argv: list[str] | None = None) -> None:
             row["usd_per_1k_images"] = {gpu: round(row["gpu_seconds_per_1k_images"] * p, 6)
                                         for gpu, p in prices.items()}
     result = {"rows": rows, "machine": common.machine()}
-    common.save_result("captions", result)
+    path = common.save_result("captions", result)
+    saved = json.loads(path.read_text())  # save_result names benchmarks.run as the command
+    saved["command"] = " ".join(["python -m benchmarks.captions", *(argv or sys.argv[1:])])
+    path.write_text(json.dumps(saved, indent=1) + "\n", encoding="utf-8")
     _write_report(result, prices)
 
 
@@ -173,17 +177,21 @@ def _write_report(result: dict[str, Any], prices: dict[str, float]) -> None:
                      f"| {r['images']} | {r['batch']} "
                      f"| {r['beams']} | {r['tokens'] or 'until done'} | {r['load_seconds']} | "
                      f"{r['images_per_second']} | {r['gpu_seconds_per_1k_images'] or '-'} |")
+    head = ["GPU", "USD per GPU-second"] + [f"USD per 1k captions, {r['model']} on {r['gpu']}"
+                                            for r in measured]
     lines += ["", "What `fct_caption_cost` charges per 1,000 captions made is GPU-seconds per "
               "1,000 x the GPU's price per second (dbt/seeds/gpu_prices.csv):", "",
-              "| GPU | USD per GPU-second | " + " | ".join(
-                  f"USD per 1k, {r['model']} on {r['gpu']}" for r in measured) + " |",
-              "|---|---|" + "---|" * len(measured)]
+              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for gpu, price in prices.items():
-        lines.append(f"| {gpu} | {price} | " + " | ".join(
-            str(r["usd_per_1k_images"][gpu]) for r in measured) + " |")
+        cells = [gpu, str(price)] + [str(r["usd_per_1k_images"][gpu]) for r in measured]
+        lines.append("| " + " | ".join(cells) + " |")
     if not measured:
         lines += ["", "No GPU run yet: `python -m benchmarks.captions --device cuda` on a GPU "
-                  "machine (or the Modal container) fills the GPU columns."]
+                  "machine fills the GPU columns (GPU-seconds per 1,000 images x price)."]
+    lines += ["", "Measured under the load shown in `loadavg`. On a loaded machine pass "
+              "`--threads 1`: torch's one thread per core spins against the other processes "
+              "(the tiny model made 0.97 images/s with 2 threads and 20.6 with 1, at a load "
+              "of about 11 on 2 cores)."]
     (ROOT / "CAPTIONS.md").write_text("\n".join(lines) + "\n")
 
 
