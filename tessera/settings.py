@@ -43,6 +43,9 @@ class SourceOptions(_Section):
     id_field: str = "id"
     title_field: str = "title"
     text_field: str = "text"
+    # The record field holding its own timestamp (epoch seconds or ISO 8601), checked by the
+    # documents contract (`timestamp_sane`); unset: records carry no timestamp.
+    timestamp_field: str | None = None
     encoding: str = "utf-8"
     max_file_bytes: int = 64 * 1024 * 1024
     max_image_pixels: int = 40_000_000
