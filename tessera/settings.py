@@ -13,6 +13,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from tessera.errors import ConfigError
 from tessera.formats import ALL_SUFFIXES
+from tessera.query import SearchConfig
+from tessera.sparse import SparseConfig
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -222,6 +224,8 @@ class Settings(BaseSettings):
     contracts: ContractsConfig = Field(default_factory=ContractsConfig)
     quality: QualityConfig = Field(default_factory=QualityConfig)
     marts: MartsConfig = Field(default_factory=MartsConfig)
+    sparse: SparseConfig = Field(default_factory=SparseConfig)  # BM25 vectors: tessera/sparse.py
+    search: SearchConfig = Field(default_factory=SearchConfig)  # modes and fusion: tessera/query.py
     sources: list[SourceConfig] = []
     timezone: str = "UTC"
 
