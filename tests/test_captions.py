@@ -322,6 +322,9 @@ def test_an_image_without_sidecar_is_found_by_words(make_config: Callable[..., P
     assert hits[0]["text"] == "a grey cat asleep on a sofa"
     assert car[0]["doc_id"] == "photos/p0.png"
     assert car[0]["text"] == "my old car\na red car parked on a city street"
+    # The caption is the payload's text, which the BM25 sparse vector is computed from.
+    ramen = search(settings, query="ramen", k=1, collection="words", mode="sparse")
+    assert ramen[0]["doc_id"] == "photos/p3.png"
 
 
 def test_blank_captions_are_quarantined_and_one_caption_for_everything_stops_the_run(

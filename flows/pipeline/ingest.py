@@ -27,6 +27,7 @@ from tessera.errors import ConfigError
 from tessera.events import EventLog, new_run_id, utcnow
 from tessera.fs import writable
 from tessera.settings import Settings, SourceConfig, parse_ttl
+from tessera.sparse import Bm25Encoder, config_from_identity, sparse_identity, sparse_signature
 from tessera.steps import PlainSteps, Steps
 from tessera.types import CollectionInfo, Loaded, Match
 
@@ -38,7 +39,7 @@ logger = logging.getLogger(__name__)
 DOC_BATCH = 1024
 # Called with (documents done, documents known) after each batch.
 Progress = Callable[[int, int], None]
-STAGES = ("discover", "load", "chunk", "diff", "embed", "upsert", "delete")
+STAGES = ("discover", "load", "chunk", "diff", "embed", "sparse", "upsert", "delete")
 
 
 class IngestRun:
@@ -62,6 +63,14 @@ class IngestRun:
         self._backends: dict[str, EmbeddingBackend] = {}
         self._chunkers: dict[str, Chunker] = {}
         self.captions = RunCaptions(settings)
+        self._bm25: dict[str, Bm25Encoder] = {}
+
+    def bm25(self, identity: dict[str, Any]) -> Bm25Encoder:
+        """The BM25 encoder for a collection's recorded sparse config."""
+        key = sparse_signature(identity)
+        if key not in self._bm25:
+            self._bm25[key] = Bm25Encoder(config_from_identity(identity))
+        return self._bm25[key]
 
     def backend(self, spec: ModelSpec, pending_chunks: int) -> EmbeddingBackend:
         """The model's backend, chosen (local or Modal, for `auto`) when it is first needed."""
@@ -105,7 +114,7 @@ class IngestRun:
         out = {"run_id": self.run_id, "seen": c.seen, "indexed": c.indexed, "unchanged": c.unchanged,
                "quarantined": c.quarantined, "deleted": c.deleted,
                "chunks_embedded": c.chunks_embedded, "points_upserted": c.points_upserted,
-               "seconds": round((utcnow() - self.started).total_seconds(), 3)}
+               "sparse_written": c.sparse_written, "seconds": round((utcnow() - self.started).total_seconds(), 3)}
         if self.captions.sources:  # only runs with a source that captions with a model
             out |= self.captions.summary()
         return out
@@ -154,13 +163,14 @@ def _target(run: IngestRun, store: VectorStore, source: SourceConfig,
 
         require_image_model(spec, source)
     run.captions.prepare(source)  # an unknown captioner or missing weights: refused now
-    ensure_collection(store, CollectionInfo.for_model(collection, spec))
+    info = ensure_collection(store, CollectionInfo.for_model(collection, spec,
+                                                             sparse_identity(settings.sparse)))
     ttl = parse_ttl(run.ttl) if run.ttl is not None else source.ttl_seconds
     now = int(time.time())
     cfg = settings.chunking
     return Target(source=source, items=items, collection=collection, spec=spec,
                   chunking=chunk_signature(spec.max_length, cfg.max_tokens, cfg.overlap),
-                  now=now, expires_at=expiry(now, ttl))
+                  now=now, expires_at=expiry(now, ttl), sparse=info.sparse)
 
 
 def _load(source: SourceConfig, items: list[str]) -> list[Loaded]:
@@ -225,7 +235,8 @@ def record_run(run: IngestRun, status: str, error: str | None) -> None:
         gpu_type=stats.gpu_type if stats else None, status=status, error=error,
         started_at=run.started, finished_at=utcnow(),
         **{k: summary[k] for k in ("seen", "indexed", "unchanged", "quarantined", "deleted",
-                                   "chunks_embedded", "points_upserted", "seconds")},
+                                   "chunks_embedded", "points_upserted", "sparse_written",
+                                   "seconds")},
         gpu_seconds=sum(b.stats.gpu_seconds for b in backends),
         **{f"{s}_seconds": secs.get(s, 0.0) for s in STAGES},
     )
