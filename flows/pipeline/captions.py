@@ -18,7 +18,7 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from models.caption_cache import CaptionCache, cache_path, image_hash
 from models.captioning import (
@@ -60,6 +60,7 @@ class CaptionTally:
     reused: int = 0
     failed: int = 0
     seconds: float = 0.0
+    gpu_seconds: float = 0.0  # this source's share, when sources share a captioner
 
     def add(self, results: list[CaptionResult], seconds: float) -> None:
         """Count one call's results."""
@@ -169,8 +170,8 @@ class RunCaptions:
                 backend=stats.backend if stats else None, device=stats.device if stats else None,
                 gpu_type=stats.gpu_type if stats else None, made=mine.tally.made,
                 reused=mine.tally.reused, failed=mine.tally.failed,
-                seconds=round(mine.tally.seconds, 6),
-                gpu_seconds=round(stats.gpu_seconds, 6) if stats else 0.0, recorded_at=utcnow())
+                seconds=round(mine.tally.seconds, 6), gpu_seconds=round(mine.tally.gpu_seconds, 6),
+                recorded_at=utcnow())
         for backend in self._backends.values():
             backend.close()
         if self._cache is not None:
@@ -210,10 +211,11 @@ def caption(run: IngestRun, batch: Batch, docs: list[Document]) -> list[Document
     if mine is None or not images:
         return docs
     mine.backend = run.captions.backend(mine.spec)
-    start = time.perf_counter()
+    start, gpu_before = time.perf_counter(), mine.backend.stats.gpu_seconds
     results = run.timed(batch.name, "caption", len(images), "caption", caption_with_cache,
                         mine.backend, run.captions.cache, [d.data or b"" for d in images])
     mine.tally.add(results, time.perf_counter() - start)
+    mine.tally.gpu_seconds += mine.backend.stats.gpu_seconds - gpu_before
     by_id = {d.doc_id: r for d, r in zip(images, results, strict=True)}
     kept = []
     for doc in docs:
@@ -250,9 +252,3 @@ def _quarantined(doc: Document, expectation: str, reason: str) -> Quarantined:
     return Quarantined(source=doc.source, doc_id=doc.doc_id, uri=doc.uri,
                        reason=f"{doc.metadata.get('path', doc.uri)}: {reason}",
                        expectation=expectation, suite="caption", content_hash=doc.content_hash)
-
-
-def open_captioner(settings: Settings, name: str | None = None) -> tuple[CaptionBackend, Any]:
-    """A captioner backend and the home's cache, for callers outside an ingest."""
-    spec = captioner_spec(settings, name or "blip-image-captioning-base")
-    return make_captioner(settings, spec), CaptionCache(cache_path(settings.home))
