@@ -166,7 +166,10 @@ class Captioner:
         search service's caption route), which hold it."""
         encoded = body.get("images")
         if not isinstance(encoded, list) or not encoded or len(encoded) > MAX_WEB_IMAGES:
-            return {"error": f"send {{\"images\": [...]}}: 1 to {MAX_WEB_IMAGES} base64 images"}
+            from fastapi import HTTPException
+
+            raise HTTPException(status_code=400, detail=f"send {{\"images\": [...]}} with 1 to "
+                                f"{MAX_WEB_IMAGES} base64-encoded images")
         rows: list[dict[str, Any] | None] = [None] * len(encoded)
         images, where = [], []
         for i, item in enumerate(encoded):

@@ -459,7 +459,11 @@ def test_container_captions_like_the_local_backend(blip_dir: Path, blip: LocalCa
     assert [r.get("caption") for r in web["captions"][:3]] == batch["captions"]
     assert web["captions"][3] == {"error": "not base64"}
     assert "cannot be decoded" in web["captions"][4]["error"]
-    assert "error" in captioner.web.local({"images": []})
+    from fastapi import HTTPException
+
+    with pytest.raises(HTTPException) as err:
+        captioner.web.local({"images": []})
+    assert err.value.status_code == 400
 
 
 class _FakeCls:
