@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from flows import cli_support, preflight
 from tessera.env import apply_offline_defaults
-from tessera.errors import PipelineError
+from tessera.errors import PipelineError, UsageError
 
 Handler = Callable[[argparse.Namespace], dict[str, Any]]
 COMMANDS: dict[str, Handler] = {}
@@ -66,6 +66,7 @@ def _interactive(args: argparse.Namespace) -> bool:
 @command("ingest")
 def cmd_ingest(args: argparse.Namespace) -> dict[str, Any]:
     """Index new and changed documents."""
+    preflight.ingest_checks(_settings(args), args.source, args.ttl, args.path)
     from flows.pipeline.ingest import run_ingest
 
     def plain(settings: Any) -> dict[str, Any]:
@@ -92,7 +93,10 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
     """Search the index with text or an image."""
     from flows.api.search import search
 
+    if args.image and not Path(args.image).is_file():
+        raise UsageError(f"--image {args.image!r} is not a file; give the path of an image")
     image = Path(args.image).read_bytes() if args.image else None
+    preflight.check_search(_settings(args), args.collection, args.source)
     hits = search(_settings(args), query=args.query, image=image, k=args.k, source=args.source,
                   modality=args.modality, collection=args.collection)
     return {"results": hits}
@@ -103,6 +107,7 @@ def cmd_status(args: argparse.Namespace) -> dict[str, Any]:
     """Collections, their models and sizes, and the last runs."""
     from flows.api.status import status
 
+    preflight.check_store(_settings(args))
     return status(_settings(args), last=args.last)
 
 
@@ -141,6 +146,7 @@ def cmd_quarantine(args: argparse.Namespace) -> dict[str, Any]:
 @command("prune")
 def cmd_prune(args: argparse.Namespace) -> dict[str, Any]:
     """Delete points whose expires_at has passed."""
+    preflight.check_store(_settings(args))
     from flows.pipeline.prune import run_prune
 
     def flow() -> dict[str, Any]:
@@ -167,6 +173,8 @@ def cmd_refresh_models(args: argparse.Namespace) -> dict[str, Any]:
 @command("quality")
 def cmd_quality(args: argparse.Namespace) -> dict[str, Any]:
     """Score retrieval quality on a BEIR-layout dataset."""
+    preflight.check_store(_settings(args))
+    preflight.check_backend(_settings(args))
     from flows.pipeline.quality import run_quality
 
     def flow() -> dict[str, Any]:
@@ -182,6 +190,7 @@ def cmd_quality(args: argparse.Namespace) -> dict[str, Any]:
 @command("nightly")
 def cmd_nightly(args: argparse.Namespace) -> dict[str, Any]:
     """Prune, refresh models, score quality sets, build marts."""
+    preflight.check_store(_settings(args))
     def flow() -> dict[str, Any]:
         from flows.nightly import nightly_flow
 
@@ -226,14 +235,23 @@ def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every command."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = cli_support.Parser(add_help=False)
     common.add_argument("--config", help="path to tessera.toml (default: $TESSERA_CONFIG or ./tessera.toml)")
     common.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    parser = argparse.ArgumentParser(prog="tessera", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    common.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more output: -v adds info logs and Prefect's task-state lines")
+    common.add_argument("-q", "--quiet", action="store_true",
+                        help="errors only: no progress bar, no summary")
+    parser = cli_support.Parser(prog="tessera", description=__doc__)
+    parser.add_argument("--version", action=cli_support.VersionAction,
+                        help="print the version, model, runtime and store kind, then exit")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=cli_support.Parser)
 
     def add(name: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, parents=[common], help=COMMANDS[name].__doc__)
+        doc = COMMANDS[name].__doc__
+        return sub.add_parser(name, parents=[common], help=doc, description=doc,
+                              epilog="example:\n  " + cli_support.EXAMPLES.get(name, f"tessera {name}"),
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
 
     p = add("ingest")
     p.add_argument("path", nargs="?", help="ingest this file or folder instead of the declared sources")
@@ -277,14 +295,19 @@ def _print_human(result: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `tessera` console script."""
     apply_offline_defaults()
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
+    argv = sys.argv[1:] if argv is None else argv
+    cli_support.Parser.argv = argv
+    cli_support.Parser.json_errors = cli_support.wants_json(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    cli_support.configure_logging(-1 if args.quiet else args.verbose)
     try:
         result = COMMANDS[args.command](args)
     except PipelineError as exc:
         if args.json:
-            print(json.dumps({"error": type(exc).__name__, "message": str(exc)}))
+            print(json.dumps(preflight.error_object(exc)))
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:
