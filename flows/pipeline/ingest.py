@@ -44,13 +44,13 @@ class IngestRun:
     """What one run carries across its sources: events, counts, contracts, loaded models."""
 
     def __init__(self, settings: Settings, steps: Steps, ttl: str | None, flow: str,
-                 progress: Progress | None) -> None:
+                 progress: Progress | None, run_id: str | None = None) -> None:
         self.settings = settings
         self.steps = steps
         self.ttl = ttl
         self.flow = flow  # "ingest", or "quality" when the quality flow indexes its corpus
         self.progress = progress
-        self.run_id = new_run_id()
+        self.run_id = run_id or new_run_id()
         self.events = EventLog(settings.events_dir, self.run_id)
         self.contracts = ContractRunner(settings, self.events, steps)
         self.counts = RunCounts()
@@ -108,7 +108,7 @@ class IngestRun:
 
 def run_ingest(settings: Settings, steps: Steps | None = None, sources: list[str] | None = None,
                ttl: str | None = None, path: str | None = None, flow: str = "ingest",
-               progress: Progress | None = None) -> dict[str, Any]:
+               progress: Progress | None = None, run_id: str | None = None) -> dict[str, Any]:
     """Ingest these sources (all declared when None), or PATH; returns the run summary."""
     check_ttl(ttl)
     selection = select_sources(settings, sources, path)  # refuses a bad request before any work
@@ -116,7 +116,7 @@ def run_ingest(settings: Settings, steps: Steps | None = None, sources: list[str
         raise ConfigError("home", str(settings.home), "this folder is read-only, and ingest "
                           "writes the index and its events there; point TESSERA_HOME (or `home` in "
                           "tessera.toml) at a writable folder, or remount it read-write")
-    run = IngestRun(settings, steps or PlainSteps(), ttl, flow, progress)
+    run = IngestRun(settings, steps or PlainSteps(), ttl, flow, progress, run_id)
     warm_up()  # Great Expectations imports in the background while the first batch is read
     # Written at once, so even a run killed before its first batch leaves a trace.
     for source, items in selection:
