@@ -233,6 +233,32 @@ def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
     return run_demo(_settings(args))
 
 
+@command("report")
+def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
+    """A web page of the index: search, freshness per schedule, quality, volume, latency."""
+    from flows.api.web import ReportServer, write_report
+
+    settings = _settings(args)
+    if not args.serve:
+        out = Path(args.out) if args.out else settings.home / "report" / "index.html"
+        return {"report": str(write_report(settings, out))}
+    preflight.check_store(settings)
+    try:
+        server = ReportServer(settings).make_server(args.host, args.port)
+    except OSError as exc:
+        raise UsageError(f"--port {args.port}: cannot listen on {args.host}:{args.port} "
+                         f"({exc.strerror}); pick another port") from None
+    url = f"http://{args.host}:{server.server_address[1]}/"
+    print(f"serving the report on {url} (Ctrl-C stops)", file=sys.stderr, flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return {"served": url}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every command."""
     common = cli_support.Parser(add_help=False)
@@ -275,6 +301,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("quality")
     p.add_argument("dataset", help="folder with corpus.jsonl, queries.jsonl, qrels/test.tsv")
     p.add_argument("--limit-queries", type=int, default=None, help="score only the first N queries")
+    p = add("report")
+    p.add_argument("--out", help="where to write the page (default: TESSERA_HOME/report/index.html)")
+    p.add_argument("--serve", action="store_true", help="serve the page, with a working search box")
+    p.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8765, help="port to serve on (0: any free port)")
     for name in ("refresh-models", "nightly", "serve", "demo"):
         add(name)
     return parser
