@@ -22,7 +22,7 @@ from flows.pipeline.sources import make_source
 from flows.pipeline.store import VectorStore, ensure_collection, open_store, resolve
 from models import EmbeddingBackend, get_spec, make_backend, resolve_model_path
 from models.registry import ModelSpec
-from tessera.errors import ConfigError
+from tessera.errors import ConfigError, SourceError, UsageError
 from tessera.events import EventLog, new_run_id, utcnow
 from tessera.fs import writable
 from tessera.settings import Settings, SourceConfig, parse_ttl
@@ -130,7 +130,10 @@ def run_ingest(settings: Settings, steps: Steps | None = None, sources: list[str
         for source, items in selection:
             ingest_source(run, store, source, items)
     except Exception as exc:
-        status, error = "failed", f"{type(exc).__name__}: {exc}"
+        # A user's input error (a bad config value, a source folder that is gone) is kept apart
+        # from a pipeline failure: the marts count them separately.
+        failed = "failed_input" if isinstance(exc, ConfigError | UsageError | SourceError) else "failed"
+        status, error = failed, f"{type(exc).__name__}: {exc}"
         raise
     finally:
         store.close()
