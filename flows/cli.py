@@ -70,11 +70,11 @@ def cmd_ingest(args: argparse.Namespace) -> dict[str, Any]:
     from flows.pipeline.ingest import run_ingest
 
     def plain(settings: Any) -> dict[str, Any]:
-        if not _interactive(args):
+        if not _interactive(args) or args.quiet:
             return run_ingest(settings, None, args.source, args.ttl, args.path)
         from rich.progress import Progress
 
-        with Progress(transient=True) as bar:
+        with Progress(transient=True) as bar, cli_support.route_logs(bar.console):
             job = bar.add_task("ingest", total=None)
             return run_ingest(settings, None, args.source, args.ttl, args.path,
                               progress=lambda done, total: bar.update(job, completed=done,
@@ -343,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.json:
         print(json.dumps(result, default=str))
-    elif args.command != "demo":
+    elif (args.command != "demo" and not args.quiet
+          and not cli_support.print_human(args.command, result)):
         _print_human(result)
     return 0
 

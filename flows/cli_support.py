@@ -139,3 +139,69 @@ def configure_logging(verbosity: int) -> None:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", logging.getLevelName(max(level, logging.INFO)
                                                                        if verbosity > 0 else level))
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+
+
+class route_logs:
+    """While a progress bar is drawn, log records go through its console (never over the bar)."""
+
+    def __init__(self, console: Any) -> None:
+        self.console = console
+        self.saved: list[logging.Handler] = []
+
+    def __enter__(self) -> None:
+        from rich.logging import RichHandler
+
+        root = logging.getLogger()
+        self.saved = list(root.handlers)
+        handler = RichHandler(console=self.console, show_time=False, show_path=False)
+        handler.setLevel(root.level)
+        root.handlers = [handler]
+
+    def __exit__(self, *exc: object) -> None:
+        logging.getLogger().handlers = self.saved
+
+
+def print_human(command: str, result: dict[str, Any]) -> bool:
+    """Human output for the commands that have one; False for the generic key: value dump."""
+    if command == "ingest" and "run_id" in result:
+        from flows.runs import describe_ingest
+
+        print(describe_ingest(result))
+        return True
+    if command == "prune" and "run_id" in result:
+        from flows.runs import describe_prune
+
+        print(describe_prune(result))
+        return True
+    if command == "status" and "collections" in result:
+        _print_status(result)
+        return True
+    return False
+
+
+def _print_status(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    cols = Table(title=f"Collections in {result['home']}", title_justify="left")
+    for name in ("collection", "model", "dim", "distance", "points", "aliases"):
+        cols.add_column(name, no_wrap=True, justify="right" if name in ("dim", "points") else "left")
+    aliases = result.get("aliases") or {}
+    for c in result["collections"]:
+        names = ", ".join(a for a, target in aliases.items() if target == c["name"])
+        cols.add_row(c["name"], str(c["model"]), str(c["dimension"]), str(c["distance"]),
+                     f"{c['points']:,}", names)
+    console.print(cols)
+    runs = Table(title="Last runs", title_justify="left")
+    for name in ("run", "status", "started (UTC)", "s", "seen", "indexed", "unchanged",
+                 "quarantined", "deleted"):
+        runs.add_column(name, no_wrap=True,
+                        justify="left" if name in ("run", "status", "started (UTC)") else "right")
+    for r in result.get("last_runs") or []:
+        style = "red" if r.get("status") == "failed" else ("yellow" if r.get("status") == "failed_input" else "")
+        runs.add_row(str(r["run_id"]), str(r["status"]), str(r["started_at"])[:19],
+                     f"{r.get('seconds') or 0:.1f}", *(str(r.get(k) or 0) for k in
+                                                      ("seen", "indexed", "unchanged", "quarantined",
+                                                       "deleted")), style=style)
+    console.print(runs)

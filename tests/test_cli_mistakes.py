@@ -166,3 +166,20 @@ def test_the_console_script_prints_one_line_and_exits_2(indexed: Path) -> None:
                              timeout=120, cwd=REPO)
     assert version.returncode == 0 and version.stdout.startswith("tessera ")
     assert all(w in version.stdout for w in ("model all-minilm-l6-v2", "openvino", "store edge"))
+
+
+# ------------------------------------------------------------ what a correct command prints
+
+
+def test_quiet_output_and_human_tables(indexed: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from flows.cli import main
+
+    assert main(["ingest", "--source", "examples", "--config", str(indexed)]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and out[0].startswith("Ingest run ") and "0 indexed" in out[0]
+    assert main(["ingest", "-q", "--config", str(indexed)]) == 0
+    assert capsys.readouterr().out == ""
+    assert main(["status", "--config", str(indexed)]) == 0
+    table = capsys.readouterr().out
+    assert "Collections in" in table and "docs" in table and "Last runs" in table
+    assert "completed" in table and "{" not in table
