@@ -205,7 +205,8 @@ def _median(figs: list[dict[str, Any]], key: str) -> float:
 def write_markdown(result: dict[str, Any], path: Path) -> None:
     """benchmarks/CLI.md: the tables a reader wants."""
     lines = [f"# Whole-process cost of `tessera` commands ({result['docs']} SciFact documents)", "",
-             f"Recorded {result.get('recorded_at', '')}, `{result.get('command', '')}`; load "
+             f"Recorded {result.get('recorded_at', '')}, `python -m benchmarks.cli_peer --docs "
+             f"{result['docs']} --rounds {result['rounds']}`; load "
              f"average at the end {result['machine']['loadavg']}, {result['machine']['cores']} "
              f"cores, {result['machine']['cpu']}.", "",
              "## Before and after (median of the rounds; wall s / CPU s / peak RSS MiB)", "",

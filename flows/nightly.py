@@ -49,5 +49,8 @@ def nightly_flow(config: str | None = None) -> dict[str, Any]:
         quality=lambda qs: subflow(quality_flow(dataset=str(qs.path), config=config, name=qs.name,
                                                 return_state=True)),
         marts=lambda: build_and_report(settings, PrefectSteps())))
+    from flows.api.report_data import publish
+
+    publish(settings, PrefectSteps())  # the web page's tables, where the Prefect UI shows them
     get_run_logger().info(describe_nightly(out))
     return out

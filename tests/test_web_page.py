@@ -6,6 +6,7 @@ Skips only when no Chromium binary is installed (`make test` installs Debian's w
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 from collections.abc import Iterator
@@ -83,6 +84,15 @@ def browser() -> Iterator[Any]:
             chromium.close()
 
 
+def _screenshot(page: Any, tmp_path: Path, name: str) -> None:
+    """Into tmp_path, and also into $WEB_PAGE_SCREENSHOT_DIR when set (for a report)."""
+    page.screenshot(path=str(tmp_path / name), full_page=True)
+    keep = os.environ.get("WEB_PAGE_SCREENSHOT_DIR")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        shutil.copy(tmp_path / name, Path(keep) / name)
+
+
 def _charts_render(page: Any) -> None:
     """Every chart is an SVG with a real size on screen, and its marks are drawn."""
     for chart in ("#volume-chart", "#failure-chart", "#quality-chart"):
@@ -118,7 +128,7 @@ def test_search_from_the_page_returns_the_expected_document(served: str, browser
     fresh = page.locator("#freshness tr[data-source=examples]")
     assert fresh.get_attribute("class") == "fresh"
     assert page.locator("#freshness tr[data-source=never-run]").get_attribute("class") == "never"
-    page.screenshot(path=str(tmp_path / "report-served.png"), full_page=True)
+    _screenshot(page, tmp_path, "report-served.png")
     page.close()
 
 
@@ -130,7 +140,7 @@ def test_the_static_page_renders_its_charts(indexed: Settings, browser: Any, tmp
     _charts_render(page)
     assert page.locator("input[name=q]").is_disabled()
     assert "tessera report --serve" in page.inner_text("#search")
-    page.screenshot(path=str(tmp_path / "report-static.png"), full_page=True)
+    _screenshot(page, tmp_path, "report-static.png")
     page.close()
 
 
@@ -172,3 +182,16 @@ def test_snippets_mark_terms_and_escape_html() -> None:
     out = highlight("<b>Tides</b> rise because the Moon pulls the oceans.", "tides moon")
     assert "<b>" not in out and "&lt;b&gt;<mark>Tides</mark>" in out and "<mark>Moon</mark>" in out
     assert percentiles([1.0, 2.0, 3.0, 100.0]) == {"p50": 2.0, "p95": 100.0, "p99": 100.0, "count": 4.0}
+
+
+def test_the_status_tables_are_published_as_reports(indexed: Settings) -> None:
+    """The nightly flow publishes these as Prefect table artifacts; PlainSteps keeps them."""
+    from flows.api.report_data import publish
+    from tessera.steps import PlainSteps
+
+    steps = PlainSteps()
+    publish(indexed, steps)
+    assert set(steps.reports) == {"freshness", "quality-trend", "ingest-per-day"}
+    assert "| examples | */30 * * * * |" in steps.reports["freshness"]
+    assert "fresh" in steps.reports["freshness"] and "never" in steps.reports["freshness"]
+    assert "sample · " in steps.reports["quality-trend"]

@@ -148,3 +148,19 @@ def gather(settings: Settings, latency_ms: list[float] | None = None,
                       quality=quality_trend(read_events(settings.events_dir, "quality_runs")),
                       daily=daily_ingest(runs, now=now), latency_ms=percentiles(latency_ms or []),
                       collections=collections)
+
+
+def publish(settings: Settings, steps: Any) -> None:
+    """The page's status view as report tables (Prefect table artifacts inside a flow run):
+    freshness against schedule, the quality trend, and ingest volume and failures per day."""
+    data = gather(settings)
+    steps.table("freshness", [{"source": f.source, "schedule": f.schedule or "none (daily)",
+                               "last_success": f"{f.last_success:%Y-%m-%d %H:%M}" if f.last_success
+                               else "never", "missed": f.missed, "verdict": f.status}
+                              for f in data.freshness],
+                "Freshness of each declared source against its own schedule")
+    steps.table("quality-trend", [{"set_and_mode": key, "started": f"{when:%Y-%m-%d %H:%M}",
+                                   "ndcg_at_10": round(value, 4)}
+                                  for key, points in data.quality.items() for when, value in points],
+                "nDCG@10 per quality set and mode over time")
+    steps.table("ingest-per-day", data.daily, "Documents indexed and failed runs per UTC day")
