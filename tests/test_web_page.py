@@ -195,3 +195,9 @@ def test_the_status_tables_are_published_as_reports(indexed: Settings) -> None:
     assert "| examples | */30 * * * * |" in steps.reports["freshness"]
     assert "fresh" in steps.reports["freshness"] and "never" in steps.reports["freshness"]
     assert "sample · " in steps.reports["quality-trend"]
+
+
+def test_snippets_mark_whole_words_only() -> None:
+    out = highlight("Photosynthesis in Iceland: the tides and the Moon.", "why do the tides and moon")
+    assert "<mark>tides</mark>" in out and "<mark>Moon</mark>" in out
+    assert "<mark>the</mark>" not in out and "Photosynthesis" in out and "Iceland" in out

@@ -47,19 +47,23 @@ def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
+_STOPWORDS = frozenset(["the", "and", "for", "are", "was", "were", "with", "from", "that", "this", "what", "why", "how", "who", "which", "does", "did", "into", "onto", "over", "under", "about", "than", "then", "them", "they", "their", "there"])
+
+
 def highlight(text: str, query: str, width: int = 260) -> str:
-    """An escaped snippet around the first matching term, every query term in <mark>."""
-    terms = sorted({t for t in re.findall(r"\w+", query.lower()) if len(t) >= 3}, key=len,
-                   reverse=True)
+    """An escaped snippet around the first matching term, every query word (whole words, not
+    stopwords) in <mark>."""
+    terms = sorted({t for t in re.findall(r"\w+", query.lower())
+                    if len(t) >= 3 and t not in _STOPWORDS}, key=len, reverse=True)
     flat = " ".join(text.split())
     start = 0
     if terms:
-        hit = re.search("|".join(map(re.escape, terms)), flat, re.IGNORECASE)
+        hit = re.search(r"\b(" + "|".join(map(re.escape, terms)) + r")\b", flat, re.IGNORECASE)
         start = max(0, hit.start() - width // 3) if hit else 0
     snippet = ("…" if start else "") + flat[start:start + width] + ("…" if start + width < len(flat) else "")
     out = _e(snippet)
     if terms:
-        out = re.sub("(" + "|".join(re.escape(_e(t)) for t in terms) + ")",
+        out = re.sub(r"\b(" + "|".join(re.escape(_e(t)) for t in terms) + r")\b",
                      r"<mark>\1</mark>", out, flags=re.IGNORECASE)
     return out
 
@@ -81,6 +85,11 @@ def thumbnail(uri: str | None, size: int = 96) -> str | None:
 
 
 # ------------------------------------------------------------------------------------ charts
+
+
+def _short(label: str) -> str:
+    """MM-DD for an ISO date, the label itself otherwise."""
+    return label[5:] if re.fullmatch(r"\d{4}-\d\d-\d\d", label) else label
 
 
 def bar_chart(title: str, labels: list[str], series: dict[str, list[float]],
@@ -108,7 +117,7 @@ def bar_chart(title: str, labels: list[str], series: dict[str, list[float]],
     for i, label in enumerate(labels):
         if i % max(1, n // 7) == 0:
             parts.append(f'<text x="{pad + i * group:.1f}" y="{height + 30}" font-size="9">'
-                         f'{_e(label[5:])}</text>')
+                         f"{_e(_short(label))}</text>")
     return "".join(parts) + "</svg>"
 
 
