@@ -201,3 +201,14 @@ def test_snippets_mark_whole_words_only() -> None:
     out = highlight("Photosynthesis in Iceland: the tides and the Moon.", "why do the tides and moon")
     assert "<mark>tides</mark>" in out and "<mark>Moon</mark>" in out
     assert "<mark>the</mark>" not in out and "Photosynthesis" in out and "Iceland" in out
+
+
+def test_the_marts_know_each_schedule_interval() -> None:
+    """dim_sources judges freshness against this interval (stale after 2 of them)."""
+    from flows.pipeline.marts import schedule_interval
+
+    now = datetime(2026, 12, 2, 12, 10, tzinfo=UTC)
+    assert schedule_interval("*/30 * * * *", now, "UTC") == 1800
+    assert schedule_interval("0 3 * * 1", now, "Europe/Paris") == 7 * 86400
+    assert schedule_interval("0 9-17 * * 1-5", now, "UTC") == 3600  # the typical gap
+    assert schedule_interval(None, now, "UTC") is None
