@@ -117,6 +117,49 @@ def _search(r: dict[str, Any]) -> list[str]:
     return out
 
 
+def _hybrid_grid(r: dict[str, Any]) -> list[str]:
+    out = [f"On the index `tessera quality` built (`{r['collection']}`); documents scored by their "
+           f"best chunk; dense side exact. \"prefetch 100\": 100 chunks per side and 100 fused "
+           f"chunks (fewer than 100 documents, so recall@100 is lower); \"deep\": "
+           f"{r['deep_prefetch_chunks']} chunks per side and fused, as `tessera quality` looks.", "",
+           "| variant | nDCG@10 | recall@10 | recall@100 | MRR@10 |", "|---|---|---|---|---|"]
+    for row in r["rows"]:
+        out.append(f"| {row['variant']} | **{row['ndcg@10']:.4f}** | {row['recall@10']:.4f} | "
+                   f"{row['recall@100']:.4f} | {row['mrr@10']:.4f} |")
+    return out
+
+
+def _hybrid_ingest(r: dict[str, Any]) -> list[str]:
+    out = [f"First {r['docs']} SciFact documents, {r['rounds']} round(s) of (sparse on, sparse off) "
+           "interleaved, each a fresh home and a `tessera ingest` process, then an unchanged "
+           "re-ingest; seconds are the run's own (`ingest --json`).", "",
+           "| sparse | first ingest s | re-ingest s | re-ingest / first | chunks | sparse vectors written |",
+           "|---|---|---|---|---|---|"]
+    for run in r["runs"]:
+        out.append(f"| {run['sparse']} | {run['first_seconds']:.1f} | {run['reingest_seconds']:.1f} | "
+                   f"{run['reingest_seconds'] / run['first_seconds']:.3f} | "
+                   f"{run['first']['chunks_embedded']} | {run['first'].get('sparse_written', 0)} |")
+    out += ["", f"First ingest, sparse on / off: **{r['on_over_off']:.3f}** (goal <= 1.05); "
+                f"re-ingest / first ingest with sparse on: **{r['reingest_over_first_on']:.3f}** "
+                "(goal <= 0.05)."]
+    return out
+
+
+def _hybrid_search(r: dict[str, Any]) -> list[str]:
+    out = [f"{r['points']} points (real SciFact chunk vectors and texts, cycled with noise; BM25 "
+           f"vectors from the texts), upsert {r['upsert_seconds']:.1f} s, optimize "
+           f"{r['optimize_seconds']:.1f} s; {r['queries']} SciFact queries x {r['passes']} "
+           "passes, top 10, store only (queries embedded before timing). Documents: "
+           "`query_documents`, 10 distinct documents, over-fetching 4 chunks per document.", "",
+           "| mode | chunks p50 ms | chunks p99 ms | documents p50 ms | documents p99 ms | "
+           "grouping cost (p50) |", "|---|---|---|---|---|---|"]
+    for mode in ("dense", "sparse", "hybrid"):
+        c, d = r["chunks"][mode], r["documents"][mode]
+        out.append(f"| {mode} | {c['p50_ms']:.2f} | {c['p99_ms']:.2f} | {d['p50_ms']:.2f} | "
+                   f"{d['p99_ms']:.2f} | {d['p50_ms'] / c['p50_ms']:.2f}x |")
+    return out
+
+
 def plot(r: dict[str, Any], path: Path = PLOT) -> None:
     """Ingest seconds and peak memory against documents, with the linear fit through the first."""
     import matplotlib
@@ -148,7 +191,11 @@ SECTIONS = (("runtimes", "Goal 2: CPU runtimes for all-MiniLM-L6-v2", _runtimes)
                      "test queries)", _ndcg),
             ("overhead", "Goals 1 and 3: ingest against the bare model, and re-ingest", _overhead),
             ("scaling", "Goal 4: scaling curve", _scaling),
-            ("search", "Goal 4: search latency, 50k points, Qdrant Edge (store benchmark)", _search))
+            ("search", "Goal 4: search latency, 50k points, Qdrant Edge (store benchmark)", _search),
+            ("hybrid-grid", "Hybrid retrieval: SciFact per mode and the fusion grid", _hybrid_grid),
+            ("hybrid-ingest", "Hybrid retrieval: ingest with sparse vectors on / off", _hybrid_ingest),
+            ("hybrid-search", "Hybrid retrieval: search latency per mode, 50k points, Qdrant Edge",
+             _hybrid_search))
 
 
 def write() -> Path:

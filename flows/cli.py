@@ -135,6 +135,14 @@ def cmd_alias(args: argparse.Namespace) -> dict[str, Any]:
         store.close()
 
 
+@command("backfill-sparse")
+def cmd_backfill_sparse(args: argparse.Namespace) -> dict[str, Any]:
+    """Add BM25 sparse vectors to a collection built without them (from payload text; no model)."""
+    from flows.pipeline.backfill import run_backfill_sparse
+
+    return run_backfill_sparse(_settings(args), args.collection, args.batch_size)
+
+
 @command("marts")
 def cmd_marts(args: argparse.Namespace) -> dict[str, Any]:
     """Build the dbt marts into TESSERA_HOME/warehouse.duckdb."""
@@ -314,6 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("alias")
     p.add_argument("alias", help="the name readers use, e.g. the configured collection name")
     p.add_argument("collection", help="the collection it should point at")
+    p = add("backfill-sparse")
+    p.add_argument("--collection", help="the collection (or alias) to backfill (default: from config)")
+    p.add_argument("--batch-size", type=int, default=512, help="points per write")
     add("marts").add_argument("--docs", action="store_true", help="also write the offline dbt docs site")
     add("quarantine").add_argument("--run", help="only this run id")
     add("prune").add_argument("--dry-run", action="store_true",

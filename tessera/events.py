@@ -186,6 +186,22 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("started_at", _TS),
         ]
     ),
+    # One row per `tessera backfill-sparse` run: BM25 vectors added to an existing collection.
+    "sparse_backfill_runs": pa.schema(
+        _RUN
+        + [
+            ("collection", pa.string()),
+            ("status", pa.string()),  # completed | failed
+            ("error", pa.string()),
+            ("points", pa.int64()),  # points scanned
+            ("already_done", pa.int64()),  # had this config's vector already (a resumed run)
+            ("updated", pa.int64()),  # given a sparse vector (and the config's signature) now
+            ("empty_text", pa.int64()),  # no words in the payload text: marked, no vector
+            ("seconds", pa.float64()),
+            ("started_at", _TS),
+            ("finished_at", _TS),
+        ]
+    ),
     "quality_query_results": pa.schema(
         _RUN
         + [

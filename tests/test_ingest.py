@@ -143,8 +143,10 @@ def test_cli_json_prints_exactly_one_object(config: Path, capsys: pytest.Capture
     assert len(lines) == 3
     ingest, search, status = (json.loads(ln) for ln in lines)
     assert set(ingest) == {"run_id", "seen", "indexed", "unchanged", "quarantined", "deleted",
-                           "chunks_embedded", "points_upserted", "seconds"}
+                           "chunks_embedded", "points_upserted", "sparse_written", "seconds"}
+    assert ingest["sparse_written"] == ingest["points_upserted"] == 9
     assert search["results"][0]["doc_id"] == "docs/recipes.jsonl#gazpacho"
+    assert search["mode"] == "hybrid" and search["grouped"] is True
     assert set(search["results"][0]) >= {"doc_id", "chunk_index", "score", "source", "title", "text"}
     assert status["collections"][0]["points"] == 9 and status["collections"][0]["dimension"] == 384
     assert status["last_runs"][0]["run_id"] == ingest["run_id"]

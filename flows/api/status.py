@@ -18,7 +18,8 @@ def status(settings: Settings, last: int = 5) -> dict[str, Any]:
             info = store.get_collection(name)
             assert info is not None
             collections.append({"name": name, "model": info.model_id, "dimension": info.dimension,
-                                "distance": info.distance, "points": store.count(name)})
+                                "distance": info.distance, "points": store.count(name),
+                                "sparse": info.sparse is not None})
         aliases = store.aliases()
     finally:
         store.close()

@@ -4,6 +4,8 @@ The corpus goes through the ingest job like any source (contracts, chunking, dif
 collection named after the dataset and the model, so the score measures the pipeline itself and a
 second run re-embeds nothing. Documents longer than the model's window have several chunks; a
 document's score is its best chunk's. Metrics come from pytrec_eval (trec_eval), never by hand.
+Every search mode the collection supports (dense, sparse, hybrid) is scored on the same index in
+one run, and the gates apply per mode; the top-level metrics are those of `search.mode`.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ import numpy as np
 from flows.pipeline.store import open_store
 from models import get_spec, make_backend
 from tessera.beir import load_test_set
-from tessera.errors import QualityGateError
+from tessera.errors import QualityGateError, VectorStoreError
 from tessera.events import EventLog, new_run_id, read_events, utcnow
+from tessera.query import MODES, StoreQuery
 from tessera.settings import QualityConfig, Settings, SourceConfig
+from tessera.sparse import Bm25Encoder, config_from_identity
 from tessera.steps import PlainSteps, Steps
 from tessera.types import Hit, Match
 
@@ -89,16 +93,44 @@ def embed_queries(settings: Settings, queries: list[str]) -> np.ndarray:
         backend.close()
 
 
-def retrieve(settings: Settings, collection: str, query_ids: list[str],
-             vectors: np.ndarray) -> dict[str, dict[str, float]]:
-    """Best TOP_DOCS documents per query, a document scored by its best chunk (exact search)."""
+def collection_modes(settings: Settings, collection: str) -> tuple[str, ...]:
+    """The modes a collection can be searched in: all three, or dense only without sparse vectors."""
     store = open_store(settings)
     try:
+        info = store.get_collection(collection)
+    finally:
+        store.close()
+    if info is None:
+        raise VectorStoreError(f"collection {collection!r} does not exist; run `tessera ingest` first")
+    return MODES if info.sparse is not None else ("dense",)
+
+
+def retrieve(settings: Settings, collection: str, query_ids: list[str],
+             vectors: np.ndarray | None, mode: str = "dense",
+             texts: list[str] | None = None) -> dict[str, dict[str, float]]:
+    """Best TOP_DOCS documents per query, a document scored by its best chunk (dense side exact).
+
+    `vectors` are the embedded queries (dense, hybrid); `texts` the query texts (sparse, hybrid),
+    turned into BM25 vectors with the config the collection records."""
+    store = open_store(settings)
+    try:
+        info = store.get_collection(collection)
+        if info is None:
+            raise VectorStoreError(f"collection {collection!r} does not exist")
         most_chunks = max((int(p.get("chunk_count", 1)) for _, p in
                            store.scan(collection, _ALL, ["chunk_count"])), default=1)
         # Enough chunks that TOP_DOCS distinct documents are always among them.
         limit = min(TOP_DOCS * most_chunks, max(store.count(collection), 1))
-        hits = store.search_batch(collection, vectors, limit, fields=["doc_id"], exact=True)
+        bm25 = (Bm25Encoder(config_from_identity(info.sparse))
+                if mode != "dense" and info.sparse is not None else None)
+        cfg = settings.search
+        requests = [StoreQuery(
+            limit=limit, fields=("doc_id",), exact=True, fusion=cfg.fusion, rrf_k=cfg.rrf_k,
+            prefetch=cfg.prefetch,
+            dense=vectors[i] if mode != "sparse" and vectors is not None else None,
+            sparse=bm25.query((texts or [])[i]) if bm25 is not None else None)
+            for i in range(len(query_ids))]
+        hits = store.query_batch(collection, requests)
     finally:
         store.close()
     return {qid: best_per_doc(found, TOP_DOCS) for qid, found in zip(query_ids, hits, strict=True)}
@@ -140,10 +172,12 @@ def mean_metrics(per_query: dict[str, dict[str, float]]) -> dict[str, float]:
 
 
 def previous_run(settings: Settings, dataset: str, model_id: str,
-                 before: datetime) -> dict[str, Any] | None:
-    """The latest quality run of this dataset and model that started before `before`, or None."""
+                 before: datetime, mode: str = "dense") -> dict[str, Any] | None:
+    """The latest quality run of this dataset, model and mode that started before `before`, or
+    None (runs from before modes existed were dense)."""
     rows = [r for r in read_events(settings.events_dir, "quality_runs")
             if r["dataset"] == dataset and r["model_id"] == model_id
+            and (r.get("mode") or "dense") == mode
             and r["ndcg_at_10"] is not None and r["started_at"] < before]
     return max(rows, key=lambda r: (r["started_at"], r["run_id"])) if rows else None
 
@@ -167,30 +201,43 @@ def check_gates(gates: QualityConfig, metrics: dict[str, float],
 
 
 def record(settings: Settings, steps: Steps, events: EventLog, data: QualityData,
-           model_id: str, collection: str, per_query: dict[str, dict[str, float]],
-           summary: dict[str, Any], breaches: list[str], started: Any,
-           previous: dict[str, Any] | None) -> None:
-    """Write the run's events and its table report."""
+           model_id: str, collection: str, per_mode: dict[str, dict[str, dict[str, float]]],
+           summary: dict[str, Any], breaches: dict[str, list[str]], started: Any,
+           previous: dict[str, dict[str, Any] | None]) -> None:
+    """Write the run's events (per mode) and one table report with the modes side by side."""
     now = utcnow()
-    for qid, m in per_query.items():
-        events.add("quality_query_results", dataset=data.name, model_id=model_id, query_id=qid,
-                   recorded_at=now, **{_COLUMN[k]: v for k, v in m.items()})
-    events.add("quality_runs", dataset=data.name, model_id=model_id, collection=collection,
-               queries=len(per_query), seconds=summary["seconds"],
-               status="failed" if breaches else "passed",
-               gate_message="; ".join(breaches) or None, started_at=started,
-               **{_COLUMN[m]: summary[m] for m in METRICS})
+    for mode, per_query in per_mode.items():
+        for qid, m in per_query.items():
+            events.add("quality_query_results", dataset=data.name, model_id=model_id,
+                       query_id=qid, mode=mode, recorded_at=now,
+                       **{_COLUMN[k]: v for k, v in m.items()})
+        metrics = summary["modes"][mode]
+        events.add("quality_runs", dataset=data.name, model_id=model_id, collection=collection,
+                   mode=mode, queries=len(per_query), seconds=summary["seconds"],
+                   status="failed" if breaches[mode] else "passed",
+                   gate_message="; ".join(breaches[mode]) or None, started_at=started,
+                   **{_COLUMN[k]: metrics[k] for k in METRICS})
     events.flush()
-    rows = [{"metric": m, "value": summary[m],
-             "previous": previous.get(_COLUMN[m]) if previous else None,
-             "gate": (f">= {settings.quality.min_ndcg_at_10}, " if m == "ndcg@10" else "")
-             + f"drop <= {settings.quality.max_drop}",
-             "status": "failed" if any(b.startswith(f"{m} ") for b in breaches) else "passed"}
-            for m in METRICS]
+    default = summary["mode"]
+    rows = []
+    for metric in METRICS:
+        row: dict[str, Any] = {"metric": metric}
+        for mode in per_mode:
+            prev = previous.get(mode)
+            row[mode] = summary["modes"][mode][metric]
+            row[f"{mode} previous"] = prev.get(_COLUMN[metric]) if prev else None
+        row["gate"] = ((f">= {settings.quality.min_ndcg_at_10}, " if metric == "ndcg@10" else "")
+                       + f"drop <= {settings.quality.max_drop}")
+        failed = [mode for mode, msgs in breaches.items()
+                  if any(b.startswith(f"{mode}: {metric} ") for b in msgs)]
+        row["status"] = f"failed ({', '.join(failed)})" if failed else "passed"
+        rows.append(row)
+    any_breach = any(breaches.values())
     steps.table(
         f"quality-{slug(data.name)}", rows,
-        f"Retrieval quality of {model_id} on {data.name} ({len(data.queries)} "
-                    f"queries, run {summary['run_id']}): {'FAILED' if breaches else 'passed'}")
+        f"Retrieval quality of {model_id} on {data.name} ({len(data.queries)} queries, run "
+        f"{summary['run_id']}), modes {', '.join(per_mode)} (default {default}): "
+        f"{'FAILED' if any_breach else 'passed'}")
 
 
 def run_quality(settings: Settings, dataset: str, steps: Steps | None = None,
@@ -217,20 +264,30 @@ def score_quality(settings: Settings, steps: Steps, dataset: str, indexed: dict[
     data = load_dataset(Path(dataset), name, limit_queries)
     collection = quality_collection(Path(dataset), name, spec.vector_name)
     qids = list(data.queries)
-    vectors = steps.run("embed-queries", embed_queries, settings, [data.queries[q] for q in qids])
-    found = steps.run("retrieve", retrieve, settings, collection, qids, vectors, io=True)
-    per_query = steps.run("score", score, data.qrels, found)
+    texts = [data.queries[q] for q in qids]
+    modes = collection_modes(settings, collection)
+    vectors = steps.run("embed-queries", embed_queries, settings, texts)
+    per_mode: dict[str, dict[str, dict[str, float]]] = {}
+    for mode in modes:
+        found = steps.run(f"retrieve-{mode}", retrieve, settings, collection, qids, vectors, mode,
+                          texts, io=True)
+        per_mode[mode] = steps.run(f"score-{mode}", score, data.qrels, found)
+    default = settings.search.mode if settings.search.mode in per_mode else "dense"
     events = EventLog(settings.events_dir, new_run_id())
+    means = {mode: mean_metrics(pq) for mode, pq in per_mode.items()}
     summary = {"run_id": events.run_id, "dataset": data.name, "model": spec.id,
-               "queries": len(per_query), **mean_metrics(per_query),
-               "seconds": round(time.perf_counter() - clock, 2), "collection": collection,
-               "chunks_embedded": indexed["chunks_embedded"]}
-    previous = previous_run(settings, data.name, spec.id, started)
-    breaches = check_gates(settings.quality, summary, previous)
-    record(settings, steps, events, data, spec.id, collection, per_query, summary, breaches,
+               "queries": len(per_mode[default]), **means[default], "mode": default,
+               "modes": means, "seconds": round(time.perf_counter() - clock, 2),
+               "collection": collection, "chunks_embedded": indexed["chunks_embedded"]}
+    previous = {mode: previous_run(settings, data.name, spec.id, started, mode) for mode in modes}
+    breaches = {mode: [f"{mode}: {b}" for b in check_gates(settings.quality, means[mode],
+                                                            previous[mode])]
+                for mode in modes}
+    record(settings, steps, events, data, spec.id, collection, per_mode, summary, breaches,
            started, previous)
     logger.info("quality %s", summary)
-    if breaches:
+    failed = [b for mode in modes for b in breaches[mode]]
+    if failed:
         raise QualityGateError(f"retrieval quality gate breached on {data.name} with {spec.id}: "
-                               + "; ".join(breaches))
+                               + "; ".join(failed))
     return summary

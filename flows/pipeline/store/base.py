@@ -107,21 +107,20 @@ class VectorStore(Protocol):
         ...
 
 
-def group_documents(run: Callable[[StoreQuery], list[Hit]], query: StoreQuery,
-                    total: int) -> list[Hit]:
+def group_documents(run: Callable[[StoreQuery], list[Hit]], query: StoreQuery) -> list[Hit]:
     """Best chunk per document by over-fetching chunks and grouping them (engines without
     grouping): fetch `limit x overfetch` chunks, doubling until `limit` documents are found or
-    the collection (`total` points) is exhausted."""
+    the engine returns fewer chunks than asked (the collection, or the filter, is exhausted)."""
     want = query.limit
     if query.fields is not None and "doc_id" not in query.fields:
         query = StoreQuery(**{**query.__dict__, "fields": (*query.fields, "doc_id")})
-    fetch = min(max(want * query.overfetch, want), max(total, 1))
+    fetch = want * query.overfetch
     while True:
         hits = run(StoreQuery(**{**query.__dict__, "limit": fetch}))
         docs = first_per_document(hits)
-        if len(docs) >= want or len(hits) < fetch or fetch >= total:
+        if len(docs) >= want or len(hits) < fetch:
             return docs[:want]
-        fetch = min(fetch * 2, total)
+        fetch *= 2
 
 
 def first_per_document(hits: list[Hit]) -> list[Hit]:

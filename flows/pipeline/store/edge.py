@@ -359,7 +359,7 @@ class EdgeStore:
 
     def query_documents(self, name: str, query: StoreQuery) -> list[Hit]:
         """Edge has no grouping: over-fetch chunks and keep each document's best."""
-        return group_documents(lambda q: self.query(name, q), query, self.count(name))
+        return group_documents(lambda q: self.query(name, q), query)
 
     def add_sparse_vector(self, name: str, identity: dict[str, Any]) -> None:
         """Create the sparse named vector on an existing shard (the engine can: no rebuild)."""
