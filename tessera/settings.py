@@ -202,6 +202,29 @@ class MartsConfig(_Section):
     build_after_nightly: bool = True
 
 
+class ApiConfig(_Section):
+    """The search service (`tessera api`, `tessera mcp`, the Modal `api` function)."""
+
+    # Comma-separated API keys, from TESSERA_API__KEYS (or a Modal Secret that sets it); never
+    # from the file. Or the name of a Prefect Secret block holding them.
+    keys: SecretStr | None = None
+    keys_block: str | None = None
+    rate_limit: float = Field(default=50.0, gt=0)  # requests per second, per key
+    burst: int = Field(default=100, ge=1)  # bucket size: requests a key may send at once
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)  # base64 images included
+    max_k: int = Field(default=100, ge=1)
+    cors_origins: list[str] = []  # none: CORS off
+    log_queries: bool = False  # write query text into the search_requests events
+    events_flush_seconds: float = Field(default=10.0, gt=0)
+    # How often a reader on the embedded store looks for a newer snapshot to take.
+    snapshot_check_seconds: float = Field(default=1.0, gt=0)
+
+    def key_list(self) -> list[str]:
+        """The configured keys, blanks dropped."""
+        raw = self.keys.get_secret_value() if self.keys is not None else ""
+        return [k.strip() for k in raw.split(",") if k.strip()]
+
+
 class Settings(BaseSettings):
     """Everything configurable about Tessera. Built once at an entry point, passed down."""
 
@@ -219,6 +242,7 @@ class Settings(BaseSettings):
     contracts: ContractsConfig = Field(default_factory=ContractsConfig)
     quality: QualityConfig = Field(default_factory=QualityConfig)
     marts: MartsConfig = Field(default_factory=MartsConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
     sources: list[SourceConfig] = []
     timezone: str = "UTC"
 

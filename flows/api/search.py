@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
 from typing import Any
 
-from flows.pipeline.store import open_store, resolve
+from flows.pipeline.store import VectorStore, open_store, resolve
 from models import EmbeddingBackend, get_spec, make_backend
 from tessera.errors import ConfigError, VectorStoreError
 from tessera.settings import Settings
@@ -15,12 +17,17 @@ RESULT_FIELDS = ("doc_id", "chunk_index", "source", "title", "text", "modality",
 
 def search(settings: Settings, query: str | None = None, image: bytes | None = None, k: int = 5,
            source: str | None = None, modality: str | None = None,
-           collection: str | None = None, backend: EmbeddingBackend | None = None
-           ) -> list[dict[str, Any]]:
-    """Top-k hits for a text or an image query, with the payload fields a caller needs."""
+           collection: str | None = None, backend: EmbeddingBackend | None = None,
+           store: VectorStore | None = None, where: Match | None = None,
+           timings: dict[str, float] | None = None) -> list[dict[str, Any]]:
+    """Top-k hits for a text or an image query, with the payload fields a caller needs.
+
+    `store`: an open store to reuse (left open); `where`: more payload conditions (equals,
+    ranges); `timings`: filled with embed_ms and engine_ms."""
     if (query is None) == (image is None):
         raise ConfigError("query", query, "give either a text query or --image PATH, not both")
-    store = open_store(settings)
+    own = store is None
+    store = open_store(settings) if store is None else store
     try:
         name = resolve(store, collection or settings.collection)
         info = store.get_collection(name)
@@ -29,9 +36,16 @@ def search(settings: Settings, query: str | None = None, image: bytes | None = N
         # Queries are embedded by the model the collection was built with.
         if backend is None or backend.spec.id != info.model_id:
             backend = make_backend(settings, get_spec(settings, info.model_name))
+        start = time.perf_counter()
         vector = (backend.embed_images([image])[0] if image is not None
                   else backend.embed_queries([query or ""])[0])
-        hits = store.search(name, vector, k, Match(source=source, modality=modality))
+        embedded = time.perf_counter()
+        hits = store.search(name, vector, k, replace(where or Match(), source=source,
+                                                     modality=modality))
+        if timings is not None:
+            timings.update(embed_ms=(embedded - start) * 1000,
+                           engine_ms=(time.perf_counter() - embedded) * 1000)
     finally:
-        store.close()
+        if own:
+            store.close()
     return [{**{f: h.payload.get(f) for f in RESULT_FIELDS}, "score": round(h.score, 6)} for h in hits]
