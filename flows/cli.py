@@ -231,7 +231,7 @@ def cmd_mcp(args: argparse.Namespace) -> dict[str, Any]:
     from flows.api.mcp_server import serve_mcp
 
     serve_mcp(_settings(args), args.transport, args.host, args.port)
-    return {"served": True}
+    return {}  # stdout is the protocol's: print nothing after the client hangs up
 
 
 @command("demo")

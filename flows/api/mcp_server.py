@@ -21,6 +21,13 @@ from tessera.settings import Settings
 logger = logging.getLogger(__name__)
 
 
+def _tool_error(message: str) -> Exception:
+    """An error the agent sees with its message (the SDK hides other exceptions' text)."""
+    from mcp.server.mcpserver.exceptions import ToolError
+
+    return ToolError(message)
+
+
 def describe_index(settings: Settings, service: SearchService) -> str:
     """One paragraph for the tool descriptions: collections, their models and sizes, sources."""
     try:
@@ -64,13 +71,13 @@ def build_mcp(settings: Settings, service: SearchService, log: RequestLog | None
                 "with_text": with_text, "chunks": chunks})
         except ValidationError as exc:
             _record(422, start, k=k, mode=mode, collection=collection, query=query)
-            raise ValueError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+            raise _tool_error("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
                                        for e in exc.errors())) from None
         try:
             hits, timings = await anyio.to_thread.run_sync(service.search, req)
         except PipelineError as exc:
             _record(500, start, k=k, mode=mode, collection=collection, query=query)
-            raise ValueError(str(exc)) from None
+            raise _tool_error(str(exc)) from None
         _record(200, start, k=k, mode=mode, collection=collection, query=query, hits=len(hits),
                 embed_ms=timings.get("embed_ms"), engine_ms=timings.get("engine_ms"))
         return {"results": hits}
@@ -79,7 +86,7 @@ def build_mcp(settings: Settings, service: SearchService, log: RequestLog | None
         try:
             return await anyio.to_thread.run_sync(service.document, doc_id, collection)
         except PipelineError as exc:
-            raise ValueError(str(exc)) from None
+            raise _tool_error(str(exc)) from None
 
     server.add_tool(search, name="search", description=(
         "Search the index with a text `query` (or a base64 `image` for CLIP collections). "
