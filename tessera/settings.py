@@ -218,6 +218,10 @@ class ApiConfig(_Section):
     events_flush_seconds: float = Field(default=10.0, gt=0)
     # How often a reader on the embedded store looks for a newer snapshot to take.
     snapshot_check_seconds: float = Field(default=1.0, gt=0)
+    # The Modal `api` function (infra/modal_app.py): the Secret that sets TESSERA_API__KEYS and
+    # TESSERA_STORE__URL/__API_KEY there, and whether Modal's own proxy auth also guards it.
+    modal_secret: str = "tessera-api"
+    modal_proxy_auth: bool = False
 
     def key_list(self) -> list[str]:
         """The configured keys, blanks dropped."""
