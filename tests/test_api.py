@@ -381,3 +381,24 @@ def _wait(predicate: Callable[[], bool], seconds: float = 30) -> None:
     while not predicate():
         assert time.monotonic() < deadline
         time.sleep(0.1)
+
+
+def test_search_requests_reach_the_mart(served: Served, indexed: Settings) -> None:
+    """The events the tests above wrote, through dbt, into fct_search_requests."""
+    import duckdb
+
+    from flows.pipeline.marts import build_marts
+
+    with served.client() as client, served.client(key=None) as anonymous:
+        for _ in range(3):
+            assert _search(client, query="tides").status_code == 200
+        assert _search(anonymous, query="tides").status_code == 401
+    _wait(lambda: {r["status"] for r in read_events(indexed.events_dir, "search_requests")
+                   } >= {200, 401})
+    build_marts(indexed, "+fct_search_requests")
+    with duckdb.connect(str(indexed.warehouse_path), read_only=True) as con:
+        rows = con.execute("select search_mode, requests, failed_requests, latency_p50_ms, "
+                           "latency_p99_ms from fct_search_requests").fetchall()
+    (mode, requests, failed, p50, p99), = rows
+    assert mode == "default" and requests >= 3 + failed and failed >= 1
+    assert 0 < p50 <= p99
