@@ -27,8 +27,9 @@ class RequestLog:
         self.run_id = new_run_id()
         self.log_queries = log_queries
         self._log = EventLog(events_dir, self.run_id)
-        self._lock = threading.Lock()
-        self._pending = 0
+        self._lock = threading.Lock()  # held for a list append or swap only, never for I/O
+        self._writing = threading.Lock()
+        self._rows: list[dict[str, Any]] = []
 
     def add(self, *, interface: str, route: str, status: int, latency_ms: float,
             mode: str | None = None, k: int | None = None, hits: int | None = None,
@@ -41,18 +42,23 @@ class RequestLog:
             embed_ms=embed_ms, engine_ms=engine_ms,
             query=query if self.log_queries else None, recorded_at=utcnow())
         with self._lock:
-            self._log.add("search_requests", **row)
-            self._pending += 1
-            return self._pending >= _MAX_ROWS
+            self._rows.append(row)
+            return len(self._rows) >= _MAX_ROWS
 
     def flush(self) -> int:
-        """Write what is queued; the number of rows written (errors are logged, rows kept)."""
-        with self._lock:
-            pending, self._pending = self._pending, 0
+        """Write what is queued as one file; the number of rows written. The event loop only
+        ever waits for a list swap: the write happens outside that lock. On an error the rows
+        are kept for the next flush, and the error is logged."""
+        with self._writing:
+            with self._lock:
+                rows, self._rows = self._rows, []
+            if not rows:
+                return 0
+            for row in rows:
+                self._log.add("search_requests", **row)
             try:
                 self._log.flush()
-            except OSError as exc:
-                self._pending = pending
+            except OSError as exc:  # the rows stay queued in the EventLog for the next flush
                 logger.warning("could not write search_requests events (kept in memory): %s", exc)
                 return 0
-        return pending
+        return len(rows)
