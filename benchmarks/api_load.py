@@ -9,15 +9,14 @@ each point carrying its document's title and text), starts `tessera api` in a se
 a free loopback port, and drives it from this process with an httpx asyncio client: each level
 runs a fixed number of seconds after a short warm-up, so the run stops by itself. In the same
 run it times the same queries straight against the store (embed + `EdgeStore.search`, no HTTP)
-and reports the API's overhead at p50. Queries are the SciFact test queries, as text; the mode
-is hybrid when this build's search has modes, else the default (dense).
+and reports the API's overhead at p50. Queries are the SciFact test queries, as text, in hybrid
+mode (dense + BM25 fused in the engine): every point carries both vectors, as an ingest writes.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import inspect
 import json
 import os
 import shutil
@@ -35,6 +34,7 @@ from benchmarks import common
 
 KEY = "bench-load-key"
 COLLECTION = "bench"
+MODE = "hybrid"
 
 
 def _pct(values: list[float]) -> dict[str, float]:
@@ -42,12 +42,6 @@ def _pct(values: list[float]) -> dict[str, float]:
     if arr.size == 0:
         return {"p50_ms": float("nan"), "p95_ms": float("nan"), "p99_ms": float("nan")}
     return {f"p{q}_ms": round(float(np.percentile(arr, q)), 3) for q in (50, 95, 99)}
-
-
-def _mode() -> str | None:
-    from flows.api.search import search
-
-    return "hybrid" if "mode" in inspect.signature(search).parameters else None
 
 
 def _base_vectors(settings: Any, records: list[dict[str, Any]]) -> np.ndarray:
@@ -70,6 +64,7 @@ def build(home: Path, points: int, base_docs: int) -> tuple[Path, Any]:
     from flows.pipeline.store.edge import EdgeStore
     from models import get_spec
     from tessera.settings import load_settings
+    from tessera.sparse import Bm25Encoder, sparse_identity, sparse_signature
     from tessera.types import CollectionInfo, PointRecord, point_id
 
     shutil.rmtree(home, ignore_errors=True)
@@ -82,7 +77,11 @@ def build(home: Path, points: int, base_docs: int) -> tuple[Path, Any]:
     base = _base_vectors(settings, records)
     rng = np.random.default_rng(7)
     store = EdgeStore(home / "qdrant")
-    store.create_collection(CollectionInfo.for_model(COLLECTION, get_spec(settings)))
+    identity = sparse_identity(settings.sparse)
+    assert identity is not None, "hybrid needs sparse.enabled"
+    encoder = Bm25Encoder(settings.sparse)
+    sparse = encoder.documents([f"{r.get('title', '')} {r['text']}" for r in records])
+    store.create_collection(CollectionInfo.for_model(COLLECTION, get_spec(settings), identity))
     for lo in range(0, points, 512):
         batch = []
         for i in range(lo, min(lo + 512, points)):
@@ -92,7 +91,8 @@ def build(home: Path, points: int, base_docs: int) -> tuple[Path, Any]:
             batch.append(PointRecord(point_id(COLLECTION, doc, 0), v / np.linalg.norm(v), {
                 "doc_id": doc, "source": f"part{i % 10}", "modality": "text", "chunk_index": 0,
                 "chunk_count": 1, "title": rec.get("title", ""), "text": rec["text"][:2000],
-                "uri": f"scifact://{rec['_id']}", "expires_at": 2**31 - 1}))
+                "uri": f"scifact://{rec['_id']}", "expires_at": 2**31 - 1,
+                "sparse": sparse_signature(identity)}, sparse=sparse[i % len(records)]))
         store.upsert(COLLECTION, batch)
     store.optimize(COLLECTION)
     store.close()
@@ -100,24 +100,27 @@ def build(home: Path, points: int, base_docs: int) -> tuple[Path, Any]:
 
 
 def direct(settings: Any, queries: list[str], mode: str | None, seconds: float) -> dict[str, Any]:
-    """The same queries through `flows.api.search.search` on an open store: no HTTP."""
-    from flows.api.search import search
+    """The same queries through `flows.api.search.run_search` on an open store: no HTTP."""
+    from flows.api.search import SearchQuery, run_search
     from flows.pipeline.store import open_store
     from models import get_spec, make_backend
 
     store = open_store(settings)
     backend = make_backend(settings, get_spec(settings))
-    extra = {"mode": mode} if mode else {}
     total, embed, engine = [], [], []
+
+    def search(text: str, timings: dict[str, float] | None = None) -> None:
+        run_search(settings, SearchQuery(text=text, k=10, mode=mode), backend, store,
+                   timings=timings)
+
     try:
-        search(settings, query=queries[0], k=10, backend=backend, store=store, **extra)
+        search(queries[0])
         deadline = time.perf_counter() + seconds
         i = 0
         while time.perf_counter() < deadline:
             timings: dict[str, float] = {}
             t0 = time.perf_counter()
-            search(settings, query=queries[i % len(queries)], k=10, backend=backend, store=store,
-                   timings=timings, **extra)
+            search(queries[i % len(queries)], timings)
             total.append((time.perf_counter() - t0) * 1000)
             embed.append(timings["embed_ms"])
             engine.append(timings["engine_ms"])
@@ -205,7 +208,7 @@ def run(points: int = 50_000, base_docs: int = 1000, seconds: float = 10.0,
     config, settings = build(home, points, base_docs)
     build_s = time.perf_counter() - started
     queries = list(load_test_set(common.SCIFACT)[0].values())[:queries_limit]
-    mode = _mode()
+    mode = MODE
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "TESSERA_CONFIG": str(config), "TESSERA_API__KEYS": KEY,
@@ -228,7 +231,7 @@ def run(points: int = 50_000, base_docs: int = 1000, seconds: float = 10.0,
     straight = direct(settings, queries, mode, seconds)
     first = rows[0] if rows else {}
     overhead = round(first.get("p50_ms", float("nan")) - straight["p50_ms"], 3)
-    return {"points": points, "base_docs": base_docs, "mode": mode or "default (dense)",
+    return {"points": points, "base_docs": base_docs, "mode": mode,
             "runtime": settings.embedding.runtime, "build_seconds": round(build_s, 1),
             "levels": rows, "direct": straight, "api_overhead_p50_ms": overhead,
             "api_over_direct_p50": round(first.get("p50_ms", float("nan")) / straight["p50_ms"], 3),

@@ -90,12 +90,12 @@ def cmd_ingest(args: argparse.Namespace) -> dict[str, Any]:
 @command("search")
 def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
     """Search the index with text or an image."""
-    from flows.api.search import search
+    from flows.api.search import SearchQuery, run_search
 
     image = Path(args.image).read_bytes() if args.image else None
-    hits = search(_settings(args), query=args.query, image=image, k=args.k, source=args.source,
-                  modality=args.modality, collection=args.collection)
-    return {"results": hits}
+    return run_search(_settings(args), SearchQuery(
+        text=args.query, image=image, k=args.k, mode=args.mode, chunks=args.chunks,
+        source=args.source, modality=args.modality, collection=args.collection))
 
 
 @command("status")
@@ -264,6 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", help="only results from this source")
     p.add_argument("--modality", choices=["text", "image"], help="only text or only image results")
     p.add_argument("--collection", help="search this collection (default: from config)")
+    p.add_argument("--mode", choices=["dense", "sparse", "hybrid"],
+                   help="dense (model), sparse (BM25) or hybrid (both fused); default: search.mode")
+    p.add_argument("--chunks", action="store_true",
+                   help="raw chunk hits instead of one result (its best chunk) per document")
     add("status").add_argument("--last", type=int, default=5, help="how many recent runs to show")
     p = add("alias")
     p.add_argument("alias", help="the name readers use, e.g. the configured collection name")

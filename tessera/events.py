@@ -52,6 +52,8 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("embed_seconds", pa.float64()),
             ("upsert_seconds", pa.float64()),
             ("delete_seconds", pa.float64()),
+            ("sparse_written", pa.int64()),  # points written with a BM25 sparse vector
+            ("sparse_seconds", pa.float64()),
         ]
     ),
     # One row per (run, source, stage, batch): where the time went.
@@ -154,6 +156,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("dataset", pa.string()),
             ("model_id", pa.string()),
             ("collection", pa.string()),
+            ("mode", pa.string()),  # dense | sparse | hybrid (null before modes: dense)
             ("queries", pa.int64()),
             ("ndcg_at_10", pa.float64()),
             ("recall_at_10", pa.float64()),
@@ -171,6 +174,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("dataset", pa.string()),
             ("model_id", pa.string()),
             ("query_id", pa.string()),
+            ("mode", pa.string()),  # dense | sparse | hybrid (null before modes: dense)
             ("ndcg_at_10", pa.float64()),
             ("recall_at_10", pa.float64()),
             ("recall_at_100", pa.float64()),

@@ -13,6 +13,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from tessera.errors import ConfigError
 from tessera.formats import ALL_SUFFIXES
+from tessera.query import SearchConfig
+from tessera.sparse import SparseConfig
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -43,6 +45,9 @@ class SourceOptions(_Section):
     id_field: str = "id"
     title_field: str = "title"
     text_field: str = "text"
+    # The record field holding its own timestamp (epoch seconds or ISO 8601), checked by the
+    # documents contract (`timestamp_sane`); unset: records carry no timestamp.
+    timestamp_field: str | None = None
     encoding: str = "utf-8"
     max_file_bytes: int = 64 * 1024 * 1024
     max_image_pixels: int = 40_000_000
@@ -246,6 +251,8 @@ class Settings(BaseSettings):
     contracts: ContractsConfig = Field(default_factory=ContractsConfig)
     quality: QualityConfig = Field(default_factory=QualityConfig)
     marts: MartsConfig = Field(default_factory=MartsConfig)
+    sparse: SparseConfig = Field(default_factory=SparseConfig)  # BM25 vectors: tessera/sparse.py
+    search: SearchConfig = Field(default_factory=SearchConfig)  # modes and fusion: tessera/query.py
     api: ApiConfig = Field(default_factory=ApiConfig)
     sources: list[SourceConfig] = []
     timezone: str = "UTC"

@@ -20,6 +20,7 @@ import pytest
 import uvicorn
 
 from flows.api.app import create_app
+from flows.api.search import SearchQuery, run_search
 from flows.api.search import search as search_fn
 from flows.api.service import SearchService
 from flows.pipeline.ingest import run_ingest
@@ -143,14 +144,19 @@ def _search(client: httpx.Client, **body: Any) -> httpx.Response:
     return client.post("/v1/search", json=body)
 
 
-def test_search_answers_like_the_cli(served: Served, indexed: Settings) -> None:
+@pytest.mark.parametrize(("mode", "chunks"), [(None, False), ("dense", False), ("sparse", True),
+                                              ("hybrid", True)])
+def test_search_answers_like_the_cli(served: Served, indexed: Settings, mode: str | None,
+                                     chunks: bool) -> None:
+    text = "what happens to the ocean at high tide"
     with served.client() as client:
-        response = _search(client, query="what happens to the ocean at high tide", k=3)
+        response = _search(client, query=text, k=3, mode=mode, chunks=chunks)
     assert response.status_code == 200, response.text
-    results = response.json()["results"]
-    cli = search_fn(indexed, query="what happens to the ocean at high tide", k=3)
-    assert [r["doc_id"] for r in results] == [r["doc_id"] for r in cli]
-    assert results[0]["doc_id"].endswith("tides.txt") and set(results[0]) == set(cli[0])
+    body = response.json()
+    cli = run_search(indexed, SearchQuery(text=text, k=3, mode=mode, chunks=chunks))
+    assert body == cli  # the same answer as `tessera search --json`, scores included
+    assert body["mode"] == (mode or indexed.search.mode) and body["grouped"] is not chunks
+    assert body["results"][0]["doc_id"].endswith("tides.txt")
     assert "embed;dur=" in response.headers["server-timing"]
 
 
@@ -399,6 +405,7 @@ def test_search_requests_reach_the_mart(served: Served, indexed: Settings) -> No
     with duckdb.connect(str(indexed.warehouse_path), read_only=True) as con:
         rows = con.execute("select search_mode, requests, failed_requests, latency_p50_ms, "
                            "latency_p99_ms from fct_search_requests").fetchall()
-    (mode, requests, failed, p50, p99), = rows
-    assert mode == "default" and requests >= 3 + failed and failed >= 1
+    by_mode = {row[0]: row[1:] for row in rows}
+    requests, failed, p50, p99 = by_mode[indexed.search.mode]  # the mode that ran
+    assert requests >= 3 + failed and failed >= 1
     assert 0 < p50 <= p99

@@ -169,16 +169,18 @@ def _routes(app: FastAPI) -> None:
     @app.post("/v1/search", response_model=SearchResponse, dependencies=guarded,
               responses=_ERRORS, tags=["search"])
     async def search(body: SearchRequest, request: Request) -> Response:
-        """Search with a text query or a base64 image; the same results as `tessera search`."""
+        """Search with a text query or a base64 image; the same answer as `tessera search
+        --json`: documents (best chunk each) unless `chunks`, in the mode that ran."""
         service: SearchService = request.app.state.service
         info = request.scope.setdefault("tessera", {})
         info.update(mode=body.mode, k=body.k, collection=body.collection, query=body.query)
-        hits, timings = await anyio.to_thread.run_sync(service.search, body)
-        info.update(hits=len(hits), embed_ms=timings.get("embed_ms"),
-                    engine_ms=timings.get("engine_ms"))
-        request.app.state.metrics.observe_search(timings, len(hits))
+        answer, timings = await anyio.to_thread.run_sync(service.search, body)
+        hits = len(answer["results"])
+        info.update(hits=hits, mode=answer["mode"], collection=answer["collection"],
+                    embed_ms=timings.get("embed_ms"), engine_ms=timings.get("engine_ms"))
+        request.app.state.metrics.observe_search(timings, hits)
         timing = ", ".join(f"{k.removesuffix('_ms')};dur={v:.2f}" for k, v in timings.items())
-        return JSONResponse({"results": hits}, headers={"Server-Timing": timing})
+        return JSONResponse(answer, headers={"Server-Timing": timing})
 
     @app.get("/v1/collections", response_model=CollectionsResponse, dependencies=guarded,
              responses=_ERRORS, tags=["index"])

@@ -74,13 +74,14 @@ def build_mcp(settings: Settings, service: SearchService, log: RequestLog | None
             raise _tool_error("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
                                        for e in exc.errors())) from None
         try:
-            hits, timings = await anyio.to_thread.run_sync(service.search, req)
+            answer, timings = await anyio.to_thread.run_sync(service.search, req)
         except PipelineError as exc:
             _record(500, start, k=k, mode=mode, collection=collection, query=query)
             raise _tool_error(str(exc)) from None
-        _record(200, start, k=k, mode=mode, collection=collection, query=query, hits=len(hits),
-                embed_ms=timings.get("embed_ms"), engine_ms=timings.get("engine_ms"))
-        return {"results": hits}
+        _record(200, start, k=k, mode=answer["mode"], collection=answer["collection"],
+                query=query, hits=len(answer["results"]), embed_ms=timings.get("embed_ms"),
+                engine_ms=timings.get("engine_ms"))
+        return answer
 
     async def get_document(doc_id: str, collection: str | None = None) -> dict[str, Any]:
         try:
@@ -90,8 +91,9 @@ def build_mcp(settings: Settings, service: SearchService, log: RequestLog | None
 
     server.add_tool(search, name="search", description=(
         "Search the index with a text `query` (or a base64 `image` for CLIP collections). "
-        "Returns {results: [{doc_id, chunk_index, source, title, text, modality, uri, score}]}, "
-        "best first. Optional: k (1-100), mode (dense|sparse|hybrid), collection (name or "
+        "Returns {results: [{doc_id, chunk_index, source, title, text, modality, uri, score}], "
+        "mode, grouped, collection, warning}: documents (best chunk each) best first, or chunks "
+        "with chunks=true. Optional: k (1-100), mode (dense|sparse|hybrid), collection (name or "
         "alias), source, modality (text|image), equals {doc_id: ...}, ranges "
         "{expires_at: {gte, lte}}, with_text, chunks. " + index))
     server.add_tool(get_document, name="get_document", description=(

@@ -123,14 +123,20 @@ class Hit(BaseModel):
 
 
 class SearchResponse(BaseModel):
-    """`{"results": [...]}`, best first."""
+    """The same answer as `tessera search --json`: results best first, and the mode that ran."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"results": [
         {"doc_id": "docs/guides/vaccines.md", "chunk_index": 0, "source": "docs",
          "title": "Vaccines", "text": "Vaccines train the immune system ...", "modality": "text",
-         "uri": "file:///data/docs/guides/vaccines.md", "score": 0.71}]}]})
+         "uri": "file:///data/docs/guides/vaccines.md", "score": 0.71}],
+        "mode": "hybrid", "grouped": True, "collection": "tessera", "warning": None}]})
 
     results: list[Hit]
+    mode: str = Field(description="the mode that ran (dense when the collection has no "
+                                  "sparse vectors, or for an image)")
+    grouped: bool = Field(description="true: one hit per document (its best chunk)")
+    collection: str
+    warning: str | None = None
 
 
 class Collection(BaseModel):

@@ -6,7 +6,6 @@ service's open store and its batching embedder passed in.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import shutil
@@ -20,7 +19,7 @@ import numpy as np
 
 from flows.api.batching import BatchingEmbedder
 from flows.api.schemas import SearchRequest
-from flows.api.search import search as search_fn
+from flows.api.search import SearchQuery, run_search
 from flows.api.snapshot import SnapshotReader
 from flows.pipeline.store import VectorStore, open_store
 from models import get_spec, make_backend
@@ -34,8 +33,6 @@ logger = logging.getLogger(__name__)
 PROBE_TEXT = "Tessera readiness probe: is the model the one the collection was built with?"
 DOCUMENT_FIELDS = ["doc_id", "chunk_index", "chunk_count", "source", "title", "uri", "modality",
                    "text"]
-# What this build's search function takes (the hybrid-retrieval work adds mode and chunks).
-_SEARCH_PARAMS = set(inspect.signature(search_fn).parameters)
 _MAX_DOC_ID = 4096
 
 
@@ -171,8 +168,9 @@ class SearchService:
             return int(store.count(name))
 
     # -- search and documents ----------------------------------------------------------------
-    def search(self, req: SearchRequest) -> tuple[list[dict[str, Any]], dict[str, float]]:
-        """The hits for one request, and where the time went (embed_ms, engine_ms)."""
+    def search(self, req: SearchRequest) -> tuple[dict[str, Any], dict[str, float]]:
+        """`tessera search --json`'s answer for one request ({"results", "mode", "grouped",
+        "collection", "warning"}), and where the time went (embed_ms, engine_ms)."""
         if req.k > self.settings.api.max_k:
             raise InvalidRequest("k", f"at most {self.settings.api.max_k} (api.max_k)")
         name = self.resolve(req.collection)
@@ -180,26 +178,19 @@ class SearchService:
         if req.image is not None and "image" not in info.modalities:
             raise InvalidRequest("image", f"collection {name!r} holds {info.model_name}, which "
                                  "embeds text only; search it with a text query")
-        extra: dict[str, Any] = {}
-        for option, default in (("mode", None), ("chunks", False)):
-            value = getattr(req, option)
-            if option in _SEARCH_PARAMS:
-                extra[option] = value
-            elif value not in (default, "dense"):
-                raise InvalidRequest(option, f"{value!r} is not available in this build; "
-                                     "searches are dense")
         where = Match(equals=tuple(req.filters.equals.items()),
                       ranges=tuple((f, r.gte, r.lte) for f, r in req.filters.ranges.items()))
         timings: dict[str, float] = {}
+        query = SearchQuery(text=req.query, image=req.image_bytes(), k=req.k, mode=req.mode,
+                            chunks=req.chunks, source=req.filters.source,
+                            modality=req.filters.modality, collection=name)
         with self.reader.reading(name) as store:
-            hits = search_fn(self.settings, query=req.query, image=req.image_bytes(), k=req.k,
-                             source=req.filters.source, modality=req.filters.modality,
-                             collection=name, backend=self.embedder(info), store=store,
-                             where=where, timings=timings, **extra)
+            answer = run_search(self.settings, query, self.embedder(info), store, where=where,
+                                timings=timings)
         if not req.with_text:
-            for hit in hits:
+            for hit in answer["results"]:
                 hit.pop("text", None)
-        return hits, timings
+        return answer, timings
 
     def document(self, doc_id: str, collection: str | None = None) -> dict[str, Any]:
         """A document's chunks in order, from the payload; NotFound when it has no points."""

@@ -26,6 +26,7 @@ from tessera.errors import ConfigError
 from tessera.events import EventLog, new_run_id, utcnow
 from tessera.fs import writable
 from tessera.settings import Settings, SourceConfig, parse_ttl
+from tessera.sparse import Bm25Encoder, config_from_identity, sparse_identity, sparse_signature
 from tessera.steps import PlainSteps, Steps
 from tessera.types import CollectionInfo, Loaded, Match
 
@@ -37,7 +38,7 @@ logger = logging.getLogger(__name__)
 DOC_BATCH = 1024
 # Called with (documents done, documents known) after each batch.
 Progress = Callable[[int, int], None]
-STAGES = ("discover", "load", "chunk", "diff", "embed", "upsert", "delete")
+STAGES = ("discover", "load", "chunk", "diff", "embed", "sparse", "upsert", "delete")
 
 
 class IngestRun:
@@ -60,6 +61,14 @@ class IngestRun:
         self.done = 0
         self._backends: dict[str, EmbeddingBackend] = {}
         self._chunkers: dict[str, Chunker] = {}
+        self._bm25: dict[str, Bm25Encoder] = {}
+
+    def bm25(self, identity: dict[str, Any]) -> Bm25Encoder:
+        """The BM25 encoder for a collection's recorded sparse config."""
+        key = sparse_signature(identity)
+        if key not in self._bm25:
+            self._bm25[key] = Bm25Encoder(config_from_identity(identity))
+        return self._bm25[key]
 
     def backend(self, spec: ModelSpec, pending_chunks: int) -> EmbeddingBackend:
         """The model's backend, chosen (local or Modal, for `auto`) when it is first needed."""
@@ -103,7 +112,7 @@ class IngestRun:
         return {"run_id": self.run_id, "seen": c.seen, "indexed": c.indexed, "unchanged": c.unchanged,
                 "quarantined": c.quarantined, "deleted": c.deleted,
                 "chunks_embedded": c.chunks_embedded, "points_upserted": c.points_upserted,
-                "seconds": round((utcnow() - self.started).total_seconds(), 3)}
+                "sparse_written": c.sparse_written, "seconds": round((utcnow() - self.started).total_seconds(), 3)}
 
 
 def run_ingest(settings: Settings, steps: Steps | None = None, sources: list[str] | None = None,
@@ -148,13 +157,14 @@ def _target(run: IngestRun, store: VectorStore, source: SourceConfig,
         from flows.pipeline.sources.images import require_image_model
 
         require_image_model(spec, source)
-    ensure_collection(store, CollectionInfo.for_model(collection, spec))
+    info = ensure_collection(store, CollectionInfo.for_model(collection, spec,
+                                                             sparse_identity(settings.sparse)))
     ttl = parse_ttl(run.ttl) if run.ttl is not None else source.ttl_seconds
     now = int(time.time())
     cfg = settings.chunking
     return Target(source=source, items=items, collection=collection, spec=spec,
                   chunking=chunk_signature(spec.max_length, cfg.max_tokens, cfg.overlap),
-                  now=now, expires_at=expiry(now, ttl))
+                  now=now, expires_at=expiry(now, ttl), sparse=info.sparse)
 
 
 def _load(source: SourceConfig, items: list[str]) -> list[Loaded]:
@@ -218,7 +228,8 @@ def record_run(run: IngestRun, status: str, error: str | None) -> None:
         gpu_type=stats.gpu_type if stats else None, status=status, error=error,
         started_at=run.started, finished_at=utcnow(),
         **{k: summary[k] for k in ("seen", "indexed", "unchanged", "quarantined", "deleted",
-                                   "chunks_embedded", "points_upserted", "seconds")},
+                                   "chunks_embedded", "points_upserted", "sparse_written",
+                                   "seconds")},
         gpu_seconds=sum(b.stats.gpu_seconds for b in backends),
         **{f"{s}_seconds": secs.get(s, 0.0) for s in STAGES},
     )
