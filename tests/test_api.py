@@ -407,5 +407,6 @@ def test_search_requests_reach_the_mart(served: Served, indexed: Settings) -> No
                            "latency_p99_ms from fct_search_requests").fetchall()
     by_mode = {row[0]: row[1:] for row in rows}
     requests, failed, p50, p99 = by_mode[indexed.search.mode]  # the mode that ran
-    assert requests >= 3 + failed and failed >= 1
-    assert 0 < p50 <= p99
+    assert requests - failed >= 3 and 0 < p50 <= p99
+    # A request refused before it was read (401) has no mode: it counts under "default".
+    assert by_mode["default"][1] >= 1
