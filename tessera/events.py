@@ -62,7 +62,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         + [
             ("source", pa.string()),
             # start (batch_index -1, when the run starts) | discover | load | chunk | diff | embed
-            # | upsert | delete | refresh
+            # | upsert | delete | refresh | caption
             ("stage", pa.string()),
             ("batch_index", pa.int64()),
             ("items", pa.int64()),
@@ -147,6 +147,24 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("load_seconds", pa.float64()),
             ("status", pa.string()),  # ok | downloaded | mismatch | missing
             ("message", pa.string()),
+            ("recorded_at", _TS),
+        ]
+    ),
+    # One row per (run, source that captions images with a model): captions made, reused from
+    # the cache, failed (quarantined), and what the captioner cost.
+    "caption_runs": pa.schema(
+        _RUN
+        + [
+            ("source", pa.string()),
+            ("captioner", pa.string()),  # the captioner's model id
+            ("backend", pa.string()),  # local | modal; null when nothing needed captioning
+            ("device", pa.string()),
+            ("gpu_type", pa.string()),  # null on CPU
+            ("made", pa.int64()),
+            ("reused", pa.int64()),
+            ("failed", pa.int64()),
+            ("seconds", pa.float64()),
+            ("gpu_seconds", pa.float64()),
             ("recorded_at", _TS),
         ]
     ),

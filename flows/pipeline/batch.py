@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from flows.pipeline import captions
 from flows.pipeline.indexer import Existing, build_points, stale_ids
 from flows.pipeline.store import VectorStore
 from models.base import EmbedsTokenIds
@@ -73,7 +74,9 @@ def process_batch(run: IngestRun, store: VectorStore, target: Target, loaded: li
     try:
         docs = _check(run, batch, run.contracts.check_documents,
                       [x for x in loaded if isinstance(x, Document)], target.spec, target.source)
+        docs = captions.stamp(run, batch, docs)
         changed = split_unchanged(run, store, batch, docs)
+        changed = captions.caption(run, batch, changed)
         if changed:
             chunks = chunk(run, batch, changed)
             changed = [d for d in changed if d.doc_id in chunks]
@@ -128,8 +131,10 @@ def embed(run: IngestRun, batch: Batch, docs: list[Document],
           chunks: dict[str, list[Chunk]]) -> dict[str, np.ndarray]:
     """Vectors for each document's chunks (an image is one vector), checked by the contract."""
     t = batch.target
-    text_chunks = [c for d in docs if d.modality == "text" for c in chunks[d.doc_id]]
-    images = [d.data or b"" for d in docs if d.modality == "image"]
+    # A text-only model embeds an image as its caption's text (options.caption = "model").
+    as_text = "image" not in t.spec.modalities
+    text_chunks = [c for d in docs if d.modality == "text" or as_text for c in chunks[d.doc_id]]
+    images = [d.data or b"" for d in docs if d.modality == "image" and not as_text]
     pending = len(text_chunks) + len(images)
     backend = run.backend(t.spec, int(pending * batch.remaining))
     ids = token_ids(run, backend, t.spec, text_chunks)
@@ -139,7 +144,7 @@ def embed(run: IngestRun, batch: Batch, docs: list[Document],
     vectors: dict[str, np.ndarray] = {}
     at_text = at_image = 0
     for doc in docs:
-        if doc.modality == "image":
+        if doc.modality == "image" and not as_text:
             vectors[doc.doc_id] = image_vecs[at_image:at_image + 1]
             at_image += 1
         else:

@@ -14,6 +14,7 @@ from typing import Any
 
 from data_contracts import ContractRunner, warm_up
 from flows.pipeline.batch import Target, process_batch
+from flows.pipeline.captions import RunCaptions
 from flows.pipeline.chunking import Chunker
 from flows.pipeline.chunking import signature as chunk_signature
 from flows.pipeline.indexer import RunCounts, expiry, read_existing
@@ -61,6 +62,7 @@ class IngestRun:
         self.done = 0
         self._backends: dict[str, EmbeddingBackend] = {}
         self._chunkers: dict[str, Chunker] = {}
+        self.captions = RunCaptions(settings)
         self._bm25: dict[str, Bm25Encoder] = {}
 
     def bm25(self, identity: dict[str, Any]) -> Bm25Encoder:
@@ -109,10 +111,13 @@ class IngestRun:
     def summary(self) -> dict[str, Any]:
         """The run's counts, as `tessera ingest --json` prints them."""
         c = self.counts
-        return {"run_id": self.run_id, "seen": c.seen, "indexed": c.indexed, "unchanged": c.unchanged,
-                "quarantined": c.quarantined, "deleted": c.deleted,
-                "chunks_embedded": c.chunks_embedded, "points_upserted": c.points_upserted,
-                "sparse_written": c.sparse_written, "seconds": round((utcnow() - self.started).total_seconds(), 3)}
+        out = {"run_id": self.run_id, "seen": c.seen, "indexed": c.indexed, "unchanged": c.unchanged,
+               "quarantined": c.quarantined, "deleted": c.deleted,
+               "chunks_embedded": c.chunks_embedded, "points_upserted": c.points_upserted,
+               "sparse_written": c.sparse_written, "seconds": round((utcnow() - self.started).total_seconds(), 3)}
+        if self.captions.sources:  # only runs with a source that captions with a model
+            out |= self.captions.summary()
+        return out
 
 
 def run_ingest(settings: Settings, steps: Steps | None = None, sources: list[str] | None = None,
@@ -157,6 +162,7 @@ def _target(run: IngestRun, store: VectorStore, source: SourceConfig,
         from flows.pipeline.sources.images import require_image_model
 
         require_image_model(spec, source)
+    run.captions.prepare(source)  # an unknown captioner or missing weights: refused now
     info = ensure_collection(store, CollectionInfo.for_model(collection, spec,
                                                              sparse_identity(settings.sparse)))
     ttl = parse_ttl(run.ttl) if run.ttl is not None else source.ttl_seconds
@@ -220,6 +226,7 @@ def record_run(run: IngestRun, status: str, error: str | None) -> None:
     stats = backends[0].stats if backends else None
     secs = run.counts.stage_seconds
     summary = run.summary()
+    run.captions.record(run)
     run.events.add(
         "ingest_runs", flow=run.flow, sources=",".join(t.source.name for t in run.targets),
         collection=",".join(dict.fromkeys(t.collection for t in run.targets)),
