@@ -9,7 +9,7 @@ export TESSERA_HOME ?= $(CURDIR)/.tessera
 # PREFECT_HOME: `tessera` puts it in $(TESSERA_HOME)/prefect; tests use a temp dir. The other
 # offline defaults (HF_HUB_OFFLINE, DO_NOT_TRACK, ...) are set by the code itself.
 
-.PHONY: install demo test test-fast lint bench lock clean
+.PHONY: install browser demo test test-fast lint bench lock clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -21,10 +21,17 @@ $(STAMP): $(BIN)/python pyproject.toml $(LOCK)
 
 install: $(STAMP)
 
+# Debian's Chromium for the web page's browser test (Playwright drives it; no browser download).
+# Installed only where we are root with apt; elsewhere that one test skips and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	  || echo "no Chromium installed: tests/test_web_page.py's browser tests will skip"
+
 demo: install
 	$(BIN)/tessera demo
 
-test: install
+test: install browser
 	$(BIN)/ruff check tessera flows models data_contracts infra tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/lint-imports

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from flows import cli_support, preflight
 from tessera.env import apply_offline_defaults
-from tessera.errors import PipelineError
+from tessera.errors import PipelineError, UsageError
 
 Handler = Callable[[argparse.Namespace], dict[str, Any]]
 COMMANDS: dict[str, Handler] = {}
@@ -66,14 +66,15 @@ def _interactive(args: argparse.Namespace) -> bool:
 @command("ingest")
 def cmd_ingest(args: argparse.Namespace) -> dict[str, Any]:
     """Index new and changed documents."""
+    preflight.ingest_checks(_settings(args), args.source, args.ttl, args.path)
     from flows.pipeline.ingest import run_ingest
 
     def plain(settings: Any) -> dict[str, Any]:
-        if not _interactive(args):
+        if not _interactive(args) or args.quiet:
             return run_ingest(settings, None, args.source, args.ttl, args.path)
         from rich.progress import Progress
 
-        with Progress(transient=True) as bar:
+        with Progress(transient=True) as bar, cli_support.route_logs(bar.console):
             job = bar.add_task("ingest", total=None)
             return run_ingest(settings, None, args.source, args.ttl, args.path,
                               progress=lambda done, total: bar.update(job, completed=done,
@@ -92,7 +93,10 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
     """Search the index with text or an image."""
     from flows.api.search import SearchQuery, run_search
 
+    if args.image and not Path(args.image).is_file():
+        raise UsageError(f"--image {args.image!r} is not a file; give the path of an image")
     image = Path(args.image).read_bytes() if args.image else None
+    preflight.check_search(_settings(args), args.collection, args.source)
     return run_search(_settings(args), SearchQuery(
         text=args.query, image=image, k=args.k, mode=args.mode, chunks=args.chunks,
         source=args.source, modality=args.modality, collection=args.collection))
@@ -102,7 +106,6 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_caption(args: argparse.Namespace) -> dict[str, Any]:
     """Caption images with the captioner (BLIP), through the caption cache."""
     from flows.api.caption import NamedImage, caption_images
-    from tessera.errors import UsageError
 
     missing = [p for p in args.images if not Path(p).is_file()]
     if missing:  # refused before the model loads
@@ -116,6 +119,7 @@ def cmd_status(args: argparse.Namespace) -> dict[str, Any]:
     """Collections, their models and sizes, and the last runs."""
     from flows.api.status import status
 
+    preflight.check_store(_settings(args))
     return status(_settings(args), last=args.last)
 
 
@@ -154,6 +158,7 @@ def cmd_quarantine(args: argparse.Namespace) -> dict[str, Any]:
 @command("prune")
 def cmd_prune(args: argparse.Namespace) -> dict[str, Any]:
     """Delete points whose expires_at has passed."""
+    preflight.check_store(_settings(args))
     from flows.pipeline.prune import run_prune
 
     def flow() -> dict[str, Any]:
@@ -180,6 +185,8 @@ def cmd_refresh_models(args: argparse.Namespace) -> dict[str, Any]:
 @command("quality")
 def cmd_quality(args: argparse.Namespace) -> dict[str, Any]:
     """Score retrieval quality on a BEIR-layout dataset."""
+    preflight.check_store(_settings(args))
+    preflight.check_backend(_settings(args))
     from flows.pipeline.quality import run_quality
 
     def flow() -> dict[str, Any]:
@@ -195,6 +202,7 @@ def cmd_quality(args: argparse.Namespace) -> dict[str, Any]:
 @command("nightly")
 def cmd_nightly(args: argparse.Namespace) -> dict[str, Any]:
     """Prune, refresh models, score quality sets, build marts."""
+    preflight.check_store(_settings(args))
     def flow() -> dict[str, Any]:
         from flows.nightly import nightly_flow
 
@@ -255,16 +263,51 @@ def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
     return run_demo(_settings(args))
 
 
+@command("report")
+def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
+    """A web page of the index: search, freshness per schedule, quality, volume, latency."""
+    from flows.api.web import ReportServer, write_report
+
+    settings = _settings(args)
+    if not args.serve:
+        out = Path(args.out) if args.out else settings.home / "report" / "index.html"
+        return {"report": str(write_report(settings, out))}
+    preflight.check_store(settings)
+    try:
+        server = ReportServer(settings).make_server(args.host, args.port)
+    except OSError as exc:
+        raise UsageError(f"--port {args.port}: cannot listen on {args.host}:{args.port} "
+                         f"({exc.strerror}); pick another port") from None
+    url = f"http://{args.host}:{server.server_address[1]}/"
+    print(f"serving the report on {url} (Ctrl-C stops)", file=sys.stderr, flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return {"served": url}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every command."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = cli_support.Parser(add_help=False)
     common.add_argument("--config", help="path to tessera.toml (default: $TESSERA_CONFIG or ./tessera.toml)")
     common.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    parser = argparse.ArgumentParser(prog="tessera", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    common.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more output: -v adds info logs and Prefect's task-state lines")
+    common.add_argument("-q", "--quiet", action="store_true",
+                        help="errors only: no progress bar, no summary")
+    parser = cli_support.Parser(prog="tessera", description=__doc__)
+    parser.add_argument("--version", action=cli_support.VersionAction,
+                        help="print the version, model, runtime and store kind, then exit")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=cli_support.Parser)
 
     def add(name: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, parents=[common], help=COMMANDS[name].__doc__)
+        doc = COMMANDS[name].__doc__
+        return sub.add_parser(name, parents=[common], help=doc, description=doc,
+                              epilog="example:\n  " + cli_support.EXAMPLES.get(name, f"tessera {name}"),
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
 
     p = add("ingest")
     p.add_argument("path", nargs="?", help="ingest this file or folder instead of the declared sources")
@@ -306,6 +349,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stdio (an agent starts this command) or streamable HTTP")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8001)
+    p = add("report")
+    p.add_argument("--out", help="where to write the page (default: TESSERA_HOME/report/index.html)")
+    p.add_argument("--serve", action="store_true", help="serve the page, with a working search box")
+    p.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8765, help="port to serve on (0: any free port)")
     for name in ("refresh-models", "nightly", "serve", "demo"):
         add(name)
     return parser
@@ -330,19 +378,25 @@ def _print_human(result: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `tessera` console script."""
     apply_offline_defaults()
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
+    argv = sys.argv[1:] if argv is None else argv
+    cli_support.Parser.argv = argv
+    cli_support.Parser.json_errors = cli_support.wants_json(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    cli_support.configure_logging(-1 if args.quiet else args.verbose)
     try:
         result = COMMANDS[args.command](args)
     except PipelineError as exc:
         if args.json:
-            print(json.dumps({"error": type(exc).__name__, "message": str(exc)}))
+            print(json.dumps(preflight.error_object(exc)))
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(result, default=str))
-    elif args.command != "demo":
+    elif (args.command != "demo" and not args.quiet
+          and not cli_support.print_human(args.command, result)):
         _print_human(result)
     return 0
 

@@ -10,10 +10,12 @@ from flows import config as tessera_config
 from flows.pipeline.ingest import run_ingest
 from flows.pipeline.marts import build_and_report
 from flows.pipeline.quality import dataset_settings
+from flows.runs import describe_ingest, ingest_run_name, tag_run
 from flows.steps import PrefectSteps
+from tessera.events import new_run_id
 
 
-@flow(name="ingest", log_prints=True)
+@flow(name="ingest", flow_run_name=ingest_run_name, log_prints=True)
 def ingest_flow(config: str | None = None, sources: list[str] | None = None,
                 ttl: str | None = None, path: str | None = None, dataset: str | None = None,
                 dataset_name: str | None = None) -> dict[str, Any]:
@@ -21,12 +23,14 @@ def ingest_flow(config: str | None = None, sources: list[str] | None = None,
     or of a labelled set's corpus (`dataset`, as the quality flow does)."""
     settings = tessera_config.load(config)
     steps = PrefectSteps()
+    run_id = new_run_id()
+    tag_run(run_id)
     if dataset is not None:
         scoped = dataset_settings(settings, dataset, dataset_name)
-        summary = run_ingest(scoped, steps, [scoped.sources[0].name], flow="quality")
+        summary = run_ingest(scoped, steps, [scoped.sources[0].name], flow="quality", run_id=run_id)
     else:
-        summary = run_ingest(settings, steps, sources, ttl, path)
-    get_run_logger().info("ingest %s", summary)
+        summary = run_ingest(settings, steps, sources, ttl, path, run_id=run_id)
+    get_run_logger().info(describe_ingest(summary))
     if settings.marts.build_after_ingest:
         build_and_report(settings, steps)
     return summary

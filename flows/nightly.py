@@ -6,6 +6,7 @@ and its failure rules are flows/pipeline/nightly.py's.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -16,19 +17,23 @@ from flows.pipeline.models import run_refresh_models
 from flows.pipeline.nightly import NightlySteps, run_nightly
 from flows.prune import prune_flow
 from flows.quality import quality_flow
+from flows.runs import describe_nightly, plain_run_name, tag_run
 from flows.steps import PrefectSteps
 from tessera.errors import PipelineError
 
 NIGHTLY_CRON = "0 2 * * *"  # 02:00 in Settings.timezone; infra/prefect.yaml says the same
 
 
-@flow(name="refresh-models", log_prints=True)
+@flow(name="refresh-models", flow_run_name=partial(plain_run_name, "refresh-models"),
+      log_prints=True)
 def refresh_models_flow(config: str | None = None) -> dict[str, Any]:
     """Verify every configured model against its manifest and probe; fill the Modal Volume."""
-    return run_refresh_models(tessera_config.load(config), PrefectSteps())
+    out = run_refresh_models(tessera_config.load(config), PrefectSteps())
+    tag_run(out["run_id"])
+    return out
 
 
-@flow(name="nightly", log_prints=True)
+@flow(name="nightly", flow_run_name=partial(plain_run_name, "nightly"), log_prints=True)
 def nightly_flow(config: str | None = None) -> dict[str, Any]:
     """Prune expired points, verify the model cache, score the quality sets, rebuild the marts."""
     settings = tessera_config.load(config)
@@ -44,5 +49,8 @@ def nightly_flow(config: str | None = None) -> dict[str, Any]:
         quality=lambda qs: subflow(quality_flow(dataset=str(qs.path), config=config, name=qs.name,
                                                 return_state=True)),
         marts=lambda: build_and_report(settings, PrefectSteps())))
-    get_run_logger().info("nightly %s", out)
+    from flows.api.report_data import publish
+
+    publish(settings, PrefectSteps())  # the web page's tables, where the Prefect UI shows them
+    get_run_logger().info(describe_nightly(out))
     return out

@@ -8,12 +8,14 @@ from prefect import flow, get_run_logger
 
 from flows import config as tessera_config
 from flows.pipeline.prune import run_prune
+from flows.runs import describe_prune, prune_run_name, tag_run
 from flows.steps import PrefectSteps
 
 
-@flow(name="prune", log_prints=True)
+@flow(name="prune", flow_run_name=prune_run_name, log_prints=True)
 def prune_flow(config: str | None = None, dry_run: bool = False) -> dict[str, Any]:
     """Delete points whose expires_at has passed, in every collection (--dry-run: count only)."""
     summary = run_prune(tessera_config.load(config), PrefectSteps(), dry_run)
-    get_run_logger().info("prune %s", summary)
+    tag_run(summary["run_id"])
+    get_run_logger().info(describe_prune(summary))
     return summary

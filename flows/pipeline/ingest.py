@@ -23,7 +23,7 @@ from flows.pipeline.sources import make_source
 from flows.pipeline.store import VectorStore, ensure_collection, open_store, resolve
 from models import EmbeddingBackend, get_spec, make_backend, resolve_model_path
 from models.registry import ModelSpec
-from tessera.errors import ConfigError
+from tessera.errors import ConfigError, SourceError, UsageError
 from tessera.events import EventLog, new_run_id, utcnow
 from tessera.fs import writable
 from tessera.settings import Settings, SourceConfig, parse_ttl
@@ -46,13 +46,13 @@ class IngestRun:
     """What one run carries across its sources: events, counts, contracts, loaded models."""
 
     def __init__(self, settings: Settings, steps: Steps, ttl: str | None, flow: str,
-                 progress: Progress | None) -> None:
+                 progress: Progress | None, run_id: str | None = None) -> None:
         self.settings = settings
         self.steps = steps
         self.ttl = ttl
         self.flow = flow  # "ingest", or "quality" when the quality flow indexes its corpus
         self.progress = progress
-        self.run_id = new_run_id()
+        self.run_id = run_id or new_run_id()
         self.events = EventLog(settings.events_dir, self.run_id)
         self.contracts = ContractRunner(settings, self.events, steps)
         self.counts = RunCounts()
@@ -122,7 +122,7 @@ class IngestRun:
 
 def run_ingest(settings: Settings, steps: Steps | None = None, sources: list[str] | None = None,
                ttl: str | None = None, path: str | None = None, flow: str = "ingest",
-               progress: Progress | None = None) -> dict[str, Any]:
+               progress: Progress | None = None, run_id: str | None = None) -> dict[str, Any]:
     """Ingest these sources (all declared when None), or PATH; returns the run summary."""
     check_ttl(ttl)
     selection = select_sources(settings, sources, path)  # refuses a bad request before any work
@@ -130,7 +130,7 @@ def run_ingest(settings: Settings, steps: Steps | None = None, sources: list[str
         raise ConfigError("home", str(settings.home), "this folder is read-only, and ingest "
                           "writes the index and its events there; point TESSERA_HOME (or `home` in "
                           "tessera.toml) at a writable folder, or remount it read-write")
-    run = IngestRun(settings, steps or PlainSteps(), ttl, flow, progress)
+    run = IngestRun(settings, steps or PlainSteps(), ttl, flow, progress, run_id)
     warm_up()  # Great Expectations imports in the background while the first batch is read
     # Written at once, so even a run killed before its first batch leaves a trace.
     for source, items in selection:
@@ -144,7 +144,10 @@ def run_ingest(settings: Settings, steps: Steps | None = None, sources: list[str
         for source, items in selection:
             ingest_source(run, store, source, items)
     except Exception as exc:
-        status, error = "failed", f"{type(exc).__name__}: {exc}"
+        # A user's input error (a bad config value, a source folder that is gone) is kept apart
+        # from a pipeline failure: the marts count them separately.
+        failed = "failed_input" if isinstance(exc, ConfigError | UsageError | SourceError) else "failed"
+        status, error = failed, f"{type(exc).__name__}: {exc}"
         raise
     finally:
         store.close()

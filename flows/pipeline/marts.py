@@ -49,6 +49,8 @@ _SOURCE_CONFIG_SCHEMA = pa.schema(
         ("ttl", pa.string()),
         ("ttl_seconds", pa.int64()),
         ("schedule", pa.string()),
+        # Seconds between two scheduled runs (null: unscheduled), for freshness per schedule.
+        ("schedule_interval_seconds", pa.int64()),
         ("delete_missing", pa.bool_()),
         ("collection", pa.string()),
         ("snapshot_at", pa.timestamp("us", tz="UTC")),
@@ -174,6 +176,23 @@ def _prepare_events(events_dir: Path) -> None:
             atomic_write_with(target, partial(pq.write_table, schema.empty_table()))
 
 
+def schedule_interval(cron: str | None, now: datetime, tz: str) -> int | None:
+    """The typical gap between a cron's runs (the median of its next 8), in seconds."""
+    if not cron:
+        return None
+    from zoneinfo import ZoneInfo
+
+    from cronsim import CronSim
+
+    times = []
+    for when in CronSim(cron, now.astimezone(ZoneInfo(tz))):
+        times.append(when)
+        if len(times) == 9:
+            break
+    gaps = sorted(int((b - a).total_seconds()) for a, b in zip(times, times[1:], strict=False))
+    return gaps[len(gaps) // 2] if gaps else None
+
+
 def _write_source_config(settings: Settings, config_dir: Path) -> Path:
     """Snapshot the declared sources for dim_sources (config is not in the events)."""
     now = datetime.now(UTC)
@@ -187,6 +206,7 @@ def _write_source_config(settings: Settings, config_dir: Path) -> Path:
             "ttl": s.ttl,
             "ttl_seconds": s.ttl_seconds,
             "schedule": s.schedule,
+            "schedule_interval_seconds": schedule_interval(s.schedule, now, settings.timezone),
             "delete_missing": s.delete_missing,
             "collection": settings.collection_for(s),
             "snapshot_at": now,

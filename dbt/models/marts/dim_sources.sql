@@ -103,6 +103,7 @@ final as (
         config.ttl,
         config.ttl_seconds,
         config.schedule,
+        config.schedule_interval_seconds,
         config.is_delete_missing,
 
         seen.first_seen_at,
@@ -119,7 +120,14 @@ final as (
             as hours_since_last_seen,
         case
             when seen.last_seen_at is null then 'never_seen'
-            when seen.last_seen_at
+            -- Judged against the source's own schedule: stale after stale_after_missed_runs
+            -- missed intervals; an unscheduled source after stale_after_hours.
+            when config.schedule_interval_seconds is not null
+                and seen.last_seen_at < timezone('UTC', now())
+                    - to_seconds({{ var('stale_after_missed_runs') }} * config.schedule_interval_seconds)
+                then 'stale'
+            when config.schedule_interval_seconds is null
+                and seen.last_seen_at
                 < timezone('UTC', now()) - to_hours({{ var('stale_after_hours') }}) then 'stale'
             else 'fresh'
         end as freshness_status

@@ -6,7 +6,7 @@ with documents as (
 
 runs as (
 
-    select run_id, started_at from {{ ref('fct_ingest_runs') }}
+    select run_id, started_at, run_kind from {{ ref('fct_ingest_runs') }}
 
 ),
 
@@ -16,7 +16,13 @@ dated as (
 
     select
         documents.*,
-        cast(coalesce(runs.started_at, documents.recorded_at) as date) as ingest_date
+        cast(coalesce(runs.started_at, documents.recorded_at) as date) as ingest_date,
+        -- A source's runs are all of one kind (quality sets and ad-hoc paths get names of
+        -- their own), so the kind rides along with the source.
+        case
+            when documents.source like 'adhoc-%' then 'adhoc'
+            else coalesce(runs.run_kind, 'scheduled_or_manual')
+        end as run_kind
 
     from documents
     left join runs using (run_id)
@@ -28,6 +34,7 @@ daily as (
     select
         ingest_date,
         source,
+        max(run_kind) as run_kind,
         count(distinct run_id) as runs,
         count(*) filter (where outcome <> 'deleted') as documents_seen,
         count(*) filter (where outcome = 'indexed') as documents_indexed,

@@ -43,6 +43,8 @@ final as (
         is_gpu,
         status,
         is_failed,
+        is_failed_input,
+        run_kind,
         error_message,
         started_at,
         finished_at,

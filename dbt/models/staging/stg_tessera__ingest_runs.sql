@@ -49,6 +49,15 @@ renamed as (
 
         ---------- flags
         status = 'failed' as is_failed,
+        -- A run refused for the user's input (a bad config value, a source folder that is gone):
+        -- not a pipeline failure, and counted apart from one.
+        status = 'failed_input' as is_failed_input,
+        -- What kind of run: a declared-source ingest, a quality flow's corpus, or an ad-hoc PATH.
+        case
+            when flow = 'quality' then 'quality'
+            when sources like 'adhoc-%' then 'adhoc'
+            else 'scheduled_or_manual'
+        end as run_kind,
         gpu_type is not null or coalesce(lower(device), 'cpu') <> 'cpu' as is_gpu
 
     from source

@@ -15,6 +15,7 @@ renamed as (
         ttl,
         ttl_seconds,
         schedule,
+        schedule_interval_seconds,
         delete_missing as is_delete_missing,
         collection,
         timezone('UTC', snapshot_at) as snapshot_at
