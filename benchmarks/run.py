@@ -1,6 +1,6 @@
 """`make bench`: run the benchmarks, save each one's figures, rebuild REPORT.md and scaling.png.
 
-    python -m benchmarks.run [--only runtimes,ndcg,overhead,scaling,search] [--docs 1000]
+    python -m benchmarks.run [--only runtimes,ndcg,overhead,scaling,search,api_load] [--docs 1000]
                              [--sizes 1000,2500,5000] [--screen-docs 200] [--rounds 2]
 
 Each benchmark saves benchmarks/results/<name>.json as soon as it finishes; the report is rebuilt
@@ -15,7 +15,7 @@ from typing import Any
 
 from benchmarks import common, report
 
-ALL = ("runtimes", "ndcg", "overhead", "scaling", "search")
+ALL = ("runtimes", "ndcg", "overhead", "scaling", "search", "api_load")
 
 
 def _default_runtime() -> tuple[str, str]:
@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> None:
         "scaling": lambda api: _scaling(api, [int(s) for s in args.sizes.split(",")], runtime,
                                         precision),
         "search": lambda api: _search(args.search_points),
+        "api_load": lambda api: _api_load(args.search_points),
     }
     with common.prefect_server() as api:
         for name in chosen:
@@ -103,6 +104,12 @@ def _search(points: int) -> dict[str, Any]:
         raise SystemExit("search needs SciFact vectors: run --only ndcg first")
     queries = docs[0].with_name(docs[0].name.replace("scifact-", "scifact-queries-"))
     return {**search.run(docs[0], queries, points), "vectors_from": docs[0].name}
+
+
+def _api_load(points: int) -> dict[str, Any]:
+    from benchmarks import api_load
+
+    return api_load.run(points)
 
 
 if __name__ == "__main__":

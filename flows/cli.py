@@ -245,6 +245,24 @@ def cmd_serve(args: argparse.Namespace) -> dict[str, Any]:
     return {"served": True}
 
 
+@command("api")
+def cmd_api(args: argparse.Namespace) -> dict[str, Any]:
+    """Serve the search API (HTTP) with the store and models held open."""
+    from flows.api.server import serve_api
+
+    serve_api(_settings(args), args.host, args.port, no_auth=args.no_auth)
+    return {"served": True}
+
+
+@command("mcp")
+def cmd_mcp(args: argparse.Namespace) -> dict[str, Any]:
+    """Serve the MCP server for agents (tools: search, get_document)."""
+    from flows.api.mcp_server import serve_mcp
+
+    serve_mcp(_settings(args), args.transport, args.host, args.port)
+    return {}  # stdout is the protocol's: print nothing after the client hangs up
+
+
 @command("demo")
 def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
     """Ingest the sample corpus, run a few searches, print a summary."""
@@ -332,6 +350,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("quality")
     p.add_argument("dataset", help="folder with corpus.jsonl, queries.jsonl, qrels/test.tsv")
     p.add_argument("--limit-queries", type=int, default=None, help="score only the first N queries")
+    p = add("api")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--no-auth", action="store_true",
+                   help="serve without API keys (loopback addresses only)")
+    p = add("mcp")
+    p.add_argument("--transport", choices=["stdio", "http"], default="stdio",
+                   help="stdio (an agent starts this command) or streamable HTTP")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8001)
     p = add("report")
     p.add_argument("--out", help="where to write the page (default: TESSERA_HOME/report/index.html)")
     p.add_argument("--serve", action="store_true", help="serve the page, with a working search box")

@@ -21,8 +21,9 @@ import modal
 from models.caption_modal import CaptionBatch
 from models.modal_backend import EmbedResult, spec_from_json, spec_to_json
 from models.registry import ModelSpec
+from tessera.errors import ConfigError
 from tessera.fs import file_sha256
-from tessera.settings import ModalConfig, load_settings
+from tessera.settings import ApiConfig, ModalConfig, load_settings
 
 MINUTES = 60
 MODEL_DIR = "/models"  # the Volume's mount point; one folder per model, named by vector name
@@ -212,6 +213,40 @@ def _fill_one(spec: ModelSpec) -> dict[str, Any]:
     return {**row, "path": f"{CONFIG.volume}:{target}", "files_sha256": json.dumps(hashes),
             "status": "downloaded", "load_seconds": time.perf_counter() - start,
             "message": f"{len(hashes)} files at revision {spec.revision}"}
+
+
+# -- The search API (flows/api) as an ASGI app, against a Qdrant server ---------------------------
+# An embedded shard has one writer and lives on one disk: it does not belong on serverless
+# containers, so this function reads the Qdrant server named in its Secret. The same app that
+# `tessera api` serves; keys come from the Secret as TESSERA_API__KEYS.
+API = load_settings().api if modal.is_local() else ApiConfig()
+API_PACKAGES = [*IMAGE_PACKAGES, "fastapi", "uvicorn", "prometheus-client", "qdrant-client",
+                "pyarrow", "filelock", "openvino"]
+api_image = (
+    modal.Image.debian_slim(python_version="3.11")
+    .add_local_file(LOCK, REMOTE_LOCK, copy=True)
+    .pip_install(*API_PACKAGES, extra_options=PIP_OPTIONS)
+    .env({"HF_HOME": f"{MODEL_DIR}/hf", "TOKENIZERS_PARALLELISM": "false",
+          "TESSERA_HOME": "/tmp/tessera", "TESSERA_STORE__KIND": "qdrant"})
+    .add_local_python_source("tessera", "models", "flows")
+)
+
+
+@app.function(image=api_image, secrets=[modal.Secret.from_name(API.modal_secret)],
+              volumes={MODEL_DIR: volume}, cpu=2.0, memory=4096,
+              scaledown_window=CONFIG.scaledown_window, max_containers=CONFIG.max_containers)
+@modal.concurrent(max_inputs=32)
+@modal.asgi_app(requires_proxy_auth=API.modal_proxy_auth)
+def api() -> Any:
+    """The search API over the Qdrant server in the Secret (`TESSERA_STORE__URL`)."""
+    from flows.api.app import create_app
+
+    settings = load_settings()
+    if settings.store.kind != "qdrant":
+        raise ConfigError("store.kind", settings.store.kind, "the API on Modal reads a Qdrant "
+                          "server: set TESSERA_STORE__KIND=qdrant and TESSERA_STORE__URL in the "
+                          f"Modal Secret {API.modal_secret!r}")
+    return create_app(settings)
 
 
 @app.local_entrypoint()

@@ -243,6 +243,33 @@ class MartsConfig(_Section):
     build_after_nightly: bool = True
 
 
+class ApiConfig(_Section):
+    """The search service (`tessera api`, `tessera mcp`, the Modal `api` function)."""
+
+    # Comma-separated API keys, from TESSERA_API__KEYS (or a Modal Secret that sets it); never
+    # from the file. Or the name of a Prefect Secret block holding them.
+    keys: SecretStr | None = None
+    keys_block: str | None = None
+    rate_limit: float = Field(default=50.0, gt=0)  # requests per second, per key
+    burst: int = Field(default=100, ge=1)  # bucket size: requests a key may send at once
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)  # base64 images included
+    max_k: int = Field(default=100, ge=1)
+    cors_origins: list[str] = []  # none: CORS off
+    log_queries: bool = False  # write query text into the search_requests events
+    events_flush_seconds: float = Field(default=10.0, gt=0)
+    # How often a reader on the embedded store looks for a newer snapshot to take.
+    snapshot_check_seconds: float = Field(default=1.0, gt=0)
+    # The Modal `api` function (infra/modal_app.py): the Secret that sets TESSERA_API__KEYS and
+    # TESSERA_STORE__URL/__API_KEY there, and whether Modal's own proxy auth also guards it.
+    modal_secret: str = "tessera-api"
+    modal_proxy_auth: bool = False
+
+    def key_list(self) -> list[str]:
+        """The configured keys, blanks dropped."""
+        raw = self.keys.get_secret_value() if self.keys is not None else ""
+        return [k.strip() for k in raw.split(",") if k.strip()]
+
+
 class Settings(BaseSettings):
     """Everything configurable about Tessera. Built once at an entry point, passed down."""
 
@@ -263,6 +290,7 @@ class Settings(BaseSettings):
     marts: MartsConfig = Field(default_factory=MartsConfig)
     sparse: SparseConfig = Field(default_factory=SparseConfig)  # BM25 vectors: tessera/sparse.py
     search: SearchConfig = Field(default_factory=SearchConfig)  # modes and fusion: tessera/query.py
+    api: ApiConfig = Field(default_factory=ApiConfig)
     sources: list[SourceConfig] = []
     timezone: str = "UTC"
 

@@ -100,11 +100,15 @@ class Hit:
 
 @dataclass(frozen=True)
 class Match:
-    """A payload filter: exact matches on source / modality / doc ids (all optional)."""
+    """A payload filter: exact matches on source / modality / doc ids, plus equality on other
+    payload fields (`equals`: (field, value) pairs) and numeric ranges (`ranges`: (field, gte,
+    lte), either bound None). All optional; every condition must hold."""
 
     source: str | None = None
     modality: str | None = None
     doc_ids: tuple[str, ...] | None = None
+    equals: tuple[tuple[str, str | int | bool], ...] = ()
+    ranges: tuple[tuple[str, float | None, float | None], ...] = ()
 
 
 class ModelIdentity(Protocol):

@@ -160,3 +160,52 @@ def test_fill_function_reports_bundled_and_unpinned_models(modal_app: Any, clip_
     assert "revision must be a commit hash" in rows[1]["message"]
     assert set(rows[0]) >= {"model_id", "revision", "path", "files_sha256", "probe_cosine",
                             "load_seconds", "status", "message"}
+
+
+@pytest.mark.filterwarnings("ignore:Payload indexes have no effect")
+def test_api_function_serves_the_search_app_against_a_qdrant_store(
+        modal_app: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`api.local()` builds the ASGI app the container serves; driven here over ASGI against
+    qdrant-client's local mode (standing in for the Qdrant server), with a key from the env."""
+    import shutil
+
+    import anyio
+    import httpx
+
+    from flows.pipeline.ingest import run_ingest
+    from tessera.errors import ConfigError
+    from tessera.settings import load_settings
+    from tests.conftest import EXAMPLES, write_config
+
+    corpus = tmp_path / "corpus"
+    shutil.copytree(EXAMPLES, corpus)
+    config = write_config(tmp_path / "tessera.toml", {"home": str(tmp_path / "home"),
+                                                      "collection": "test"},
+                          {"embedding": {"runtime": "torch", "device": "cpu"},
+                           "store": {"kind": "qdrant", "path": str(tmp_path / "qdrant")}},
+                          [{"name": "docs", "path": str(corpus), "ttl": "7d"}])
+    run_ingest(load_settings(config))
+    monkeypatch.setenv("TESSERA_CONFIG", str(config))
+    monkeypatch.setenv("TESSERA_API__KEYS", "modal-key-1")
+
+    app = modal_app.api.local()
+
+    async def drive() -> tuple[httpx.Response, httpx.Response, httpx.Response]:
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://modal") as client:
+            hits = await client.post("/v1/search", json={"query": "volcano eruption", "k": 2},
+                                     headers={"Authorization": "Bearer modal-key-1"})
+            denied = await client.post("/v1/search", json={"query": "volcano"})
+            ready = await client.get("/readyz")
+            return hits, denied, ready
+
+    hits, denied, ready = anyio.run(drive)
+    assert hits.status_code == 200 and len(hits.json()["results"]) == 2
+    assert "volcano" in hits.json()["results"][0]["doc_id"]
+    assert denied.status_code == 401 and ready.status_code == 200
+    assert modal_app.API_PACKAGES[:len(modal_app.IMAGE_PACKAGES)] == modal_app.IMAGE_PACKAGES
+    assert _closure(modal_app.API_PACKAGES) <= set(_lock())
+
+    monkeypatch.setenv("TESSERA_STORE__KIND", "edge")  # an embedded shard is refused there
+    with pytest.raises(ConfigError, match="Qdrant server"):
+        modal_app.api.local()

@@ -10,7 +10,8 @@ searched dense only, with a one-line warning.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from typing import Any
 
 from flows.pipeline.store import VectorStore, open_store, resolve
@@ -74,10 +75,13 @@ def encoder(identity: dict[str, Any]) -> Bm25Encoder:
 
 
 def run_search(settings: Settings, q: SearchQuery, backend: EmbeddingBackend | None = None,
-               store: VectorStore | None = None) -> dict[str, Any]:
+               store: VectorStore | None = None, *, where: Match | None = None,
+               timings: dict[str, float] | None = None) -> dict[str, Any]:
     """Run one search. Returns {"results": [...], "mode": the mode that ran, "grouped": bool,
     "collection": name, "warning": str | None}. A `store` passed in stays open (a server
-    holds one); otherwise one is opened and closed here."""
+    holds one); otherwise one is opened and closed here. `where`: more payload conditions
+    (equals, ranges); `timings`: filled with embed_ms (dense and sparse encoding) and
+    engine_ms."""
     asked = check_query(settings, q)
     own = store is None
     store = store or open_store(settings)
@@ -90,6 +94,7 @@ def run_search(settings: Settings, q: SearchQuery, backend: EmbeddingBackend | N
         if warning:
             logger.warning("%s", warning)
         dense = sparse = None
+        started = time.perf_counter()
         if mode in ("dense", "hybrid"):
             # Queries are embedded by the model the collection was built with.
             if backend is None or backend.spec.id != info.model_id:
@@ -101,10 +106,15 @@ def run_search(settings: Settings, q: SearchQuery, backend: EmbeddingBackend | N
             sparse = encoder(info.sparse).query(q.text or "")
         cfg = settings.search
         request = StoreQuery(limit=q.k, dense=dense, sparse=sparse,
-                             match=Match(source=q.source, modality=q.modality),
+                             match=replace(where or Match(), source=q.source,
+                                           modality=q.modality),
                              fusion=cfg.fusion, rrf_k=cfg.rrf_k, prefetch=cfg.prefetch,
                              overfetch=cfg.group_overfetch)
+        encoded = time.perf_counter()
         hits = (store.query(name, request) if q.chunks else store.query_documents(name, request))
+        if timings is not None:
+            timings.update(embed_ms=(encoded - started) * 1000,
+                           engine_ms=(time.perf_counter() - encoded) * 1000)
     finally:
         if own:
             store.close()

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,6 +32,9 @@ logger = logging.getLogger(__name__)
 
 _META = "tessera.json"
 _ALIASES = "aliases.json"
+# Rewritten by a writer each time it closes a shard it changed: readers on a snapshot
+# (flows/api/snapshot.py) compare it to know when to take a fresh one.
+_GENERATION = "generation"
 _SCROLL_PAGE = 2048
 WAL_SEGMENT = 32 * MIB
 # What a new shard's preallocated files may claim once written: two WAL segments, the first
@@ -61,6 +66,10 @@ def _filter(match: Match | None) -> Any:
         must.append(qe.FieldCondition(key="modality", match=qe.MatchValue(match.modality)))
     if match.doc_ids is not None:
         must.append(qe.FieldCondition(key="doc_id", match=qe.MatchAny(list(match.doc_ids))))
+    for key, value in match.equals:
+        must.append(qe.FieldCondition(key=key, match=qe.MatchValue(value)))
+    for key, gte, lte in match.ranges:
+        must.append(qe.FieldCondition(key=key, range=qe.RangeFloat(gte=gte, lte=lte)))
     return qe.Filter(must=must) if must else None
 
 
@@ -92,6 +101,7 @@ class EdgeStore:
         self._shards: dict[str, Any] = {}
         self._locks: dict[str, HeldLock] = {}
         self._copies: dict[str, Path] = {}
+        self._dirty: set[str] = set()
         self.read_only = self.root.exists() and not writable(self.root)
 
     def _dir(self, name: str) -> Path:
@@ -203,6 +213,7 @@ class EdgeStore:
                 shard.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Integer))
             shard.flush()
             atomic_write(folder / _META, json.dumps(info.to_metadata(), indent=2))
+            self._dirty.add(info.name)
         except BaseException:
             self._unlock(info.name)
             raise
@@ -234,6 +245,7 @@ class EdgeStore:
         `operation` builds the engine's update: building it can fail too (a malformed id)."""
         shard = self._shard(name)
         self._require_space(self._dir(name) / "shard", 2 * WAL_SEGMENT + 2 * incoming, what)
+        self._dirty.add(name)
         self._call(name, what, lambda: shard.update(operation()))
 
     def upsert(self, name: str, points: list[PointRecord]) -> None:
@@ -387,6 +399,17 @@ class EdgeStore:
         """Merge segments and build the HNSW index (after large writes)."""
         self._call(name, "optimize", self._shard(name).optimize)
 
+    def generation(self, name: str) -> str:
+        """A marker a writer rewrites, under the shard's lock, each time it closes the shard after
+        changing it; "" before the first such close."""
+        try:
+            return (self._dir(name) / _GENERATION).read_text().strip()
+        except OSError:
+            return ""
+
+    def _publish(self, name: str) -> None:
+        atomic_write(self._dir(name) / _GENERATION, f"{time.time_ns()}-{os.getpid()}")
+
     def aliases(self) -> dict[str, str]:
         """Aliases kept in aliases.json beside the shards."""
         path = self.root / _ALIASES
@@ -404,7 +427,10 @@ class EdgeStore:
                 if not self.read_only:
                     shard.flush()
                 shard.close()
+                if name in self._dirty and not self.read_only and name in self._locks:
+                    self._publish(name)  # still under the lock: readers copy a closed shard
             finally:
+                self._dirty.discard(name)
                 self._unlock(name)
         self._shards.clear()
         for copy in self._copies.values():

@@ -37,6 +37,10 @@ def _filter(match: Match | None) -> Any:
         must.append(m.FieldCondition(key="modality", match=m.MatchValue(value=match.modality)))
     if match.doc_ids is not None:
         must.append(m.FieldCondition(key="doc_id", match=m.MatchAny(any=list(match.doc_ids))))
+    for key, value in match.equals:
+        must.append(m.FieldCondition(key=key, match=m.MatchValue(value=value)))
+    for key, gte, lte in match.ranges:
+        must.append(m.FieldCondition(key=key, range=m.Range(gte=gte, lte=lte)))
     return m.Filter(must=must) if must else None
 
 
