@@ -410,3 +410,51 @@ def test_search_requests_reach_the_mart(served: Served, indexed: Settings) -> No
     assert requests - failed >= 3 and 0 < p50 <= p99
     # A request refused before it was read (401) has no mode: it counts under "default".
     assert by_mode["default"][1] >= 1
+
+
+def test_caption_route_captions_through_the_cache(indexed: Settings, service: SearchService,
+                                                  tmp_path: Path) -> None:
+    """POST /v1/caption: the captioner loads once, a repeat is served from the cache, a bad
+    image gets its own error and costs the others nothing, an unknown captioner is a 422."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+    from pydantic import SecretStr
+
+    from tests.tiny_blip import build_tiny_blip, tiny_blip_toml
+
+    config = tmp_path / "tessera.toml"
+    config.write_text((indexed.home.parent / "tessera.toml").read_text()
+                      + tiny_blip_toml(build_tiny_blip(tmp_path / "blip")))
+    settings = _with(load_settings(config), keys=SecretStr(KEY))
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(
+        buf, "PNG")
+    good = base64.b64encode(buf.getvalue()).decode()
+    broken = base64.b64encode(b"\x89PNG\r\n\x1a\n" + bytes(64)).decode()
+    server = Served(create_app(settings, service=service))
+    try:
+        with server.client() as client:
+            body = {"images": [{"name": "a.png", "data": good}, {"name": "bad.png", "data": broken}],
+                    "captioner": "tiny-blip"}
+            first = client.post("/v1/caption", json=body)
+            assert first.status_code == 200, first.text
+            made = first.json()
+            assert [r["image"] for r in made["captions"]] == ["a.png", "bad.png"]
+            assert made["captions"][0]["caption"] and made["captions"][0]["cached"] is False
+            assert "error" in made["captions"][1] and (made["made"], made["failed"]) == (1, 1)
+            again = client.post("/v1/caption", json={"images": [{"data": good}],
+                                                     "captioner": "tiny-blip"}).json()
+            assert again["captions"][0]["caption"] == made["captions"][0]["caption"]
+            assert (again["captions"][0]["cached"], again["reused"], again["captions"][0]["image"]
+                    ) == (True, 1, "image0")
+            unknown = client.post("/v1/caption", json={"images": [{"data": good}],
+                                                       "captioner": "no-such-model"})
+            assert unknown.status_code == 422 and "no-such-model" in unknown.text
+            not_b64 = client.post("/v1/caption", json={"images": [{"data": "%%%"}]})
+            assert not_b64.status_code == 422 and "base64" in not_b64.text
+        with server.client(key=None) as anonymous:
+            assert anonymous.post("/v1/caption", json=body).status_code == 401
+    finally:
+        server.stop()

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import threading
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -26,6 +27,7 @@ from flows.api.guard import ANONYMOUS, BodyLimit, KeyGuard
 from flows.api.metrics import Metrics
 from flows.api.request_log import RequestLog
 from flows.api.schemas import (
+    CaptionRequest,
     CollectionsResponse,
     DocumentResponse,
     Problem,
@@ -197,6 +199,19 @@ def _routes(app: FastAPI) -> None:
         service: SearchService = request.app.state.service
         return await anyio.to_thread.run_sync(service.document, doc_id, collection)
 
+    @app.post("/v1/caption", dependencies=guarded, responses=_ERRORS, tags=["captions"])
+    async def caption(body: CaptionRequest, request: Request) -> dict[str, Any]:
+        """Caption base64 images with a captioner model (loaded on the first request, then
+        kept), through the home's caption cache: the answer of `tessera caption --json`."""
+        import base64
+
+        from flows.api.caption import NamedImage
+
+        images = [NamedImage(img.name or f"image{i}", base64.b64decode(img.data))
+                  for i, img in enumerate(body.images)]
+        service = await anyio.to_thread.run_sync(_captioner, request.app, body.captioner)
+        return await anyio.to_thread.run_sync(service.caption, images)
+
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:
         """The process is up (no key needed)."""
@@ -213,6 +228,17 @@ def _routes(app: FastAPI) -> None:
         """Prometheus text format (no key needed; no query text, no keys)."""
         body = await anyio.to_thread.run_sync(generate_latest, request.app.state.metrics.registry)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+def _captioner(app: FastAPI, name: str | None) -> Any:
+    """The caption service for this captioner, made once per app (a model load is seconds)."""
+    from flows.api.caption import DEFAULT_CAPTIONER, CaptionService
+
+    key = name or DEFAULT_CAPTIONER
+    with app.state.captioners_lock:
+        if key not in app.state.captioners:
+            app.state.captioners[key] = CaptionService(app.state.settings, key)
+        return app.state.captioners[key]
 
 
 def create_app(settings: Settings, *, auth: bool = True,
@@ -246,6 +272,8 @@ def create_app(settings: Settings, *, auth: bool = True,
         finally:
             flusher.cancel()
             await anyio.to_thread.run_sync(log.flush)
+            for captions in app.state.captioners.values():
+                await anyio.to_thread.run_sync(captions.close)
             if service is None:
                 await anyio.to_thread.run_sync(svc.close)
 
@@ -253,6 +281,8 @@ def create_app(settings: Settings, *, auth: bool = True,
                   description="Search the Tessera index: text or image queries, filters, "
                               "documents by id. Send `Authorization: Bearer KEY`.")
     app.state.metrics = metrics
+    app.state.settings = settings
+    app.state.captioners, app.state.captioners_lock = {}, threading.Lock()
     app.state.guard = KeyGuard(keys if auth else [], settings.api.rate_limit, settings.api.burst)
     app.state.log = log
     _handlers(app)

@@ -64,6 +64,14 @@ class Filters(BaseModel):
         return value
 
 
+def _valid_base64(value: str) -> str:
+    try:
+        base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("not valid base64; send the image file's bytes, base64-encoded") from None
+    return value
+
+
 class SearchRequest(BaseModel):
     """One search: a text query or a base64 image, and what to return."""
 
@@ -88,13 +96,7 @@ class SearchRequest(BaseModel):
     @field_validator("image")
     @classmethod
     def _base64(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                base64.b64decode(value, validate=True)
-            except (binascii.Error, ValueError):
-                raise ValueError("not valid base64; send the image file's bytes, base64-encoded"
-                                 ) from None
-        return value
+        return value if value is None else _valid_base64(value)
 
     @model_validator(mode="after")
     def _one_query(self) -> SearchRequest:
@@ -192,3 +194,31 @@ class Problem(BaseModel):
     """An error: what went wrong and what to do."""
 
     detail: str
+
+
+class CaptionImage(BaseModel):
+    """One image to caption."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, max_length=200,
+                             description="reported back with its caption (default: imageN)")
+    data: str = Field(description="base64 of a png/jpeg/webp/gif")
+
+    @field_validator("data")
+    @classmethod
+    def _base64(cls, value: str) -> str:
+        return _valid_base64(value)
+
+
+class CaptionRequest(BaseModel):
+    """Images to caption with a captioner model (BLIP), through the caption cache."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"images": [{"name": "cat.png", "data": "iVBORw0KGgo..."}]},
+    ]})
+
+    images: list[CaptionImage] = Field(min_length=1, max_length=32)
+    captioner: str | None = Field(default=None, max_length=200,
+                                  description="a [models.NAME] of kind captioner "
+                                              "(default: blip-image-captioning-base)")
