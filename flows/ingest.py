@@ -16,16 +16,17 @@ from flows.steps import PrefectSteps
 @flow(name="ingest", log_prints=True)
 def ingest_flow(config: str | None = None, sources: list[str] | None = None,
                 ttl: str | None = None, path: str | None = None, dataset: str | None = None,
-                dataset_name: str | None = None) -> dict[str, Any]:
+                dataset_name: str | None = None, verify: bool = False) -> dict[str, Any]:
     """Index new and changed documents of the given sources (default: all declared), of PATH,
-    or of a labelled set's corpus (`dataset`, as the quality flow does)."""
+    or of a labelled set's corpus (`dataset`, as the quality flow does). `verify` reads every
+    file, even one whose stat is unchanged since it was indexed."""
     settings = tessera_config.load(config)
     steps = PrefectSteps()
     if dataset is not None:
         scoped = dataset_settings(settings, dataset, dataset_name)
         summary = run_ingest(scoped, steps, [scoped.sources[0].name], flow="quality")
     else:
-        summary = run_ingest(settings, steps, sources, ttl, path)
+        summary = run_ingest(settings, steps, sources, ttl, path, verify=verify)
     get_run_logger().info("ingest %s", summary)
     if settings.marts.build_after_ingest:
         build_and_report(settings, steps)

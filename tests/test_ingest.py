@@ -143,7 +143,8 @@ def test_cli_json_prints_exactly_one_object(config: Path, capsys: pytest.Capture
     assert len(lines) == 3
     ingest, search, status = (json.loads(ln) for ln in lines)
     assert set(ingest) == {"run_id", "seen", "indexed", "unchanged", "quarantined", "deleted",
-                           "chunks_embedded", "points_upserted", "seconds"}
+                           "chunks_embedded", "points_upserted", "seconds",
+                           "diff_state_rebuilt"}
     assert search["results"][0]["doc_id"] == "docs/recipes.jsonl#gazpacho"
     assert set(search["results"][0]) >= {"doc_id", "chunk_index", "score", "source", "title", "text"}
     assert status["collections"][0]["points"] == 9 and status["collections"][0]["dimension"] == 384

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from flows.pipeline.sources import records
 from flows.pipeline.sources import text_formats as fmt
 from flows.pipeline.sources.base import safe_path
 from tessera.errors import RecordError, SourceError
@@ -16,7 +17,8 @@ from tessera.types import Document, Loaded, Quarantined
 
 logger = logging.getLogger(__name__)
 
-
+# Record files read a record at a time; options.max_file_bytes bounds one record of these.
+STREAMED = frozenset({".jsonl", ".csv", ".parquet"})
 
 def discover_files(config: SourceConfig, suffixes: set[str] | None) -> list[str]:
     """Relative names of the files under the source root that match its glob, sorted."""
@@ -82,13 +84,16 @@ class DirectorySource:
                     f"reads ({', '.join(sorted(TEXT_SUFFIXES))}); narrow the source's glob",
                     expectation="allowed_extension",
                 )
+            if suffix in STREAMED:
+                yield from self._records(rel, suffix, path)
+                return
             raw = fmt.read_limited(path, opts.max_file_bytes, rel)
             if not raw.strip():
                 raise RecordError(f"{rel} is empty", expectation="non_empty")
             if suffix in WHOLE_FILE:
                 yield self._whole_file(rel, suffix, raw)
             else:
-                yield from self._records(rel, suffix, raw)
+                yield from self._json_records(rel, raw)
         except RecordError as err:
             yield self._quarantine(rel, err)
         except OSError as exc:
@@ -114,15 +119,24 @@ class DirectorySource:
             metadata={"path": rel},
         )
 
-    def _records(self, rel: str, suffix: str, raw: bytes) -> Iterator[Loaded]:
+    def _records(self, rel: str, suffix: str, path: Path) -> Iterator[Loaded]:
+        """A JSONL, CSV or Parquet file's records, streamed (flat memory for any file size)."""
         opts = self.config.options
         if suffix == ".jsonl":
-            parsed: list[Any] = fmt.parse_jsonl(fmt.decode(raw, opts.encoding, rel))
-        elif suffix == ".json":
-            parsed = fmt.parse_json(fmt.decode(raw, opts.encoding, rel), rel)
+            items = records.iter_jsonl(path, opts.encoding, opts.max_file_bytes, rel)
+        elif suffix == ".csv":
+            items = records.iter_csv(path, opts.encoding, opts.max_file_bytes, rel, opts.text_field)
         else:
-            parsed = fmt.parse_table(raw, suffix, opts.encoding, rel, opts.text_field)
-        for index, rec in enumerate(parsed):
+            items = records.iter_parquet(path, opts.max_file_bytes, rel, opts.text_field)
+        yield from self._documents(rel, enumerate(rec for _, rec in items))
+
+    def _json_records(self, rel: str, raw: bytes) -> Iterator[Loaded]:
+        """A .json file (one object or a list), read whole within options.max_file_bytes."""
+        parsed = fmt.parse_json(fmt.decode(raw, self.config.options.encoding, rel), rel)
+        yield from self._documents(rel, enumerate(parsed))
+
+    def _documents(self, rel: str, parsed: Iterator[tuple[int, Any]]) -> Iterator[Loaded]:
+        for index, rec in parsed:
             if isinstance(rec, RecordError):
                 yield self._quarantine(rel, rec, doc_id=self._doc_id(rel, f"error{index}"))
                 continue

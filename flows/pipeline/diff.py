@@ -1,0 +1,251 @@
+"""One source of an ingest, against its on-disk diff state: batches read in flat memory, unchanged
+files skipped without reading them, duplicate ids caught across the whole source, and what left
+the source removed at the end. The per-batch steps themselves are in flows/pipeline/batch.py.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from flows.pipeline.batch import Target, process_batch
+from flows.pipeline.feed import Feed, FeedBatch
+from flows.pipeline.sources import make_source
+from flows.pipeline.state import DiffState, Row, state_path
+from flows.pipeline.store import VectorStore
+from tessera.events import utcnow
+from tessera.types import Document, Loaded, Match, Quarantined
+
+if TYPE_CHECKING:
+    from flows.pipeline.ingest import IngestRun
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SourcePass:
+    """What one source's pass carries from batch to batch (all of it small)."""
+
+    run: IngestRun
+    store: VectorStore
+    target: Target
+    state: DiffState
+    bad_files: set[str] = field(default_factory=set)  # files with a quarantined record
+
+    @property
+    def name(self) -> str:
+        return self.target.source.name
+
+
+def open_state(run: IngestRun, store: VectorStore, target: Target) -> DiffState:
+    """The source's diff state, checked against the index and rebuilt from it when they differ."""
+    path = state_path(run.settings.home, target.collection, target.source.name)
+    state = DiffState(path, target.collection, target.source.name,
+                      run.settings.store.lock_timeout)
+    points = store.count(target.collection, Match(source=target.source.name))
+    problem = state.problem(points)
+    if problem is not None and points == 0 and state.meta("status") is None:
+        state.rebuild(store, "")  # a new source: nothing to rebuild, nothing to report
+        state.rebuilt = None
+    elif problem is not None:
+        run.timed(target.source.name, "diff", points, "rebuild-diff-state", state.rebuild, store,
+                  problem, io=True)
+        run.state_rebuilt.append(f"{target.source.name}: {problem}")
+    return state
+
+
+def ingest_from_state(run: IngestRun, store: VectorStore, target: Target, listing: list[str],
+                      size: int) -> None:
+    """Every batch of the source's listing, then the held-back documents, then removals."""
+    state = open_state(run, store, target)
+    sp = SourcePass(run, store, target, state)
+    try:
+        state.begin_run(run.run_id)
+        feed = Feed(make_source(target.source), Path(target.source.path), listing, state,
+                    target.spec.id, target.chunking, size, run.verify)
+        while (fb := run.timed(sp.name, "load", 0, "load", feed.next_batch)) is not None:
+            _one_batch(sp, fb)
+            _progress(run, fb, feed.total_files)
+        for docs in state.deferred(size):
+            _process(sp, list(docs), {d.doc_id: _file(state, d) for d in docs})
+            run.events.flush()
+        if target.items is None and target.source.delete_missing:
+            _remove_missing(sp)
+        points = store.count(target.collection, Match(source=sp.name))
+        run.events.add("index_snapshots", collection=target.collection, source=sp.name,
+                       points=points, recorded_at=utcnow())
+        accounted = state.count_points()
+        if accounted == points:
+            state.finish_run(points)
+        else:  # left open: the next run rebuilds it from the index, and says why
+            logger.warning("source %r: the diff state accounts for %d points, the index holds "
+                           "%d; the next run rebuilds the state from the index", sp.name,
+                           accounted, points)
+    finally:
+        state.close()
+
+
+def _file(state: DiffState, doc: Document) -> str | None:
+    rows = state.rows([doc.doc_id])
+    return doc.metadata.get("path") or (rows[0].file if rows else None)
+
+
+def _one_batch(sp: SourcePass, fb: FeedBatch) -> None:
+    run = sp.run
+    if fb.skipped:
+        _skip_files(sp, fb.skipped)
+    loaded = _screen_duplicates(sp, fb)
+    if loaded:
+        _process(sp, loaded, fb.file_of)
+    done = {f: s for f, s in fb.finished.items() if s is not None and f not in sp.bad_files}
+    sp.state.record_files(done, sp.target.spec.id, sp.target.chunking)
+    run.events.flush()  # per batch: memory stays flat, and a killed run leaves what it did
+    run.batch_index += 1
+
+
+def _process(sp: SourcePass, loaded: list[Loaded], file_of: Mapping[str, str | None]) -> None:
+    """The batch through check, diff, embed, write; then its outcome into the diff state."""
+    run, t = sp.run, sp.target
+    docs = [x for x in loaded if isinstance(x, Document)]
+    existing = sp.state.lookup(d.doc_id for d in docs)
+    had = set(existing)
+    run.take_outcomes()
+    process_batch(run, sp.store, t, loaded, existing)
+    uri = {d.doc_id: d.uri for d in docs}
+    indexed, seen, removed = [], [], []
+    for doc_id, outcome, content_hash, chunks in run.take_outcomes():
+        if outcome == "indexed":
+            indexed.append((doc_id, file_of.get(doc_id), uri.get(doc_id, ""), content_hash or "",
+                            int(chunks or 0)))
+        elif outcome == "unchanged":
+            seen.append(doc_id)
+        elif outcome == "quarantined":
+            sp.bad_files.add(file_of.get(doc_id) or "")
+            if doc_id in existing:  # its indexed version was kept (on_invalid = keep_last_good)
+                seen.append(doc_id)
+            elif doc_id in had:
+                removed.append(doc_id)
+    sp.state.forget_files(f for f in sp.bad_files if f)
+    sp.state.write_batch(run.run_id, t.spec.id, t.chunking, t.expires_at, indexed, seen, removed,
+                         [])
+    run.done += len(loaded)
+
+
+def _skip_files(sp: SourcePass, files: list[str]) -> None:
+    """Files whose stat is unchanged: their documents are unchanged; only their expiry moves."""
+    run, t, state = sp.run, sp.target, sp.state
+    for rel in files:
+        for page in state.docs_of_file(rel, 4096):
+            ids = [pid for doc_id, n, _ in page for pid in state.ids(doc_id, n).values()]
+            run.timed(sp.name, "refresh", len(ids), "refresh-expiry", sp.store.set_payload,
+                      t.collection, ids, {"expires_at": t.expires_at}, io=True)
+            for doc_id, n, content_hash in page:
+                run.outcome(t, doc_id, "unchanged", content_hash=content_hash, chunk_count=n)
+            run.take_outcomes()
+            run.counts.seen += len(page)
+            run.counts.unchanged += len(page)
+            run.done += len(page)
+            state.write_batch(run.run_id, t.spec.id, t.chunking, t.expires_at, [],
+                              [d for d, _, _ in page], [], [])
+
+
+def _screen_duplicates(sp: SourcePass, fb: FeedBatch) -> list[Loaded]:
+    """The batch less the documents whose id an earlier batch of this run already had (both
+    copies are quarantined) and less those held back (their id was a duplicate last run)."""
+    run, state = sp.run, sp.state
+    docs = [x for x in fb.loaded if isinstance(x, Document)]
+    if not docs:
+        return fb.loaded
+    earlier = state.seen_this_run((d.doc_id for d in docs), run.run_id)
+    flagged = {r.doc_id for r in state.rows(d.doc_id for d in docs) if r.dup}
+    keep: list[Loaded] = []
+    for item in fb.loaded:
+        if not isinstance(item, Document):
+            keep.append(item)
+        elif item.doc_id in earlier:
+            _duplicate(sp, item, earlier[item.doc_id], fb.file_of.get(item.doc_id))
+            flagged.discard(item.doc_id)
+        elif item.doc_id in flagged:
+            state.defer(item, run.run_id)
+            sp.bad_files.add(fb.file_of.get(item.doc_id) or "")
+            earlier.update({r.doc_id: r for r in state.rows([item.doc_id])})
+            flagged.discard(item.doc_id)
+        else:
+            keep.append(item)
+    return keep
+
+
+def _line(uri: str | None) -> str:
+    where = (uri or "").rpartition("#")[2]
+    return where.replace("=", " ") if where else (uri or "?")
+
+
+def _duplicate(sp: SourcePass, second: Document, first_row: Row, file: str | None) -> None:
+    """A second record with an id the source already gave: both copies are quarantined, and the
+    first copy's points (written earlier in this run, or before) are removed."""
+    run, t, state = sp.run, sp.target, sp.state
+    first = state.take_deferred(second.doc_id)
+    first_uri = first.uri if first is not None else first_row.uri
+    reason = (f"the id {second.doc_id!r} appears more than once in the source ({_line(first_uri)} "
+              f"and {_line(second.uri)}); give each record its own id. Both copies are "
+              "quarantined, and any indexed version is removed")
+    if first is None and first_row.outcome != "quarantined":
+        # The first copy went through an earlier batch: take back its outcome and its points.
+        if first_row.chunk_count > 0:
+            ids = list(state.ids(second.doc_id, first_row.chunk_count).values())
+            run.timed(sp.name, "delete", len(ids), "delete-duplicate", sp.store.delete,
+                      t.collection, ids, io=True)
+        if first_row.outcome == "indexed":
+            run.counts.indexed -= 1
+        elif first_row.outcome == "unchanged":
+            run.counts.unchanged -= 1
+        run.counts.quarantined += 1
+    elif first is not None:  # held back, so not counted yet
+        run.counts.seen += 1
+        run.counts.quarantined += 1
+    for copy_uri in ([first_uri] if first_row.outcome != "quarantined" else []) + [second.uri]:
+        _quarantine(run, t, Quarantined(
+            source=t.source.name, doc_id=second.doc_id, uri=copy_uri or "", reason=reason,
+            expectation="doc_id_unique", suite="documents"))
+    run.counts.seen += 1
+    run.counts.quarantined += 1
+    sp.bad_files.update(f for f in (file, first_row.file) if f)
+    state.forget_files(f for f in (file, first_row.file) if f)
+    state.write_batch(run.run_id, t.spec.id, t.chunking, t.expires_at, [], [], [],
+                      [(second.doc_id, file or first_row.file, first_uri or "")])
+
+
+def _quarantine(run: IngestRun, t: Target, q: Quarantined) -> None:
+    from flows.pipeline.batch import _record_quarantine
+
+    _record_quarantine(run, t, q, None)
+    run.take_outcomes()
+
+
+def _remove_missing(sp: SourcePass) -> None:
+    """Delete the points of documents this run did not see in the source's listing."""
+    run, t, state = sp.run, sp.target, sp.state
+    for page in state.unseen(run.run_id):
+        ids = [pid for doc_id, n in page for pid in state.ids(doc_id, n).values()]
+        if ids:
+            run.timed(sp.name, "delete", len(ids), "delete-missing", sp.store.delete,
+                      t.collection, ids, io=True)
+        for doc_id, n in page:
+            if n > 0:
+                run.outcome(t, doc_id, "deleted", chunk_count=n)
+                run.counts.deleted += 1
+        run.take_outcomes()
+        state.remove([doc_id for doc_id, _ in page])
+        run.events.flush()
+
+
+def _progress(run: IngestRun, fb: FeedBatch, total_files: int) -> None:
+    """Documents done, and the documents the source is estimated to hold (files left times the
+    documents per file so far)."""
+    if run.progress is None:
+        return
+    per_file = run.done / fb.files_done if fb.files_done else 1.0
+    run.progress(run.done, max(run.done, round(run.done + per_file * (total_files - fb.files_done))))
