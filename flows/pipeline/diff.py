@@ -1,6 +1,6 @@
 """One source of an ingest, against its on-disk diff state: batches read in flat memory, unchanged
-files skipped without reading them, duplicate ids caught across the whole source, and what left
-the source removed at the end. The per-batch steps themselves are in flows/pipeline/batch.py.
+files skipped without reading them, and what left the source removed at the end. The per-batch
+steps themselves are in flows/pipeline/batch.py.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 from flows.pipeline.batch import Target, process_batch
 from flows.pipeline.feed import Feed, FeedBatch
 from flows.pipeline.sources import make_source
-from flows.pipeline.state import DiffState, Row, state_path
+from flows.pipeline.state import DiffState, state_path
 from flows.pipeline.store import VectorStore
 from tessera.events import utcnow
-from tessera.types import Document, Loaded, Match, Quarantined
+from tessera.types import Document, Loaded, Match
 
 if TYPE_CHECKING:
     from flows.pipeline.ingest import IngestRun
@@ -69,9 +69,6 @@ def ingest_from_state(run: IngestRun, store: VectorStore, target: Target, listin
         while (fb := run.timed(sp.name, "load", 0, "load", feed.next_batch)) is not None:
             _one_batch(sp, fb)
             _progress(run, fb, feed.total_files)
-        for docs in state.deferred(size):
-            _process(sp, list(docs), {d.doc_id: _file(state, d) for d in docs})
-            run.events.flush()
         if target.items is None and target.source.delete_missing:
             _remove_missing(sp)
         points = store.count(target.collection, Match(source=sp.name))
@@ -88,18 +85,12 @@ def ingest_from_state(run: IngestRun, store: VectorStore, target: Target, listin
         state.close()
 
 
-def _file(state: DiffState, doc: Document) -> str | None:
-    rows = state.rows([doc.doc_id])
-    return doc.metadata.get("path") or (rows[0].file if rows else None)
-
-
 def _one_batch(sp: SourcePass, fb: FeedBatch) -> None:
     run = sp.run
     if fb.skipped:
         _skip_files(sp, fb.skipped)
-    loaded = _screen_duplicates(sp, fb)
-    if loaded:
-        _process(sp, loaded, fb.file_of)
+    if fb.loaded:
+        _process(sp, fb.loaded, fb.file_of)
     done = {f: s for f, s in fb.finished.items() if s is not None and f not in sp.bad_files}
     sp.state.record_files(done, sp.target.spec.id, sp.target.chunking)
     run.events.flush()  # per batch: memory stays flat, and a killed run leaves what it did
@@ -129,8 +120,7 @@ def _process(sp: SourcePass, loaded: list[Loaded], file_of: Mapping[str, str | N
             elif doc_id in had:
                 removed.append(doc_id)
     sp.state.forget_files(f for f in sp.bad_files if f)
-    sp.state.write_batch(run.run_id, t.spec.id, t.chunking, t.expires_at, indexed, seen, removed,
-                         [])
+    sp.state.write_batch(run.run_id, t.spec.id, t.chunking, t.expires_at, indexed, seen, removed)
     run.done += len(loaded)
 
 
@@ -149,80 +139,7 @@ def _skip_files(sp: SourcePass, files: list[str]) -> None:
             run.counts.unchanged += len(page)
             run.done += len(page)
             state.write_batch(run.run_id, t.spec.id, t.chunking, t.expires_at, [],
-                              [d for d, _, _ in page], [], [])
-
-
-def _screen_duplicates(sp: SourcePass, fb: FeedBatch) -> list[Loaded]:
-    """The batch less the documents whose id an earlier batch of this run already had (both
-    copies are quarantined) and less those held back (their id was a duplicate last run)."""
-    run, state = sp.run, sp.state
-    docs = [x for x in fb.loaded if isinstance(x, Document)]
-    if not docs:
-        return fb.loaded
-    earlier = state.seen_this_run((d.doc_id for d in docs), run.run_id)
-    flagged = {r.doc_id for r in state.rows(d.doc_id for d in docs) if r.dup}
-    keep: list[Loaded] = []
-    for item in fb.loaded:
-        if not isinstance(item, Document):
-            keep.append(item)
-        elif item.doc_id in earlier:
-            _duplicate(sp, item, earlier[item.doc_id], fb.file_of.get(item.doc_id))
-            flagged.discard(item.doc_id)
-        elif item.doc_id in flagged:
-            state.defer(item, run.run_id)
-            sp.bad_files.add(fb.file_of.get(item.doc_id) or "")
-            earlier.update({r.doc_id: r for r in state.rows([item.doc_id])})
-            flagged.discard(item.doc_id)
-        else:
-            keep.append(item)
-    return keep
-
-
-def _line(uri: str | None) -> str:
-    where = (uri or "").rpartition("#")[2]
-    return where.replace("=", " ") if where else (uri or "?")
-
-
-def _duplicate(sp: SourcePass, second: Document, first_row: Row, file: str | None) -> None:
-    """A second record with an id the source already gave: both copies are quarantined, and the
-    first copy's points (written earlier in this run, or before) are removed."""
-    run, t, state = sp.run, sp.target, sp.state
-    first = state.take_deferred(second.doc_id)
-    first_uri = first.uri if first is not None else first_row.uri
-    reason = (f"the id {second.doc_id!r} appears more than once in the source ({_line(first_uri)} "
-              f"and {_line(second.uri)}); give each record its own id. Both copies are "
-              "quarantined, and any indexed version is removed")
-    if first is None and first_row.outcome != "quarantined":
-        # The first copy went through an earlier batch: take back its outcome and its points.
-        if first_row.chunk_count > 0:
-            ids = list(state.ids(second.doc_id, first_row.chunk_count).values())
-            run.timed(sp.name, "delete", len(ids), "delete-duplicate", sp.store.delete,
-                      t.collection, ids, io=True)
-        if first_row.outcome == "indexed":
-            run.counts.indexed -= 1
-        elif first_row.outcome == "unchanged":
-            run.counts.unchanged -= 1
-        run.counts.quarantined += 1
-    elif first is not None:  # held back, so not counted yet
-        run.counts.seen += 1
-        run.counts.quarantined += 1
-    for copy_uri in ([first_uri] if first_row.outcome != "quarantined" else []) + [second.uri]:
-        _quarantine(run, t, Quarantined(
-            source=t.source.name, doc_id=second.doc_id, uri=copy_uri or "", reason=reason,
-            expectation="doc_id_unique", suite="documents"))
-    run.counts.seen += 1
-    run.counts.quarantined += 1
-    sp.bad_files.update(f for f in (file, first_row.file) if f)
-    state.forget_files(f for f in (file, first_row.file) if f)
-    state.write_batch(run.run_id, t.spec.id, t.chunking, t.expires_at, [], [], [],
-                      [(second.doc_id, file or first_row.file, first_uri or "")])
-
-
-def _quarantine(run: IngestRun, t: Target, q: Quarantined) -> None:
-    from flows.pipeline.batch import _record_quarantine
-
-    _record_quarantine(run, t, q, None)
-    run.take_outcomes()
+                              [d for d, _, _ in page], [])
 
 
 def _remove_missing(sp: SourcePass) -> None:

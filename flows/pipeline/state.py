@@ -5,11 +5,9 @@ memory, so its memory does not grow with the source. One file per (collection, s
 `TESSERA_HOME/state/<collection>/<source>.sqlite`, with
 
 - `docs`: doc id -> content hash, model, chunking, chunk count, expiry, the file it came from,
-  the run that last saw it, and whether it was a duplicate id. Point ids are not stored: they are
-  derived (`point_id(collection, doc_id, chunk_index)` for each index below the chunk count).
+  and the run that last saw it. Point ids are not stored: they are derived
+  (`point_id(collection, doc_id, chunk_index)` for each index below the chunk count).
 - `files`: each fully indexed file's (size, mtime_ns, inode), so a re-run need not read it.
-- `deferred`: documents held back until the end of the source (ids that were duplicates on the
-  previous run).
 
 The index stays the source of truth. The state is trusted only when the last run that wrote it
 finished (`status = clean`) and the number of points it recorded equals the index's count for the
@@ -21,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -31,7 +28,7 @@ from typing import Any
 from flows.pipeline.indexer import Existing
 from flows.pipeline.store import DIFF_FIELDS, VectorStore
 from tessera.fs import HeldLock
-from tessera.types import Document, Match, point_id
+from tessera.types import Match, point_id
 
 logger = logging.getLogger(__name__)
 
@@ -41,13 +38,11 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS docs (
     doc_id TEXT PRIMARY KEY, file TEXT, uri TEXT, content_hash TEXT, model_id TEXT,
-    chunking TEXT, chunk_count INTEGER NOT NULL, expires_at INTEGER, seen_run TEXT,
-    dup INTEGER NOT NULL DEFAULT 0, outcome TEXT) WITHOUT ROWID;
+    chunking TEXT, chunk_count INTEGER NOT NULL, expires_at INTEGER, seen_run TEXT) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS docs_file ON docs (file);
 CREATE TABLE IF NOT EXISTS files (
     file TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, inode INTEGER, model_id TEXT,
     chunking TEXT) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS deferred (doc_id TEXT PRIMARY KEY, doc BLOB) WITHOUT ROWID;
 """
 
 
@@ -75,8 +70,6 @@ class Row:
     model_id: str
     chunking: str
     chunk_count: int
-    dup: bool
-    outcome: str | None  # what the run that last saw it did: indexed | unchanged | quarantined
 
 
 def state_path(home: Path, collection: str, source: str) -> Path:
@@ -94,7 +87,14 @@ class DiffState:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = HeldLock(path.with_suffix(".lock"), lock_timeout)
         self.rebuilt: str | None = None  # why it was rebuilt this run, if it was
-        self.db = self._connect()
+        self._unreadable: str | None = None
+        try:
+            self.db = self._connect()
+            self.db.execute("SELECT count(*) FROM meta").fetchone()
+        except sqlite3.DatabaseError as exc:  # not a database, or a damaged one
+            self._unreadable = f"the diff state file could not be read ({exc})"
+            self._remove_files()
+            self.db = self._connect()
 
     # ------------------------------------------------------------------ open / check / rebuild
     def _connect(self) -> sqlite3.Connection:
@@ -113,6 +113,8 @@ class DiffState:
 
     def problem(self, indexed_points: int) -> str | None:
         """Why this state cannot be trusted against an index holding `indexed_points`, or None."""
+        if self._unreadable:
+            return self._unreadable
         status = self.meta("status")
         if status is None:
             return "no diff state on disk (first run, or the state file was removed)"
@@ -129,8 +131,7 @@ class DiffState:
     def rebuild(self, store: VectorStore, reason: str) -> int:
         """Replace the state with what the index holds (one paged scan); returns documents."""
         self.db.close()
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+        self._remove_files()
         self.db = self._connect()
         db = self.db
         db.execute("CREATE TEMP TABLE pts (doc_id TEXT, idx INTEGER, pid TEXT, hash TEXT, "
@@ -151,13 +152,13 @@ class DiffState:
         # left empty (it is embedded again) and its chunk count covers every index it has.
         db.execute("""
             INSERT INTO docs (doc_id, file, uri, content_hash, model_id, chunking, chunk_count,
-                              expires_at, seen_run, dup, outcome)
+                              expires_at, seen_run)
             SELECT doc_id, max(path), max(uri),
                    CASE WHEN count(DISTINCT hash) = 1 AND count(DISTINCT model) = 1
                              AND count(DISTINCT chunking) = 1 AND count(DISTINCT n) = 1
                              AND min(idx) = 0 AND max(idx) = max(n) - 1
                              AND count(DISTINCT idx) = max(n) THEN max(hash) ELSE '' END,
-                   max(model), max(chunking), max(max(idx) + 1, max(n)), min(expires), NULL, 0, NULL
+                   max(model), max(chunking), max(max(idx) + 1, max(n)), min(expires), NULL
             FROM pts GROUP BY doc_id""")
         docs = int(db.execute("SELECT count(*) FROM docs").fetchone()[0])
         points = int(db.execute("SELECT count(*) FROM pts").fetchone()[0])
@@ -165,15 +166,19 @@ class DiffState:
         self._set_meta(version=STATE_VERSION, status="clean", points=str(points), run_id="rebuild")
         db.execute("COMMIT")
         self.rebuilt = reason
+        self._unreadable = None
         if reason:
             logger.warning("source %r: %s; rebuilt the diff state from the index (%d documents, "
                            "%d points)", self.source, reason, docs, points)
         return docs
 
+    def _remove_files(self) -> None:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+
     def begin_run(self, run_id: str) -> None:
         """Mark the state open: a run that dies before `finish_run` leaves it to be rebuilt."""
         self._set_meta(status="open", run_id=run_id)
-        self.db.execute("DELETE FROM deferred")
 
     def finish_run(self, points: int) -> None:
         """Mark the state clean, recording the index's point count for the source."""
@@ -200,66 +205,26 @@ class DiffState:
 
     def rows(self, doc_ids: Iterable[str]) -> list[Row]:
         """The state's rows for these ids."""
-        return [Row(r[0], r[1], r[2], r[3] or "", r[4] or "", r[5] or "", int(r[6]), bool(r[7]),
-                    r[8]) for r in self.db.execute(
-                    "SELECT doc_id, file, uri, content_hash, model_id, chunking, chunk_count, dup, "
-                    "outcome "
+        return [Row(r[0], r[1], r[2], r[3] or "", r[4] or "", r[5] or "", int(r[6]))
+                for r in self.db.execute(
+                    "SELECT doc_id, file, uri, content_hash, model_id, chunking, chunk_count "
                     "FROM docs WHERE doc_id IN (SELECT value FROM json_each(?))",
                     (_json(list(doc_ids)),))]
 
-    def seen_this_run(self, doc_ids: Iterable[str], run_id: str) -> dict[str, Row]:
-        """Those of these ids that an earlier batch of this run already saw."""
-        ids = _json(list(doc_ids))
-        found = self.db.execute(
-            "SELECT doc_id FROM docs WHERE seen_run = ? AND doc_id IN (SELECT value FROM "
-            "json_each(?))", (run_id, ids)).fetchall()
-        return {r.doc_id: r for r in self.rows(f[0] for f in found)}
-
     def write_batch(self, run_id: str, model_id: str, chunking: str, expires_at: int,
                     indexed: list[tuple[str, str | None, str, str, int]], seen: list[str],
-                    removed: list[str], dups: list[tuple[str, str | None, str]]) -> None:
+                    removed: list[str]) -> None:
         """One batch's outcome, in one transaction: documents (re)indexed as (doc_id, file, uri,
-        hash, chunk count), seen (expiry refreshed), removed, and duplicate ids (doc, file, uri)."""
+        hash, chunk count), seen unchanged (expiry refreshed), and removed from the index."""
         db = self.db
         db.execute("BEGIN")
         db.executemany(
-            "INSERT OR REPLACE INTO docs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 'indexed')",
+            "INSERT OR REPLACE INTO docs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [(d, f, u, h, model_id, chunking, n, expires_at, run_id) for d, f, u, h, n in indexed])
-        db.executemany("UPDATE docs SET seen_run = ?, expires_at = ?, dup = 0, outcome = "
-                       "'unchanged' WHERE doc_id = ?", [(run_id, expires_at, d) for d in seen])
+        db.executemany("UPDATE docs SET seen_run = ?, expires_at = ? WHERE doc_id = ?",
+                       [(run_id, expires_at, d) for d in seen])
         db.executemany("DELETE FROM docs WHERE doc_id = ?", [(d,) for d in removed])
-        db.executemany(
-            "INSERT INTO docs (doc_id, file, uri, content_hash, chunk_count, seen_run, dup, "
-            "outcome) VALUES (?, ?, ?, '', 0, ?, 1, 'quarantined') ON CONFLICT (doc_id) DO UPDATE "
-            "SET seen_run = excluded.seen_run, dup = 1, uri = excluded.uri, content_hash = '', "
-            "chunk_count = 0, outcome = 'quarantined'",
-            [(d, f, u, run_id) for d, f, u in dups])
         db.execute("COMMIT")
-
-    # ------------------------------------------------------------------ duplicates held back
-    def defer(self, doc: Document, run_id: str) -> None:
-        """Hold a document back until the end of the source (its id was a duplicate last run)."""
-        self.db.execute("INSERT OR REPLACE INTO deferred VALUES (?, ?)",
-                        (doc.doc_id, pickle.dumps(doc)))
-        self.db.execute("UPDATE docs SET seen_run = ? WHERE doc_id = ?", (run_id, doc.doc_id))
-
-    def take_deferred(self, doc_id: str) -> Document | None:
-        """A held-back document, removed from the holding table (None if it is not held)."""
-        row = self.db.execute("SELECT doc FROM deferred WHERE doc_id = ?", (doc_id,)).fetchone()
-        if row is None:
-            return None
-        self.db.execute("DELETE FROM deferred WHERE doc_id = ?", (doc_id,))
-        doc: Document = pickle.loads(row[0])  # noqa: S301 - our own file, written by this run
-        return doc
-
-    def deferred(self, size: int) -> Iterator[list[Document]]:
-        """The documents still held back at the end of the source, in batches."""
-        while True:
-            rows = self.db.execute("SELECT doc_id, doc FROM deferred LIMIT ?", (size,)).fetchall()
-            if not rows:
-                return
-            self.db.executemany("DELETE FROM deferred WHERE doc_id = ?", [(r[0],) for r in rows])
-            yield [pickle.loads(r[1]) for r in rows]  # noqa: S301 - written by this run
 
     # ------------------------------------------------------------------ files
     def files_unchanged(self, stats: dict[str, FileStat], model_id: str,
@@ -277,7 +242,7 @@ class DiffState:
         """(doc id, chunk count, hash) of the documents a file holds, `size` at a time."""
         after = ""
         while rows := self.db.execute(
-                "SELECT doc_id, chunk_count, content_hash FROM docs WHERE file = ? AND dup = 0 "
+                "SELECT doc_id, chunk_count, content_hash FROM docs WHERE file = ? "
                 "AND chunk_count > 0 AND doc_id > ? ORDER BY doc_id LIMIT ?",
                 (file, after, size)).fetchall():
             after = str(rows[-1][0])

@@ -10,6 +10,7 @@ from typing import Any
 from flows.pipeline.sources import records
 from flows.pipeline.sources import text_formats as fmt
 from flows.pipeline.sources.base import safe_path
+from flows.pipeline.sources.dupes import find_duplicates, id_hash
 from tessera.errors import RecordError, SourceError
 from tessera.formats import TEXT_SUFFIXES, WHOLE_FILE
 from tessera.settings import SourceConfig
@@ -120,31 +121,63 @@ class DirectorySource:
         )
 
     def _records(self, rel: str, suffix: str, path: Path) -> Iterator[Loaded]:
-        """A JSONL, CSV or Parquet file's records, streamed (flat memory for any file size)."""
+        """A JSONL, CSV or Parquet file's records, streamed (flat memory for any file size).
+
+        Two passes: the first finds the ids given more than once anywhere in the file (every copy
+        is quarantined, with the lines of all of them), the second yields the records."""
         opts = self.config.options
-        if suffix == ".jsonl":
-            items = records.iter_jsonl(path, opts.encoding, opts.max_file_bytes, rel)
-        elif suffix == ".csv":
-            items = records.iter_csv(path, opts.encoding, opts.max_file_bytes, rel, opts.text_field)
-        else:
-            items = records.iter_parquet(path, opts.max_file_bytes, rel, opts.text_field)
-        yield from self._documents(rel, enumerate(rec for _, rec in items))
+
+        def items() -> Iterator[tuple[int, Any]]:
+            if suffix == ".jsonl":
+                found = records.iter_jsonl(path, opts.encoding, opts.max_file_bytes, rel)
+            elif suffix == ".csv":
+                found = records.iter_csv(path, opts.encoding, opts.max_file_bytes, rel,
+                                         opts.text_field)
+            else:
+                found = records.iter_parquet(path, opts.max_file_bytes, rel, opts.text_field)
+            return enumerate(rec for _, rec in found)
+
+        dups = find_duplicates((key, rec.get("__line__", index + 1)) for index, rec in items()
+                               if not isinstance(rec, RecordError)
+                               and (key := self._key(rel, index, rec)))
+        yield from self._documents(rel, items(), dups)
 
     def _json_records(self, rel: str, raw: bytes) -> Iterator[Loaded]:
         """A .json file (one object or a list), read whole within options.max_file_bytes."""
-        parsed = fmt.parse_json(fmt.decode(raw, self.config.options.encoding, rel), rel)
-        yield from self._documents(rel, enumerate(parsed))
+        parsed = list(enumerate(fmt.parse_json(fmt.decode(raw, self.config.options.encoding,
+                                                          rel), rel)))
+        dups = find_duplicates((key, index + 1) for index, rec in parsed
+                               if (key := self._key(rel, index, rec)))
+        yield from self._documents(rel, iter(parsed), dups)
 
-    def _documents(self, rel: str, parsed: Iterator[tuple[int, Any]]) -> Iterator[Loaded]:
+    def _key(self, rel: str, index: int, rec: dict[str, Any]) -> str:
+        """The document id a record gets ('' when it has none)."""
+        record_id = rec.get(self.config.options.id_field)
+        return self._doc_id(rel, record_id if record_id not in (None, "") else index)
+
+    def _documents(self, rel: str, parsed: Iterator[tuple[int, Any]],
+                   dups: dict[int, list[int]]) -> Iterator[Loaded]:
         for index, rec in parsed:
             if isinstance(rec, RecordError):
                 yield self._quarantine(rel, rec, doc_id=self._doc_id(rel, f"error{index}"))
+                continue
+            if dups and (key := self._key(rel, index, rec)) and id_hash(key) in dups:
+                yield self._duplicate(rel, key, rec.get("__line__", index + 1), dups[id_hash(key)])
                 continue
             try:
                 yield self._record(rel, index, rec)
             except Exception as exc:  # noqa: BLE001 - one bad record must not stop the file
                 yield self._quarantine(rel, unreadable(exc, f"record {index}"),
                                        doc_id=self._doc_id(rel, f"error{index}"))
+
+    def _duplicate(self, rel: str, doc_id: str, line: int, lines: list[int]) -> Quarantined:
+        shown = ", ".join(map(str, lines[:10])) + (", ..." if len(lines) > 10 else "")
+        return Quarantined(
+            source=self.config.name, doc_id=doc_id, uri=f"{self.root / rel}#line={line}",
+            reason=(f"{rel}: doc_id {doc_id!r} appears {len(lines)} times in this file (lines "
+                    f"{shown}), so no copy was indexed; give each record its own id "
+                    "(options.id_field)"),
+            expectation="doc_id_unique", suite="documents", observed=str(len(lines)))
 
     def _record(self, rel: str, index: int, rec: dict[str, Any]) -> Loaded:
         opts = self.config.options
@@ -184,6 +217,9 @@ class BeirSource(DirectorySource):
         if not self.corpus.exists():
             raise SourceError(f"source {self.config.name!r}: {self.corpus} not found (BEIR layout)")
         return [self.corpus.name]
+
+    def _key(self, rel: str, index: int, rec: dict[str, Any]) -> str:
+        return str(rec.get("_id", ""))
 
     def _record(self, rel: str, index: int, rec: dict[str, Any]) -> Loaded:
         doc_id = str(rec.get("_id", ""))
