@@ -20,6 +20,8 @@ from flows.pipeline.state import DiffState, FileStat
 from tessera.types import Loaded
 
 STAT_PAGE = 1024
+# A batch also closes at this much text, so a file of huge records cannot make a huge batch.
+BATCH_BYTES = 32 * 1024 * 1024
 
 
 @dataclass
@@ -31,9 +33,13 @@ class FeedBatch:
     skipped: list[str] = field(default_factory=list)  # unchanged files, not read
     finished: dict[str, FileStat | None] = field(default_factory=dict)  # read to their end
     files_done: int = 0  # files of the listing finished or skipped so far, this batch included
+    text_bytes: int = 0
 
     def __len__(self) -> int:
         return len(self.loaded) + len(self.skipped)
+
+    def full(self, size: int) -> bool:
+        return len(self) >= size or self.text_bytes >= BATCH_BYTES
 
 
 class Feed:
@@ -68,7 +74,7 @@ class Feed:
     def next_batch(self) -> FeedBatch | None:
         """The next batch, or None when the listing is done."""
         batch = FeedBatch()
-        while len(batch) < self.size:
+        while not batch.full(self.size):
             if self._open is None:
                 if self._next_file >= len(self.listing):
                     break
@@ -85,7 +91,8 @@ class Feed:
             for item in records:  # type: ignore[attr-defined]
                 batch.loaded.append(item)
                 batch.file_of[item.doc_id] = rel
-                if len(batch) >= self.size:
+                batch.text_bytes += getattr(item, "size_bytes", 0)
+                if batch.full(self.size):
                     break
             else:
                 batch.finished[rel] = self._stats.get(rel)
