@@ -239,3 +239,37 @@ def test_sigkill_mid_run_shows_as_killed_in_the_marts_and_the_rerun_repairs_the_
     assert (rerun["indexed"], rerun["unchanged"], rerun["chunks_embedded"]) == (36, 24, 36)
     assert _points(settings) == 60
     _state_agrees(settings)
+
+
+def test_prune_keeps_the_diff_state_true(make_config: Callable[..., Path], tmp_path: Path) -> None:
+    from flows.pipeline.prune import run_prune
+
+    src = tmp_path / "src"
+    _small_corpus(src, 6)
+    settings = _settings(make_config, src)
+    run_ingest(settings)
+    pruned = run_prune(settings, now=int(time.time()) + 400 * 86400)  # past the 30-day TTL
+    assert pruned["deleted"] == 6
+    _state_agrees(settings)  # it forgot what prune deleted, and is still trusted
+
+    again = run_ingest(settings)  # the documents are back, embedded again, nothing rebuilt
+    assert (again["indexed"], again["unchanged"], again["diff_state_rebuilt"]) == (6, 0, [])
+    _state_agrees(settings)
+
+
+def test_a_file_name_that_is_not_utf8_is_quarantined(
+        make_config: Callable[..., Path], tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    _small_corpus(src, 2)
+    fd = os.open(os.fsencode(src) + b"/caf\xe9.txt", os.O_WRONLY | os.O_CREAT, 0o644)
+    os.write(fd, b"A file whose name is Latin-1.")
+    os.close(fd)
+    settings = _settings(make_config, src)
+
+    summary = run_ingest(settings)
+
+    assert (summary["indexed"], summary["quarantined"]) == (2, 1)
+    [row] = _quarantine(settings, summary["run_id"])
+    assert row["expectation"] == "file_name_utf8" and "caf\\xe9.txt" in row["reason"]
+    assert "rename the file" in row["reason"]
+    assert run_ingest(settings)["quarantined"] == 1  # and again next run, nothing else lost

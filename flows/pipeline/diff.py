@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# Documents of unchanged files refreshed per payload update.
+SKIP_PAGE = 4096
+
 
 @dataclass
 class SourcePass:
@@ -77,10 +80,12 @@ def ingest_from_state(run: IngestRun, store: VectorStore, target: Target, listin
         accounted = state.count_points()
         if accounted == points:
             state.finish_run(points)
-        else:  # left open: the next run rebuilds it from the index, and says why
-            logger.warning("source %r: the diff state accounts for %d points, the index holds "
-                           "%d; the next run rebuilds the state from the index", sp.name,
-                           accounted, points)
+        else:  # the next run rebuilds it from the index, and says why
+            reason = (f"the last run's diff state accounted for {accounted:,} points, the index "
+                      f"held {points:,}")
+            state.mark_stale(reason)
+            logger.warning("source %r: %s; the next run rebuilds the state from the index",
+                           sp.name, reason)
     finally:
         state.close()
 
@@ -125,21 +130,32 @@ def _process(sp: SourcePass, loaded: list[Loaded], file_of: Mapping[str, str | N
 
 
 def _skip_files(sp: SourcePass, files: list[str]) -> None:
-    """Files whose stat is unchanged: their documents are unchanged; only their expiry moves."""
-    run, t, state = sp.run, sp.target, sp.state
+    """Files whose stat is unchanged: their documents are unchanged; only their expiry moves
+    (one payload update and one state write per page of documents, not per file)."""
+    page: list[tuple[str, int, str]] = []
     for rel in files:
-        for page in state.docs_of_file(rel, 4096):
-            ids = [pid for doc_id, n, _ in page for pid in state.ids(doc_id, n).values()]
-            run.timed(sp.name, "refresh", len(ids), "refresh-expiry", sp.store.set_payload,
-                      t.collection, ids, {"expires_at": t.expires_at}, io=True)
-            for doc_id, n, content_hash in page:
-                run.outcome(t, doc_id, "unchanged", content_hash=content_hash, chunk_count=n)
-            run.take_outcomes()
-            run.counts.seen += len(page)
-            run.counts.unchanged += len(page)
-            run.done += len(page)
-            state.write_batch(run.run_id, t.spec.id, t.chunking, t.expires_at, [],
-                              [d for d, _, _ in page], [])
+        for part in sp.state.docs_of_file(rel, SKIP_PAGE):
+            page += part
+            if len(page) >= SKIP_PAGE:
+                _refresh_unchanged(sp, page)
+                page = []
+    if page:
+        _refresh_unchanged(sp, page)
+
+
+def _refresh_unchanged(sp: SourcePass, page: list[tuple[str, int, str]]) -> None:
+    run, t, state = sp.run, sp.target, sp.state
+    ids = [pid for doc_id, n, _ in page for pid in state.ids(doc_id, n).values()]
+    run.timed(sp.name, "refresh", len(ids), "refresh-expiry", sp.store.set_payload,
+              t.collection, ids, {"expires_at": t.expires_at}, io=True)
+    for doc_id, n, content_hash in page:
+        run.outcome(t, doc_id, "unchanged", content_hash=content_hash, chunk_count=n)
+    run.take_outcomes()
+    run.counts.seen += len(page)
+    run.counts.unchanged += len(page)
+    run.done += len(page)
+    state.write_batch(run.run_id, t.spec.id, t.chunking, t.expires_at, [],
+                      [d for d, _, _ in page], [])
 
 
 def _remove_missing(sp: SourcePass) -> None:

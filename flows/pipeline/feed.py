@@ -17,7 +17,7 @@ from pathlib import Path
 
 from flows.pipeline.sources.base import Source
 from flows.pipeline.state import DiffState, FileStat
-from tessera.types import Loaded
+from tessera.types import Loaded, Quarantined
 
 STAT_PAGE = 1024
 # A batch also closes at this much text, so a file of huge records cannot make a huge batch.
@@ -82,6 +82,12 @@ class Feed:
                     self._stat_page()
                 rel = self.listing[self._next_file]
                 self._next_file += 1
+                bad_name = _bad_name(self.reader.config.name, rel, self.root)
+                if bad_name is not None:
+                    batch.loaded.append(bad_name)
+                    batch.file_of[bad_name.doc_id] = bad_name.doc_id
+                    self._done += 1
+                    continue
                 if rel in self._unchanged:
                     batch.skipped.append(rel)
                     self._done += 1
@@ -100,6 +106,21 @@ class Feed:
                 self._done += 1
         batch.files_done = self._done
         return batch if len(batch) or batch.finished else None
+
+
+def _bad_name(source: str, rel: str, root: Path) -> Quarantined | None:
+    """A quarantine row for a file whose name is not valid UTF-8 (ids, events and the diff state
+    hold text), or None when the name is fine."""
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        return Quarantined(
+            source=source, doc_id=f"{source}/{shown}", uri=f"{root}/{shown}",
+            reason=(f"{shown}: the file name is not valid UTF-8, so it cannot be an id in the "
+                    "index; rename the file (e.g. `convmv -f latin1 -t utf8`)"),
+            expectation="file_name_utf8")
+    return None
 
 
 def _stat(path: Path) -> FileStat | None:

@@ -120,6 +120,8 @@ class DiffState:
             return "no diff state on disk (first run, or the state file was removed)"
         if self.meta("version") != STATE_VERSION:
             return f"the diff state has format {self.meta('version')}, this release writes {STATE_VERSION}"
+        if status == "stale":
+            return str(self.meta("stale_reason"))
         if status != "clean":
             return f"the run that last wrote the diff state ({self.meta('run_id')}) did not finish"
         recorded = int(self.meta("points") or -1)
@@ -179,6 +181,10 @@ class DiffState:
     def begin_run(self, run_id: str) -> None:
         """Mark the state open: a run that dies before `finish_run` leaves it to be rebuilt."""
         self._set_meta(status="open", run_id=run_id)
+
+    def mark_stale(self, reason: str) -> None:
+        """Leave the state for the next ingest to rebuild from the index, saying why."""
+        self._set_meta(status="stale", stale_reason=reason)
 
     def finish_run(self, points: int) -> None:
         """Mark the state clean, recording the index's point count for the source."""
@@ -299,3 +305,27 @@ def _json(values: list[str]) -> str:
     import json
 
     return json.dumps(values)
+
+
+def expire_states(home: Path, store: VectorStore, collection: str, now: int) -> None:
+    """After prune deleted the points that expire at or before `now`: each source's state forgets
+    the same documents (and their files, so they are read again). A state that then accounts for
+    exactly the points the index holds stays trusted; any other is left for the next ingest to
+    rebuild from the index."""
+    folder = Path(home) / "state" / collection
+    for path in sorted(folder.glob("*.sqlite")) if folder.exists() else []:
+        state = DiffState(path, collection, path.stem)
+        try:
+            points = store.count(collection, Match(source=path.stem))
+            if state.meta("status") != "clean":
+                continue
+            gone = state.expire(now)
+            if state.count_points() == points:
+                state.finish_run(points)
+            else:
+                state.mark_stale(f"after prune the diff state accounts for {state.count_points():,} "
+                                 f"points, the index holds {points:,}")
+            logger.info("source %r: prune removed %d documents from the diff state", path.stem,
+                        gone)
+        finally:
+            state.close()
