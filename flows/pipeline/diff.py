@@ -45,10 +45,11 @@ class SourcePass:
 
 def open_state(run: IngestRun, store: VectorStore, target: Target) -> DiffState:
     """The source's diff state, checked against the index and rebuilt from it when they differ."""
+    # The store first: an embedded store held by another process refuses with its own message.
+    points = store.count(target.collection, Match(source=target.source.name))
     path = state_path(run.settings.home, target.collection, target.source.name)
     state = DiffState(path, target.collection, target.source.name,
                       run.settings.store.lock_timeout)
-    points = store.count(target.collection, Match(source=target.source.name))
     problem = state.problem(points)
     if problem is not None and points == 0 and state.meta("status") is None:
         state.rebuild(store, "")  # a new source: nothing to rebuild, nothing to report
@@ -132,14 +133,7 @@ def _process(sp: SourcePass, loaded: list[Loaded], file_of: Mapping[str, str | N
 def _skip_files(sp: SourcePass, files: list[str]) -> None:
     """Files whose stat is unchanged: their documents are unchanged; only their expiry moves
     (one payload update and one state write per page of documents, not per file)."""
-    page: list[tuple[str, int, str]] = []
-    for rel in files:
-        for part in sp.state.docs_of_file(rel, SKIP_PAGE):
-            page += part
-            if len(page) >= SKIP_PAGE:
-                _refresh_unchanged(sp, page)
-                page = []
-    if page:
+    for page in sp.state.docs_of_files(files, SKIP_PAGE):
         _refresh_unchanged(sp, page)
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from flows.pipeline.indexer import Existing
 from flows.pipeline.store import DIFF_FIELDS, VectorStore
+from tessera.errors import StoreLockedError
 from tessera.fs import HeldLock
 from tessera.types import Match, point_id
 
@@ -85,7 +86,13 @@ class DiffState:
         self.collection = collection
         self.source = source
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = HeldLock(path.with_suffix(".lock"), lock_timeout)
+        def busy(holder: str, waited: float) -> StoreLockedError:
+            return StoreLockedError(
+                f"source {source!r} of collection {collection!r} is being ingested by another "
+                f"Tessera process (pid {holder}), and its diff state {path} did not come free "
+                f"within {waited:.0f} s; wait for that run to finish, or raise store.lock_timeout")
+
+        self._lock = HeldLock(path.with_suffix(".lock"), lock_timeout, busy)
         self.rebuilt: str | None = None  # why it was rebuilt this run, if it was
         self._unreadable: str | None = None
         try:
@@ -244,15 +251,16 @@ class DiffState:
                 out.add(file)
         return out
 
-    def docs_of_file(self, file: str, size: int) -> Iterator[list[tuple[str, int, str]]]:
-        """(doc id, chunk count, hash) of the documents a file holds, `size` at a time."""
-        after = ""
+    def docs_of_files(self, files: list[str], size: int) -> Iterator[list[tuple[str, int, str]]]:
+        """(doc id, chunk count, hash) of the documents these files hold, `size` at a time."""
+        after = ("", "")
+        names = _json(files)
         while rows := self.db.execute(
-                "SELECT doc_id, chunk_count, content_hash FROM docs WHERE file = ? "
-                "AND chunk_count > 0 AND doc_id > ? ORDER BY doc_id LIMIT ?",
-                (file, after, size)).fetchall():
-            after = str(rows[-1][0])
-            yield [(str(r[0]), int(r[1]), str(r[2])) for r in rows]
+                "SELECT file, doc_id, chunk_count, content_hash FROM docs WHERE file IN (SELECT "
+                "value FROM json_each(?)) AND chunk_count > 0 AND (file, doc_id) > (?, ?) "
+                "ORDER BY file, doc_id LIMIT ?", (names, *after, size)).fetchall():
+            after = (str(rows[-1][0]), str(rows[-1][1]))
+            yield [(str(r[1]), int(r[2]), str(r[3])) for r in rows]
 
     def record_files(self, stats: dict[str, FileStat], model_id: str, chunking: str) -> None:
         """Remember these files as fully indexed at this stat."""
