@@ -107,7 +107,8 @@ def _process(sp: SourcePass, loaded: list[Loaded], file_of: Mapping[str, str | N
     """The batch through check, diff, embed, write; then its outcome into the diff state."""
     run, t = sp.run, sp.target
     docs = [x for x in loaded if isinstance(x, Document)]
-    existing = sp.state.lookup(d.doc_id for d in docs)
+    # Quarantined records too: their indexed version follows the source's on_invalid policy.
+    existing = sp.state.lookup(x.doc_id for x in loaded)
     had = set(existing)
     run.take_outcomes()
     process_batch(run, sp.store, t, loaded, existing)
