@@ -273,3 +273,24 @@ def test_a_file_name_that_is_not_utf8_is_quarantined(
     assert row["expectation"] == "file_name_utf8" and "caf\\xe9.txt" in row["reason"]
     assert "rename the file" in row["reason"]
     assert run_ingest(settings)["quarantined"] == 1  # and again next run, nothing else lost
+
+
+def test_skipped_files_still_get_their_expiry_refreshed(
+        make_config: Callable[..., Path], tmp_path: Path) -> None:
+    from flows.pipeline.prune import run_prune
+
+    src = tmp_path / "src"
+    _small_corpus(src, 4)
+    settings = _settings(make_config, src)
+    run_ingest(settings, ttl="1h")
+    second = run_ingest(settings, ttl="7d")  # nothing read, nothing embedded
+    assert (second["unchanged"], second["chunks_embedded"]) == (4, 0)
+    store = open_store(settings)
+    try:
+        expiries = {p["expires_at"] for _, p in store.scan("test", Match(source="src"),
+                                                           ["expires_at"])}
+    finally:
+        store.close()
+    assert len(expiries) == 1 and expiries.pop() > time.time() + 6 * 86400
+    assert run_prune(settings, now=int(time.time()) + 2 * 3600)["deleted"] == 0
+    _state_agrees(settings)

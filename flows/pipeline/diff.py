@@ -39,6 +39,12 @@ class SourcePass:
     bad_files: set[str] = field(default_factory=set)  # files with a quarantined record
 
     @property
+    def refresh_at_end(self) -> bool:
+        """A whole listing whose unseen documents are deleted: then the expiry of the unchanged
+        files' documents is refreshed once, by filter, at the end of the run."""
+        return self.target.items is None and self.target.source.delete_missing
+
+    @property
     def name(self) -> str:
         return self.target.source.name
 
@@ -73,8 +79,13 @@ def ingest_from_state(run: IngestRun, store: VectorStore, target: Target, listin
         while (fb := run.timed(sp.name, "load", 0, "load", feed.next_batch)) is not None:
             _one_batch(sp, fb)
             _progress(run, fb, feed.total_files)
-        if target.items is None and target.source.delete_missing:
+        if sp.refresh_at_end:
             _remove_missing(sp)
+            # Every point left of the source belongs to a document seen in this run: one
+            # filtered update refreshes the expiry of the unchanged files' documents.
+            run.timed(sp.name, "refresh", 0, "refresh-expiry", store.set_payload_where,
+                      target.collection, Match(source=sp.name), {"expires_at": target.expires_at},
+                      io=True)
         points = store.count(target.collection, Match(source=sp.name))
         run.events.add("index_snapshots", collection=target.collection, source=sp.name,
                        points=points, recorded_at=utcnow())
@@ -140,9 +151,10 @@ def _skip_files(sp: SourcePass, files: list[str]) -> None:
 
 def _refresh_unchanged(sp: SourcePass, page: list[tuple[str, int, str]]) -> None:
     run, t, state = sp.run, sp.target, sp.state
-    ids = [pid for doc_id, n, _ in page for pid in state.ids(doc_id, n).values()]
-    run.timed(sp.name, "refresh", len(ids), "refresh-expiry", sp.store.set_payload,
-              t.collection, ids, {"expires_at": t.expires_at}, io=True)
+    if not sp.refresh_at_end:
+        ids = [pid for doc_id, n, _ in page for pid in state.ids(doc_id, n).values()]
+        run.timed(sp.name, "refresh", len(ids), "refresh-expiry", sp.store.set_payload,
+                  t.collection, ids, {"expires_at": t.expires_at}, io=True)
     for doc_id, n, content_hash in page:
         run.outcome(t, doc_id, "unchanged", content_hash=content_hash, chunk_count=n)
     run.take_outcomes()
