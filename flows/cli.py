@@ -71,19 +71,22 @@ def cmd_ingest(args: argparse.Namespace) -> dict[str, Any]:
 
     def plain(settings: Any) -> dict[str, Any]:
         if not _interactive(args) or args.quiet:
-            return run_ingest(settings, None, args.source, args.ttl, args.path)
+            return run_ingest(settings, None, args.source, args.ttl, args.path,
+                              verify=args.verify)
         from rich.progress import Progress
 
         with Progress(transient=True) as bar, cli_support.route_logs(bar.console):
             job = bar.add_task("ingest", total=None)
             return run_ingest(settings, None, args.source, args.ttl, args.path,
                               progress=lambda done, total: bar.update(job, completed=done,
-                                                                      total=total))
+                                                                      total=total),
+                              verify=args.verify)
 
     def flow() -> dict[str, Any]:
         from flows.ingest import ingest_flow
 
-        return ingest_flow(config=args.config, sources=args.source, ttl=args.ttl, path=args.path)
+        return ingest_flow(config=args.config, sources=args.source, ttl=args.ttl, path=args.path,
+                           verify=args.verify)
 
     return _job(args, plain, flow)
 
@@ -321,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", nargs="?", help="ingest this file or folder instead of the declared sources")
     p.add_argument("--source", action="append", help="only this declared source (repeatable)")
     p.add_argument("--ttl", help="expiry for this run's points, e.g. 7d, 12h, none")
+    p.add_argument("--verify", action="store_true",
+                   help="read and hash every file, even one whose size, mtime and inode are unchanged")
     p = add("search")
     p.add_argument("query", nargs="?", help="text to search for")
     p.add_argument("--image", help="search with this image instead of text")

@@ -18,9 +18,10 @@ from tessera.events import new_run_id
 @flow(name="ingest", flow_run_name=ingest_run_name, log_prints=True)
 def ingest_flow(config: str | None = None, sources: list[str] | None = None,
                 ttl: str | None = None, path: str | None = None, dataset: str | None = None,
-                dataset_name: str | None = None) -> dict[str, Any]:
+                dataset_name: str | None = None, verify: bool = False) -> dict[str, Any]:
     """Index new and changed documents of the given sources (default: all declared), of PATH,
-    or of a labelled set's corpus (`dataset`, as the quality flow does)."""
+    or of a labelled set's corpus (`dataset`, as the quality flow does). `verify` reads every
+    file, even one whose stat is unchanged since it was indexed."""
     settings = tessera_config.load(config)
     steps = PrefectSteps()
     run_id = new_run_id()
@@ -29,7 +30,7 @@ def ingest_flow(config: str | None = None, sources: list[str] | None = None,
         scoped = dataset_settings(settings, dataset, dataset_name)
         summary = run_ingest(scoped, steps, [scoped.sources[0].name], flow="quality", run_id=run_id)
     else:
-        summary = run_ingest(settings, steps, sources, ttl, path, run_id=run_id)
+        summary = run_ingest(settings, steps, sources, ttl, path, run_id=run_id, verify=verify)
     get_run_logger().info(describe_ingest(summary))
     if settings.marts.build_after_ingest:
         build_and_report(settings, steps)

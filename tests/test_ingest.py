@@ -143,7 +143,8 @@ def test_cli_json_prints_exactly_one_object(config: Path, capsys: pytest.Capture
     assert len(lines) == 3
     ingest, search, status = (json.loads(ln) for ln in lines)
     assert set(ingest) == {"run_id", "seen", "indexed", "unchanged", "quarantined", "deleted",
-                           "chunks_embedded", "points_upserted", "sparse_written", "seconds"}
+                           "chunks_embedded", "points_upserted", "sparse_written", "seconds",
+                           "diff_state_rebuilt"}
     assert ingest["sparse_written"] == ingest["points_upserted"] == 9
     assert search["results"][0]["doc_id"] == "docs/recipes.jsonl#gazpacho"
     assert search["mode"] == "hybrid" and search["grouped"] is True

@@ -135,3 +135,14 @@ def test_alias_switch_points_readers_at_the_new_collection(store: VectorStore) -
         switch_alias(store, "live", "missing")
     with pytest.raises(VectorStoreError, match="cannot also be an alias"):
         switch_alias(store, "c", "c2")
+
+
+def test_set_payload_where_touches_only_the_matching_source(store: VectorStore) -> None:
+    ensure_collection(store, INFO)
+    mine, theirs = _points(4, "s"), _points(2, "t")
+    theirs = [PointRecord(point_id("c", f"t{i}", 0), p.vector, {**p.payload, "doc_id": f"t{i}"})
+              for i, p in enumerate(theirs)]
+    store.upsert("c", mine + theirs)
+    store.set_payload_where("c", Match(source="s"), {"expires_at": 5000})
+    got = {p["doc_id"]: p["expires_at"] for _, p in store.scan("c", Match(), ["doc_id", "expires_at"])}
+    assert got == {"d0": 5000, "d1": 5000, "d2": 5000, "d3": 5000, "t0": 1000, "t1": 1001}

@@ -13,11 +13,12 @@ from collections.abc import Callable
 from typing import Any
 
 from data_contracts import ContractRunner, warm_up
-from flows.pipeline.batch import Target, process_batch
+from flows.pipeline.batch import Target
 from flows.pipeline.captions import RunCaptions
 from flows.pipeline.chunking import Chunker
 from flows.pipeline.chunking import signature as chunk_signature
-from flows.pipeline.indexer import RunCounts, expiry, read_existing
+from flows.pipeline.diff import ingest_from_state
+from flows.pipeline.indexer import RunCounts, expiry
 from flows.pipeline.selection import check_ttl, select_sources
 from flows.pipeline.sources import make_source
 from flows.pipeline.store import VectorStore, ensure_collection, open_store, resolve
@@ -29,7 +30,7 @@ from tessera.fs import writable
 from tessera.settings import Settings, SourceConfig, parse_ttl
 from tessera.sparse import Bm25Encoder, config_from_identity, sparse_identity, sparse_signature
 from tessera.steps import PlainSteps, Steps
-from tessera.types import CollectionInfo, Loaded, Match
+from tessera.types import CollectionInfo
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,8 @@ class IngestRun:
     """What one run carries across its sources: events, counts, contracts, loaded models."""
 
     def __init__(self, settings: Settings, steps: Steps, ttl: str | None, flow: str,
-                 progress: Progress | None, run_id: str | None = None) -> None:
+                 progress: Progress | None, run_id: str | None = None,
+                 verify: bool = False) -> None:
         self.settings = settings
         self.steps = steps
         self.ttl = ttl
@@ -64,6 +66,9 @@ class IngestRun:
         self._chunkers: dict[str, Chunker] = {}
         self.captions = RunCaptions(settings)
         self._bm25: dict[str, Bm25Encoder] = {}
+        self.verify = verify  # read and hash every file, trusting no recorded stat
+        self.state_rebuilt: list[str] = []  # "source: why" for each diff state rebuilt
+        self._outcomes: list[tuple[str, str, str | None, int | None]] = []
 
     def bm25(self, identity: dict[str, Any]) -> Bm25Encoder:
         """The BM25 encoder for a collection's recorded sparse config."""
@@ -107,14 +112,23 @@ class IngestRun:
         self.events.add("documents_indexed", source=target.source.name,
                         collection=target.collection, doc_id=doc_id, outcome=outcome,
                         recorded_at=utcnow(), **extra)
+        self._outcomes.append((doc_id, outcome, extra.get("content_hash"),
+                               extra.get("chunk_count")))
+
+    def take_outcomes(self) -> list[tuple[str, str, str | None, int | None]]:
+        """(doc id, outcome, content hash, chunk count) recorded since the last call."""
+        out, self._outcomes = self._outcomes, []
+        return out
 
     def summary(self) -> dict[str, Any]:
         """The run's counts, as `tessera ingest --json` prints them."""
         c = self.counts
-        out = {"run_id": self.run_id, "seen": c.seen, "indexed": c.indexed, "unchanged": c.unchanged,
-               "quarantined": c.quarantined, "deleted": c.deleted,
+        out = {"run_id": self.run_id, "seen": c.seen, "indexed": c.indexed,
+               "unchanged": c.unchanged, "quarantined": c.quarantined, "deleted": c.deleted,
                "chunks_embedded": c.chunks_embedded, "points_upserted": c.points_upserted,
-               "sparse_written": c.sparse_written, "seconds": round((utcnow() - self.started).total_seconds(), 3)}
+               "sparse_written": c.sparse_written,
+               "seconds": round((utcnow() - self.started).total_seconds(), 3),
+               "diff_state_rebuilt": list(self.state_rebuilt)}
         if self.captions.sources:  # only runs with a source that captions with a model
             out |= self.captions.summary()
         return out
@@ -122,15 +136,17 @@ class IngestRun:
 
 def run_ingest(settings: Settings, steps: Steps | None = None, sources: list[str] | None = None,
                ttl: str | None = None, path: str | None = None, flow: str = "ingest",
-               progress: Progress | None = None, run_id: str | None = None) -> dict[str, Any]:
-    """Ingest these sources (all declared when None), or PATH; returns the run summary."""
+               progress: Progress | None = None, run_id: str | None = None,
+               verify: bool = False) -> dict[str, Any]:
+    """Ingest these sources (all declared when None), or PATH; returns the run summary.
+    `verify` reads and hashes every file instead of trusting an unchanged stat."""
     check_ttl(ttl)
     selection = select_sources(settings, sources, path)  # refuses a bad request before any work
     if not writable(settings.home):
         raise ConfigError("home", str(settings.home), "this folder is read-only, and ingest "
                           "writes the index and its events there; point TESSERA_HOME (or `home` in "
                           "tessera.toml) at a writable folder, or remount it read-write")
-    run = IngestRun(settings, steps or PlainSteps(), ttl, flow, progress, run_id)
+    run = IngestRun(settings, steps or PlainSteps(), ttl, flow, progress, run_id, verify)
     warm_up()  # Great Expectations imports in the background while the first batch is read
     # Written at once, so even a run killed before its first batch leaves a trace.
     for source, items in selection:
@@ -176,10 +192,6 @@ def _target(run: IngestRun, store: VectorStore, source: SourceConfig,
                   now=now, expires_at=expiry(now, ttl), sparse=info.sparse)
 
 
-def _load(source: SourceConfig, items: list[str]) -> list[Loaded]:
-    return list(make_source(source).load(items))
-
-
 def ingest_source(run: IngestRun, store: VectorStore, source: SourceConfig,
                   items: list[str] | None) -> None:
     """One source: every batch, then removal of the documents that disappeared from it."""
@@ -187,40 +199,7 @@ def ingest_source(run: IngestRun, store: VectorStore, source: SourceConfig,
     run.targets.append(target)
     listing = items if items is not None else run.timed(
         source.name, "discover", 0, "discover", lambda: make_source(source).discover(), io=True)
-    existing = run.timed(source.name, "diff", 0, "scan-index", read_existing, store,
-                         target.collection, source.name, io=True)
-    seen: set[str] = set()
-    for start in range(0, len(listing), DOC_BATCH):
-        chunk_of_items = listing[start:start + DOC_BATCH]
-        loaded = run.timed(source.name, "load", len(chunk_of_items), "load", _load, source,
-                           chunk_of_items, io=True)
-        seen.update(x.doc_id for x in loaded)
-        # Items not loaded yet, per item loaded: how much more of this there is to embed.
-        remaining = (len(listing) - start) / max(len(chunk_of_items), 1)
-        process_batch(run, store, target, loaded, existing, remaining)
-        run.events.flush()  # per batch: memory stays flat, and a killed run leaves what it did
-        run.batch_index += 1
-        run.done += len(loaded)
-        if run.progress:
-            run.progress(run.done, max(run.done, len(listing)))
-    if items is None and source.delete_missing:
-        _remove_missing(run, store, target, existing, seen)
-    run.events.add("index_snapshots", collection=target.collection, source=source.name,
-                   points=store.count(target.collection, Match(source=source.name)),
-                   recorded_at=utcnow())
-
-
-def _remove_missing(run: IngestRun, store: VectorStore, target: Target,
-                    existing: dict[str, Any], seen: set[str]) -> None:
-    """Delete the points of documents no longer in the source's listing."""
-    gone = sorted(set(existing) - seen)
-    ids = [pid for doc_id in gone for pid in existing[doc_id].ids]
-    if ids:
-        run.timed(target.source.name, "delete", len(ids), "delete-missing", store.delete,
-                  target.collection, ids, io=True)
-    for doc_id in gone:
-        run.outcome(target, doc_id, "deleted", chunk_count=len(existing[doc_id].ids))
-    run.counts.deleted += len(gone)
+    ingest_from_state(run, store, target, listing, DOC_BATCH)
 
 
 def record_run(run: IngestRun, status: str, error: str | None) -> None:

@@ -8,8 +8,10 @@ a second run finds nothing expired and deletes nothing.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
+from flows.pipeline.state import expire_states
 from flows.pipeline.store import VectorStore, open_store
 from tessera.events import EventLog, new_run_id, utcnow
 from tessera.settings import Settings
@@ -17,8 +19,10 @@ from tessera.steps import PlainSteps, Steps
 from tessera.types import Match
 
 
-def prune_collection(store: VectorStore, collection: str, now: int, dry_run: bool) -> dict[str, Any]:
-    """Count the collection's expired points and (unless a dry run) delete them by range filter."""
+def prune_collection(store: VectorStore, collection: str, now: int, dry_run: bool,
+                     home: Path | None = None) -> dict[str, Any]:
+    """Count the collection's expired points and (unless a dry run) delete them by range filter;
+    with `home`, the diff states of the collection's sources forget what was deleted."""
     start = time.perf_counter()
     expired = store.count_expired(collection, now)
     deleted = 0
@@ -26,6 +30,8 @@ def prune_collection(store: VectorStore, collection: str, now: int, dry_run: boo
         store.delete_expired(collection, now)
         # Counted, not assumed: what is still expired at the same `now` was not deleted.
         deleted = expired - store.count_expired(collection, now)
+        if home is not None:
+            expire_states(home, store, collection, now)
     return {"collection": collection, "expired": expired, "deleted": deleted,
             "seconds": time.perf_counter() - start}
 
@@ -41,7 +47,8 @@ def run_prune(settings: Settings, steps: Steps | None = None, dry_run: bool = Fa
     results = []
     try:
         for name in steps.run("list-collections", store.list_collections, io=True):
-            result = steps.run(f"prune-{name}", prune_collection, store, name, now, dry_run, io=True)
+            result = steps.run(f"prune-{name}", prune_collection, store, name, now, dry_run,
+                               settings.home, io=True)
             results.append(result)
             events.add("prune_runs", collection=name, expired=result["expired"],
                        deleted=result["deleted"], dry_run=dry_run, seconds=result["seconds"],

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from flows.pipeline.sources import records
 from flows.pipeline.sources import text_formats as fmt
 from flows.pipeline.sources.base import safe_path
+from flows.pipeline.sources.dupes import find_duplicates, id_hash
 from tessera.errors import RecordError, SourceError
 from tessera.formats import TEXT_SUFFIXES, WHOLE_FILE
 from tessera.settings import SourceConfig
@@ -16,7 +19,8 @@ from tessera.types import Document, Loaded, Quarantined
 
 logger = logging.getLogger(__name__)
 
-
+# Record files read a record at a time; options.max_file_bytes bounds one record of these.
+STREAMED = frozenset({".jsonl", ".csv", ".parquet"})
 
 def discover_files(config: SourceConfig, suffixes: set[str] | None) -> list[str]:
     """Relative names of the files under the source root that match its glob, sorted."""
@@ -25,6 +29,8 @@ def discover_files(config: SourceConfig, suffixes: set[str] | None) -> list[str]
         raise SourceError(
             f"source {config.name!r}: {root} is not a directory; fix sources.path in the config"
         )
+    if config.glob in ("**/*", "**"):
+        return sorted(_walk(root, suffixes))
     found = []
     for path in root.glob(config.glob):
         if path.is_dir() or path.name.startswith("."):
@@ -33,6 +39,20 @@ def discover_files(config: SourceConfig, suffixes: set[str] | None) -> list[str]
             continue
         found.append(path.relative_to(root).as_posix())
     return sorted(found)
+
+
+def _walk(root: Path, suffixes: set[str] | None) -> Iterator[str]:
+    """What `root.glob("**/*")` lists less its folders, from os.walk (no Path per entry: a
+    million-file folder is listed in seconds). Symlinked folders are listed, not entered."""
+    for folder, _dirs, files in os.walk(root):
+        prefix = os.path.relpath(folder, root).replace(os.sep, "/")
+        prefix = "" if prefix == "." else prefix + "/"
+        for name in files:
+            if name.startswith("."):
+                continue
+            if suffixes is not None and os.path.splitext(name)[1].lower() not in suffixes:
+                continue
+            yield prefix + name
 
 
 def unreadable(exc: Exception, where: str = "") -> RecordError:
@@ -82,13 +102,16 @@ class DirectorySource:
                     f"reads ({', '.join(sorted(TEXT_SUFFIXES))}); narrow the source's glob",
                     expectation="allowed_extension",
                 )
+            if suffix in STREAMED:
+                yield from self._records(rel, suffix, path)
+                return
             raw = fmt.read_limited(path, opts.max_file_bytes, rel)
             if not raw.strip():
                 raise RecordError(f"{rel} is empty", expectation="non_empty")
             if suffix in WHOLE_FILE:
                 yield self._whole_file(rel, suffix, raw)
             else:
-                yield from self._records(rel, suffix, raw)
+                yield from self._json_records(rel, raw)
         except RecordError as err:
             yield self._quarantine(rel, err)
         except OSError as exc:
@@ -114,23 +137,64 @@ class DirectorySource:
             metadata={"path": rel},
         )
 
-    def _records(self, rel: str, suffix: str, raw: bytes) -> Iterator[Loaded]:
+    def _records(self, rel: str, suffix: str, path: Path) -> Iterator[Loaded]:
+        """A JSONL, CSV or Parquet file's records, streamed (flat memory for any file size).
+
+        Two passes: the first finds the ids given more than once anywhere in the file (every copy
+        is quarantined, with the lines of all of them), the second yields the records."""
         opts = self.config.options
-        if suffix == ".jsonl":
-            parsed: list[Any] = fmt.parse_jsonl(fmt.decode(raw, opts.encoding, rel))
-        elif suffix == ".json":
-            parsed = fmt.parse_json(fmt.decode(raw, opts.encoding, rel), rel)
-        else:
-            parsed = fmt.parse_table(raw, suffix, opts.encoding, rel, opts.text_field)
-        for index, rec in enumerate(parsed):
+
+        def items() -> Iterator[tuple[int, Any]]:
+            if suffix == ".jsonl":
+                found = records.iter_jsonl(path, opts.encoding, opts.max_file_bytes, rel)
+            elif suffix == ".csv":
+                found = records.iter_csv(path, opts.encoding, opts.max_file_bytes, rel,
+                                         opts.text_field)
+            else:
+                found = records.iter_parquet(path, opts.max_file_bytes, rel, opts.text_field)
+            return enumerate(rec for _, rec in found)
+
+        dups = find_duplicates((key, rec.get("__line__", index + 1)) for index, rec in items()
+                               if not isinstance(rec, RecordError)
+                               and (key := self._key(rel, index, rec)))
+        yield from self._documents(rel, items(), dups)
+
+    def _json_records(self, rel: str, raw: bytes) -> Iterator[Loaded]:
+        """A .json file (one object or a list), read whole within options.max_file_bytes."""
+        parsed = list(enumerate(fmt.parse_json(fmt.decode(raw, self.config.options.encoding,
+                                                          rel), rel)))
+        dups = find_duplicates((key, index + 1) for index, rec in parsed
+                               if (key := self._key(rel, index, rec)))
+        yield from self._documents(rel, iter(parsed), dups)
+
+    def _key(self, rel: str, index: int, rec: dict[str, Any]) -> str:
+        """The document id a record gets ('' when it has none)."""
+        record_id = rec.get(self.config.options.id_field)
+        return self._doc_id(rel, record_id if record_id not in (None, "") else index)
+
+    def _documents(self, rel: str, parsed: Iterator[tuple[int, Any]],
+                   dups: dict[int, list[int]]) -> Iterator[Loaded]:
+        for index, rec in parsed:
             if isinstance(rec, RecordError):
                 yield self._quarantine(rel, rec, doc_id=self._doc_id(rel, f"error{index}"))
+                continue
+            if dups and (key := self._key(rel, index, rec)) and id_hash(key) in dups:
+                yield self._duplicate(rel, key, rec.get("__line__", index + 1), dups[id_hash(key)])
                 continue
             try:
                 yield self._record(rel, index, rec)
             except Exception as exc:  # noqa: BLE001 - one bad record must not stop the file
                 yield self._quarantine(rel, unreadable(exc, f"record {index}"),
                                        doc_id=self._doc_id(rel, f"error{index}"))
+
+    def _duplicate(self, rel: str, doc_id: str, line: int, lines: list[int]) -> Quarantined:
+        shown = ", ".join(map(str, lines[:10])) + (", ..." if len(lines) > 10 else "")
+        return Quarantined(
+            source=self.config.name, doc_id=doc_id, uri=f"{self.root / rel}#line={line}",
+            reason=(f"{rel}: doc_id {doc_id!r} appears {len(lines)} times in this file (lines "
+                    f"{shown}), so no copy was indexed; give each record its own id "
+                    "(options.id_field)"),
+            expectation="doc_id_unique", suite="documents", observed=str(len(lines)))
 
     def _record(self, rel: str, index: int, rec: dict[str, Any]) -> Loaded:
         opts = self.config.options
@@ -171,6 +235,9 @@ class BeirSource(DirectorySource):
         if not self.corpus.exists():
             raise SourceError(f"source {self.config.name!r}: {self.corpus} not found (BEIR layout)")
         return [self.corpus.name]
+
+    def _key(self, rel: str, index: int, rec: dict[str, Any]) -> str:
+        return str(rec.get("_id", ""))
 
     def _record(self, rel: str, index: int, rec: dict[str, Any]) -> Loaded:
         doc_id = str(rec.get("_id", ""))

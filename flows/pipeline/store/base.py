@@ -45,6 +45,10 @@ class VectorStore(Protocol):
         """Overwrite some payload keys of existing points (expiry refresh)."""
         ...
 
+    def set_payload_where(self, name: str, match: Match, payload: dict[str, Any]) -> None:
+        """Overwrite some payload keys of every point matching `match` (one filtered update)."""
+        ...
+
     def delete(self, name: str, ids: list[str]) -> None:
         """Delete points by id."""
         ...

@@ -276,6 +276,11 @@ class EdgeStore:
             self._update(name, f"update the payload of {len(ids)} points",
                          lambda: _qe().UpdateOperation.set_payload(ids, payload), 64 * len(ids))
 
+    def set_payload_where(self, name: str, match: Match, payload: dict[str, Any]) -> None:
+        """Set keys on every point matching `match`, in one update."""
+        self._update(name, "update the payload of the source's points",
+                     lambda: _qe().UpdateOperation.set_payload_by_filter(_filter(match), payload))
+
     def delete(self, name: str, ids: list[str]) -> None:
         """Delete by id."""
         if ids:

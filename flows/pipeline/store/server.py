@@ -179,6 +179,11 @@ class ServerStore:
             self._call("set payload", self.client.set_payload, name, payload=payload,
                        points=ids, wait=True)
 
+    def set_payload_where(self, name: str, match: Match, payload: dict[str, Any]) -> None:
+        """Set keys on every point matching `match`."""
+        self._call("set payload", self.client.set_payload, name, payload=payload,
+                   points=_filter(match), wait=True)
+
     def delete(self, name: str, ids: list[str]) -> None:
         """Delete by id."""
         if ids:
