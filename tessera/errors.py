@@ -78,5 +78,13 @@ class QualityGateError(PipelineError):
     """A retrieval-quality metric breached its configured gate."""
 
 
+class MigrationRefused(PipelineError):
+    """A migration or rollback did not switch the alias; `result` is its decision record."""
+
+    def __init__(self, message: str, result: dict[str, object]) -> None:
+        self.result = result
+        super().__init__(message)
+
+
 class MartsError(PipelineError):
     """The dbt build of the marts failed or could not start."""

@@ -134,6 +134,9 @@ class CollectionInfo:
     distance: str
     vector_name: str
     modalities: tuple[str, ...] = ("text",)
+    # How the collection was built, for collections behind an alias (flows/pipeline/identity.py):
+    # model, chunking, extra settings, their hash, the alias, when it was made. None: a plain one.
+    identity: dict[str, Any] | None = None
 
     @classmethod
     def for_model(cls, name: str, spec: ModelIdentity) -> CollectionInfo:

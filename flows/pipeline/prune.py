@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from flows.pipeline.migration import prune_previous
 from flows.pipeline.store import VectorStore, open_store
 from tessera.events import EventLog, new_run_id, utcnow
 from tessera.settings import Settings
@@ -48,10 +49,14 @@ def run_prune(settings: Settings, steps: Steps | None = None, dry_run: bool = Fa
                        started_at=started)
             if result["deleted"]:
                 _snapshot(settings, store, events, name)
+        # Collections a migration replaced, once migrate.keep_previous has passed.
+        dropped = steps.run("prune-previous", prune_previous, settings, store, now, dry_run,
+                            io=True)
     finally:
         store.close()
         events.flush()
     return {"run_id": events.run_id, "expired": sum(r["expired"] for r in results),
+            "previous_dropped": dropped,
             "deleted": sum(r["deleted"] for r in results), "dry_run": dry_run,
             "seconds": round(time.perf_counter() - clock, 3),
             "collections": {r["collection"]: {"expired": r["expired"], "deleted": r["deleted"]}

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -89,7 +91,12 @@ class EdgeStore:
         self.read_only = self.root.exists() and not writable(self.root)
 
     def _dir(self, name: str) -> Path:
-        return self.root / name
+        return self.root / self.real_name(name)
+
+    def real_name(self, name: str) -> str:
+        """The collection behind `name` when it is an alias, else `name` (every call resolves,
+        like a Qdrant server does, so a switch is seen by the next call)."""
+        return self.aliases().get(name, name)
 
     def _call(self, name: str, what: str, fn: Callable[..., T], *args: Any) -> T:
         """One engine call; its plain exceptions become ours (a retry would fail the same way)."""
@@ -127,6 +134,7 @@ class EdgeStore:
                 "(or store.path) to a larger disk")
 
     def _shard(self, name: str) -> Any:
+        name = self.real_name(name)
         shard = self._shards.get(name)
         if shard is not None:
             return shard
@@ -318,6 +326,48 @@ class EdgeStore:
         """Rewrite aliases.json atomically (temp file, then rename)."""
         data = {**self.aliases(), alias: collection}
         atomic_write(self.root / _ALIASES, json.dumps(data, indent=2, sort_keys=True))
+
+    def _close_shard(self, name: str) -> None:
+        shard = self._shards.pop(name, None)
+        if shard is not None:
+            shard.flush()
+            shard.close()
+
+    def drop_collection(self, name: str) -> None:
+        """Delete a collection no alias points at (moved aside first, so a crash leaves no half)."""
+        if name in self.aliases().values():
+            raise VectorStoreError(f"collection {name!r} is what an alias points at; switch the "
+                                   "alias first")
+        folder = self.root / name
+        if not (folder / _META).exists():
+            return
+        self._close_shard(name)
+        self._lock(name)  # wait out a writer that has it open
+        try:
+            trash = self.root / f".dropped-{name}-{uuid.uuid4().hex[:8]}"
+            os.replace(folder, trash)
+        finally:
+            self._unlock(name)
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def adopt(self, plain: str, info: CollectionInfo) -> None:
+        """Make the plain collection `plain` the versioned `info.name`, behind alias `plain`.
+
+        The folder is renamed (no copy), its record rewritten, then the alias made; a crash
+        between the rename and the alias leaves a collection recording `adopted_from`, which the
+        next migration finds and finishes."""
+        folder = self.root / plain
+        if (folder / _META).exists():
+            self._close_shard(plain)
+            self._lock(plain)
+            try:
+                atomic_write(folder / _META, json.dumps(info.to_metadata(), indent=2))
+                os.replace(folder, self.root / info.name)
+            finally:
+                self._unlock(plain)
+        elif self.get_collection(info.name) is None:
+            raise VectorStoreError(f"cannot adopt {plain!r}: no such collection in {self.root}")
+        self.set_alias(plain, info.name)
 
     def close(self) -> None:
         """Flush and close every open shard, then release the locks and private copies."""
