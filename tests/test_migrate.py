@@ -30,7 +30,9 @@ from tessera.types import Match
 from tests.test_quality import make_slice
 from tests.tiny_text import build_tiny_text, tiny_text_toml
 
-pytestmark = pytest.mark.filterwarnings("ignore:Payload indexes have no effect")
+# qdrant-client's local mode warns that it ignores payload indexes and search params.
+pytestmark = [pytest.mark.filterwarnings("ignore:Payload indexes have no effect"),
+              pytest.mark.filterwarnings("ignore:Local mode performs exact")]
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -39,7 +41,7 @@ MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 def shared(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A SciFact slice to gate on and the tiny model's files, made once for the module."""
     root = tmp_path_factory.mktemp("migrate")
-    return {"slice": make_slice(root / "slice", 8, 24),
+    return {"slice": make_slice(root / "slice", 6, 12),
             "tiny": build_tiny_text(root / "tiny-text")}
 
 
@@ -122,13 +124,13 @@ def test_a_better_model_switches_then_rolls_back_once(setup: Callable[..., Path]
     assert [r["decision"] for r in _migrations(settings)] == ["switched", "rolled_back", "refused"]
 
 
-def test_a_worse_model_is_refused_and_nothing_moves(setup: Callable[..., Path], store_kind: str,
+def test_a_worse_model_is_refused_and_nothing_moves(setup: Callable[..., Path],
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     """MiniLM live -> the tiny model: refused naming the metric, both values and the gate; the
     alias and the live collection are untouched; the CLI exits 2 with the decision."""
     from flows.cli import main
 
-    config = setup(store_kind)
+    config = setup()
     settings = load_settings(config)
     run_ingest(settings)
     live = _alias(settings)
