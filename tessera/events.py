@@ -25,7 +25,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     "ingest_runs": pa.schema(
         _RUN
         + [
-            ("flow", pa.string()),  # ingest | quality
+            ("flow", pa.string()),  # ingest | quality | migrate (a migration's build and catch-up)
             ("sources", pa.string()),  # comma-separated source names
             ("collection", pa.string()),  # comma-separated when the run's sources wrote several
             ("model_id", pa.string()),  # likewise, in the order of the sources

@@ -122,6 +122,32 @@ def test_a_better_model_switches_then_rolls_back_once(setup: Callable[..., Path]
         run_rollback(settings, "test")
     assert "tessera migrate" in str(err.value) and _alias(settings) == tiny
     assert [r["decision"] for r in _migrations(settings)] == ["switched", "rolled_back", "refused"]
+    if store_kind == "edge":
+        _history_answers_which_model_served(settings, tiny, new)
+
+
+def _history_answers_which_model_served(settings: Settings, tiny: str, new: str) -> None:
+    """fct_alias_history: which model served the alias at each moment, and what it scored."""
+    import duckdb
+
+    from flows.pipeline.marts import build_marts
+
+    assert build_marts(settings)["failures"] == []
+    switched, rolled_back = (r["finished_at"] for r in _migrations(settings)[:2])
+    con = duckdb.connect(str(settings.warehouse_path), read_only=True)
+    try:
+        rows = con.execute(
+            "select collection, model_id, ndcg_at_10, is_current from fct_alias_history "
+            "where alias = 'test' and (valid_from is null or valid_from <= ?) "
+            "and (valid_to is null or valid_to > ?)", [switched, switched]).fetchall()
+        decisions = con.execute("select decision from fct_migrations order by finished_at"
+                                ).fetchall()
+    finally:
+        con.close()
+    first = _migrations(settings)[0]
+    assert rows == [(new, MINILM, pytest.approx(first["shadow_ndcg_at_10"]), False)]
+    assert [d for (d,) in decisions] == ["switched", "rolled_back", "refused"]
+    assert rolled_back > switched and tiny != new
 
 
 def test_a_worse_model_is_refused_and_nothing_moves(setup: Callable[..., Path],
