@@ -88,6 +88,7 @@ class EdgeStore:
         self._shards: dict[str, Any] = {}
         self._locks: dict[str, HeldLock] = {}
         self._copies: dict[str, Path] = {}
+        self._alias_cache: tuple[tuple[int, int, int], dict[str, str]] | None = None
         self.read_only = self.root.exists() and not writable(self.root)
 
     def _dir(self, name: str) -> Path:
@@ -318,9 +319,17 @@ class EdgeStore:
         self._call(name, "optimize", self._shard(name).optimize)
 
     def aliases(self) -> dict[str, str]:
-        """Aliases kept in aliases.json beside the shards."""
+        """Aliases kept in aliases.json beside the shards (re-read when the file changes: every
+        call resolves names, and a switch replaces the file, so its stat changes)."""
         path = self.root / _ALIASES
-        return dict(_read_json(path, "the alias table")) if path.exists() else {}
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return {}
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if self._alias_cache is None or self._alias_cache[0] != key:
+            self._alias_cache = (key, dict(_read_json(path, "the alias table")))
+        return dict(self._alias_cache[1])
 
     def set_alias(self, alias: str, collection: str) -> None:
         """Rewrite aliases.json atomically (temp file, then rename)."""
