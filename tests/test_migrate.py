@@ -205,9 +205,11 @@ def test_documents_added_during_the_build_are_in_the_new_collection(
     both in the new collection after the switch, and the check found the two level."""
     settings = load_settings(setup("edge", model="tiny-text"))
     run_ingest(settings)
-    result = run_migrate(settings, "test", "all-minilm-l6-v2",
-                         steps=_AddDuringGate(settings, corpus))
+    steps = _AddDuringGate(settings, corpus)
+    result = run_migrate(settings, "test", "all-minilm-l6-v2", steps=steps)
     assert result["decision"] == "switched" and result["build"]["indexed"] == 9
+    report = steps.reports["migration-test"]  # the flow's markdown artifact, as plain steps keep it
+    assert "switched" in report and "| slice | ndcg@10 |" in report and "more than 0.02" in report
     assert result["catch_up"]["indexed"] == 2
     docs = _docs(settings, "test")
     assert {"docs/late.txt", "docs/later.txt"} <= set(docs) and len(docs) == 11

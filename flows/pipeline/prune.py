@@ -67,6 +67,7 @@ def _snapshot(settings: Settings, store: VectorStore, events: EventLog, collecti
     """Points left per declared source of the collection, for `fct_index_size`."""
     now = utcnow()
     for source in settings.sources:
-        if settings.collection_for(source) == collection:
+        # Sources declare the name readers use; an alias resolves to the collection pruned.
+        if store.real_name(settings.collection_for(source)) == collection:
             events.add("index_snapshots", collection=collection, source=source.name,
                        points=store.count(collection, Match(source=source.name)), recorded_at=now)
