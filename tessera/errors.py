@@ -85,6 +85,10 @@ class MigrationRefused(PipelineError):
         self.result = result
         super().__init__(message)
 
+    def __reduce__(self) -> tuple[type[MigrationRefused], tuple[str, dict[str, object]]]:
+        # Orchestrators pickle a failed run's exception; keep the decision through the round trip.
+        return (type(self), (str(self), self.result))
+
 
 class MartsError(PipelineError):
     """The dbt build of the marts failed or could not start."""
