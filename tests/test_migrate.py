@@ -402,3 +402,28 @@ def open_store_names(settings: Settings) -> list[str]:
         return store.list_collections()
     finally:
         store.close()
+
+
+def test_an_adoption_killed_before_its_alias_is_finished_by_the_next_migration(
+        setup: Callable[..., Path]) -> None:
+    """Edge adoption renames the folder, then writes the alias: killed in between, the renamed
+    collection records `adopted_from`, a dry run reports it untouched, the next run finishes."""
+    from flows.pipeline import migrate as parts
+    from flows.pipeline.identity import identity_for, target_collection, versioned_info
+    from models import get_spec
+
+    settings = load_settings(setup())
+    spec = get_spec(settings)
+    identity = identity_for(settings, spec)
+    renamed = target_collection("test", spec, identity)
+    store = open_store(settings)
+    store.create_collection(versioned_info(renamed, spec, identity, "test", adopted_from="test"))
+    store.close()
+    dry = run_migrate(settings, "test", "tiny-text", dry_run=True)
+    assert dry["from"] == renamed and not dry["adopt"] and _alias(settings) is None
+    store = open_store(settings)
+    try:
+        plan = parts.plan(settings, store, "test", "tiny-text", {})
+        assert plan.live.collection == renamed and store.aliases() == {"test": renamed}
+    finally:
+        store.close()

@@ -112,8 +112,10 @@ def alias_sources(settings: Settings, alias: str) -> list[SourceConfig]:
     return [s for s in settings.sources if settings.collection_for(s) == alias]
 
 
-def live_side(settings: Settings, store: VectorStore, alias: str) -> tuple[Side, bool]:
-    """The collection readers of `alias` use now, and whether it still has to be adopted."""
+def live_side(settings: Settings, store: VectorStore, alias: str,
+              repair: bool = True) -> tuple[Side, bool]:
+    """The collection readers of `alias` use now, and whether it still has to be adopted
+    (`repair`: finish an adoption that crashed halfway; a dry run only looks)."""
     real = store.aliases().get(alias)
     if real is None and alias in store.list_collections():
         info = store.get_collection(alias)
@@ -122,7 +124,7 @@ def live_side(settings: Settings, store: VectorStore, alias: str) -> tuple[Side,
         adopted = identity_for(settings, spec, _recorded_chunking(settings, store, alias, spec))
         return Side(target_collection(alias, spec, adopted), spec, adopted), True
     if real is None:
-        real = _finish_adoption(store, alias)
+        real = _finish_adoption(store, alias, repair)
     if real is None:
         raise UsageError(f"{alias!r} is neither an alias nor a collection in this store; ingest "
                          "into it first (`tessera ingest`), then migrate it")
@@ -135,12 +137,13 @@ def live_side(settings: Settings, store: VectorStore, alias: str) -> tuple[Side,
     return Side(real, get_spec(settings, identity.model), identity), False
 
 
-def _finish_adoption(store: VectorStore, alias: str) -> str | None:
+def _finish_adoption(store: VectorStore, alias: str, repair: bool) -> str | None:
     """An adoption that crashed after renaming the collection and before making the alias."""
     for name in store.list_collections():
         info = store.get_collection(name) if alias_of(name) == alias else None
         if info is not None and (info.identity or {}).get("adopted_from") == alias:
-            store.set_alias(alias, name)
+            if repair:
+                store.set_alias(alias, name)
             return name
     return None
 
@@ -161,7 +164,7 @@ def _recorded_chunking(settings: Settings, store: VectorStore, name: str,
 
 
 def plan(settings: Settings, store: VectorStore, alias: str, model: str | None,
-         overrides: dict[str, dict[str, Any]]) -> Plan:
+         overrides: dict[str, dict[str, Any]], repair: bool = True) -> Plan:
     """Decide what to build; refuses, before any work, a migration that cannot or need not run."""
     if VERSION_MARK in alias:
         raise UsageError(f"--alias {alias!r} names a versioned collection; give the alias "
@@ -173,7 +176,7 @@ def plan(settings: Settings, store: VectorStore, alias: str, model: str | None,
     if not settings.quality.sets:
         raise UsageError("no quality sets are configured, so a migration has nothing to gate on; "
                          "add [[quality.sets]] (BEIR-layout folders) to tessera.toml")
-    live, adopt = live_side(settings, store, alias)
+    live, adopt = live_side(settings, store, alias, repair)
     wanted = apply_overrides(settings, overrides)
     spec = get_spec(wanted, model or wanted.model)
     if any(m not in spec.modalities for m in {s.modality for s in sources}):

@@ -99,7 +99,7 @@ def run_migrate(settings: Settings, alias: str, model: str | None = None,
     with _one_at_a_time(settings, alias):
         store = open_store(settings)
         try:
-            plan = parts.plan(settings, store, alias, model, changes)
+            plan = parts.plan(settings, store, alias, model, changes, repair=not dry_run)
         finally:
             store.close()
         attempt = _Attempt(settings, steps, alias)
