@@ -147,5 +147,10 @@ def payload_rows(docs: list[Document], points: dict[str, list[PointRecord]],
             row.update({key: point.payload.get(key) for key in required})
             for key in ("chunk_index", "chunk_count", "ingested_at", "expires_at"):
                 row[f"{key}_number"] = _whole_number(point.payload.get(key))
+            caption = point.payload.get("caption")
+            text = caption.strip() if isinstance(caption, str) else None
+            row["caption"] = text or None  # blank captions are counted by caption_chars
+            row["caption_chars"] = len(text) if text is not None else None
+            row["captioner"] = point.payload.get("captioner")
             rows.append(row)
     return rows

@@ -57,7 +57,7 @@ class ContractRunner:
         names = {s.name for s in self.settings.sources} | ({source.name} if source else set())
         params = {
             "sources": sorted(names or {d.source for d in docs}),
-            "modalities": list(spec.modalities),
+            "modalities": _modalities(spec, source),
             "min_text_chars": c.min_text_chars, "max_text_chars": c.max_text_chars,
             "allowed_extensions": sorted({e.lower() for e in c.allowed_extensions}),
             **self._time_bounds(),
@@ -84,10 +84,15 @@ class ContractRunner:
     def check_payloads(self, docs: list[Document], points: dict[str, list[PointRecord]],
                        spec: ModelSpec, source: SourceConfig | None = None
                        ) -> tuple[list[Document], list[Quarantined]]:
-        """Required payload keys with the right types; expires_at after ingested_at."""
+        """Required payload keys with the right types; expires_at after ingested_at; model
+        captions not empty, not too long, and not one caption for a whole batch."""
         required = engine.load_spec("payload").meta["required_keys"]
         rows = frames.payload_rows(docs, points, required)
-        return self._run("payload", spec, docs, rows, self._time_bounds(), source,
+        c = self.settings.contracts
+        captions = sum(r["caption"] is not None for r in rows)
+        params = {**self._time_bounds(), "max_caption_chars": c.max_caption_chars,
+                  "min_distinct_captions": 2 if captions >= c.same_caption_min_batch else 0}
+        return self._run("payload", spec, docs, rows, params, source,
                          object_columns=tuple(required))
 
     # -- running one suite -----------------------------------------------------------------
@@ -222,6 +227,15 @@ def _log(suite: str, rows: int, outcomes: list[Outcome]) -> None:
               for o in outcomes if not o.success]
     logger.info("%s: %d rows, %d expectations, %s", suite, rows, len(outcomes),
                 "all passed" if not failed else "failed: " + ", ".join(failed))
+
+
+def _modalities(spec: ModelSpec, source: SourceConfig | None) -> list[str]:
+    """What the model embeds; images too for a text model that embeds their model captions."""
+    found: list[str] = list(spec.modalities)
+    if (source is not None and source.kind == "images" and "image" not in found
+            and source.options.caption in ("model", "both")):
+        found.append("image")
+    return found
 
 
 def _image_check(source: SourceConfig | None) -> frames.ImageCheck | None:

@@ -90,12 +90,25 @@ def cmd_ingest(args: argparse.Namespace) -> dict[str, Any]:
 @command("search")
 def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
     """Search the index with text or an image."""
-    from flows.api.search import search
+    from flows.api.search import SearchQuery, run_search
 
     image = Path(args.image).read_bytes() if args.image else None
-    hits = search(_settings(args), query=args.query, image=image, k=args.k, source=args.source,
-                  modality=args.modality, collection=args.collection)
-    return {"results": hits}
+    return run_search(_settings(args), SearchQuery(
+        text=args.query, image=image, k=args.k, mode=args.mode, chunks=args.chunks,
+        source=args.source, modality=args.modality, collection=args.collection))
+
+
+@command("caption")
+def cmd_caption(args: argparse.Namespace) -> dict[str, Any]:
+    """Caption images with the captioner (BLIP), through the caption cache."""
+    from flows.api.caption import NamedImage, caption_images
+    from tessera.errors import UsageError
+
+    missing = [p for p in args.images if not Path(p).is_file()]
+    if missing:  # refused before the model loads
+        raise UsageError(f"{', '.join(missing)}: no such file; give `tessera caption` image files")
+    images = [NamedImage(p, Path(p).read_bytes()) for p in args.images]
+    return caption_images(_settings(args), images, args.captioner)
 
 
 @command("status")
@@ -270,6 +283,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", help="only results from this source")
     p.add_argument("--modality", choices=["text", "image"], help="only text or only image results")
     p.add_argument("--collection", help="search this collection (default: from config)")
+    p.add_argument("--mode", choices=["dense", "sparse", "hybrid"],
+                   help="dense (model), sparse (BM25) or hybrid (both fused); default: search.mode")
+    p.add_argument("--chunks", action="store_true",
+                   help="raw chunk hits instead of one result (its best chunk) per document")
+    p = add("caption")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="png, jpeg, webp or gif files")
+    p.add_argument("--captioner", help="a model of kind captioner (default: "
+                   "blip-image-captioning-base)")
     add("status").add_argument("--last", type=int, default=5, help="how many recent runs to show")
     p = add("alias")
     p.add_argument("alias", help="the name readers use, e.g. the configured collection name")
@@ -295,6 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _print_human(result: dict[str, Any]) -> None:
+    if "captions" in result:
+        for row in result["captions"]:
+            print(f"{row['image']}: {row.get('caption') or 'error: ' + str(row.get('error'))}")
+        return
     if "results" in result:
         for i, hit in enumerate(result["results"], 1):
             text = " ".join(str(hit.get("text", "")).split())[:100]

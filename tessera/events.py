@@ -52,6 +52,8 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("embed_seconds", pa.float64()),
             ("upsert_seconds", pa.float64()),
             ("delete_seconds", pa.float64()),
+            ("sparse_written", pa.int64()),  # points written with a BM25 sparse vector
+            ("sparse_seconds", pa.float64()),
         ]
     ),
     # One row per (run, source, stage, batch): where the time went.
@@ -60,7 +62,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         + [
             ("source", pa.string()),
             # start (batch_index -1, when the run starts) | discover | load | chunk | diff | embed
-            # | upsert | delete | refresh
+            # | upsert | delete | refresh | caption
             ("stage", pa.string()),
             ("batch_index", pa.int64()),
             ("items", pa.int64()),
@@ -148,12 +150,31 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("recorded_at", _TS),
         ]
     ),
+    # One row per (run, source that captions images with a model): captions made, reused from
+    # the cache, failed (quarantined), and what the captioner cost.
+    "caption_runs": pa.schema(
+        _RUN
+        + [
+            ("source", pa.string()),
+            ("captioner", pa.string()),  # the captioner's model id
+            ("backend", pa.string()),  # local | modal; null when nothing needed captioning
+            ("device", pa.string()),
+            ("gpu_type", pa.string()),  # null on CPU
+            ("made", pa.int64()),
+            ("reused", pa.int64()),
+            ("failed", pa.int64()),
+            ("seconds", pa.float64()),
+            ("gpu_seconds", pa.float64()),
+            ("recorded_at", _TS),
+        ]
+    ),
     "quality_runs": pa.schema(
         _RUN
         + [
             ("dataset", pa.string()),
             ("model_id", pa.string()),
             ("collection", pa.string()),
+            ("mode", pa.string()),  # dense | sparse | hybrid (null before modes: dense)
             ("queries", pa.int64()),
             ("ndcg_at_10", pa.float64()),
             ("recall_at_10", pa.float64()),
@@ -171,6 +192,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("dataset", pa.string()),
             ("model_id", pa.string()),
             ("query_id", pa.string()),
+            ("mode", pa.string()),  # dense | sparse | hybrid (null before modes: dense)
             ("ndcg_at_10", pa.float64()),
             ("recall_at_10", pa.float64()),
             ("recall_at_100", pa.float64()),

@@ -8,11 +8,21 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from tessera.errors import ConfigError
 from tessera.formats import ALL_SUFFIXES
+from tessera.query import SearchConfig
+from tessera.sparse import SparseConfig
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -46,10 +56,18 @@ class SourceOptions(_Section):
     id_field: str = "id"
     title_field: str = "title"
     text_field: str = "text"
+    # The record field holding its own timestamp (epoch seconds or ISO 8601), checked by the
+    # documents contract (`timestamp_sane`); unset: records carry no timestamp.
+    timestamp_field: str | None = None
     encoding: str = "utf-8"
     max_file_bytes: int = 64 * 1024 * 1024
     max_image_pixels: int = 40_000_000
     max_image_bytes: int = 20 * 1024 * 1024
+    # Image sources: where an image's words come from. "sidecar": `<name>.txt` beside it (else
+    # the file name); "model": the captioner's caption; "both": the sidecar and the captioner's
+    # caption together; "none": no words (the file name only). See docs/captions.md.
+    caption: Literal["model", "sidecar", "both", "none"] = "sidecar"
+    captioner: str = "blip-image-captioning-base"  # a [models.NAME] entry with kind "captioner"
 
 
 class SourceConfig(_Section):
@@ -94,14 +112,20 @@ class ModelEntry(_Section):
     """A model declared in config, beside the built-in registry."""
 
     id: str
-    kind: Literal["sentence-transformers", "clip"] = "sentence-transformers"
+    kind: Literal["sentence-transformers", "clip", "captioner"] = "sentence-transformers"
     path: Path | None = None
-    dimension: int
+    dimension: int = 0  # required for embedding models; a captioner has none
     distance: Literal["cosine", "dot", "euclid"] = "cosine"
     modalities: list[Literal["text", "image"]] = ["text"]
     max_length: int = 256
     revision: str = "local"
     normalize: bool = True
+
+    @model_validator(mode="after")
+    def _dimension_for_embedders(self) -> ModelEntry:
+        if self.kind != "captioner" and self.dimension < 1:
+            raise ValueError(f"dimension (the vector size) is required for a {self.kind} model")
+        return self
 
 
 class ModalConfig(_Section):
@@ -133,6 +157,19 @@ class EmbeddingConfig(_Section):
     threads: int | None = Field(default=None, ge=1)  # OpenVINO threads; None: all cores
     modal_threshold_chunks: int = 5000
     modal: ModalConfig = Field(default_factory=ModalConfig)
+
+
+class CaptioningConfig(_Section):
+    """How captioners run: backend, device, batch size, and the generation settings (which are
+    part of the caption cache's key, so changing one captions every image again)."""
+
+    backend: Literal["local", "modal"] = "local"
+    device: str = "auto"
+    batch_size: int = Field(default=16, ge=1, le=1024)
+    max_new_tokens: int = Field(default=30, ge=1, le=512)
+    num_beams: int = Field(default=3, ge=1, le=16)
+    prompt: str = ""  # conditional captioning: the caption continues this text
+    class_name: str = "Captioner"  # the Modal class, in the app of [embedding.modal]
 
 
 class StoreConfig(_Section):
@@ -179,6 +216,10 @@ class ContractsConfig(_Section):
     # Record timestamps before this (epoch seconds; 1980-01-01) are epoch-zero or unit bugs.
     earliest_timestamp: int = 315_532_800
     max_clock_skew_seconds: int = Field(default=86_400, ge=0)
+    max_caption_chars: int = Field(default=1000, ge=1)
+    # A batch of at least this many model captions that are all the same fails the run: the
+    # captioner is broken (wrong weights, a blank input pipeline), not the images.
+    same_caption_min_batch: int = Field(default=8, ge=2)
     # Override an expectation's severity: [contracts.severity.documents] doc_id_unique = "fatal"
     severity: dict[str, dict[str, Literal["error", "fatal"]]] = {}
 
@@ -234,12 +275,15 @@ class Settings(BaseSettings):
     model: str = "all-minilm-l6-v2"
     models: dict[str, ModelEntry] = {}
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
+    captioning: CaptioningConfig = Field(default_factory=CaptioningConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
     contracts: ContractsConfig = Field(default_factory=ContractsConfig)
     quality: QualityConfig = Field(default_factory=QualityConfig)
     marts: MartsConfig = Field(default_factory=MartsConfig)
     migrate: MigrateConfig = Field(default_factory=MigrateConfig)
+    sparse: SparseConfig = Field(default_factory=SparseConfig)  # BM25 vectors: tessera/sparse.py
+    search: SearchConfig = Field(default_factory=SearchConfig)  # modes and fusion: tessera/query.py
     sources: list[SourceConfig] = []
     timezone: str = "UTC"
 

@@ -86,6 +86,7 @@ class PointRecord:
     id: str
     vector: np.ndarray
     payload: dict[str, Any]
+    sparse: Any = None  # a tessera.sparse.SparseVec beside the dense vector, when the collection has one
 
 
 @dataclass
@@ -137,21 +138,28 @@ class CollectionInfo:
     # How the collection was built, for collections behind an alias (flows/pipeline/identity.py):
     # model, chunking, extra settings, their hash, the alias, when it was made. None: a plain one.
     identity: dict[str, Any] | None = None
+    # The BM25 sparse config (tessera.sparse.sparse_identity), or None: no sparse vectors (a
+    # collection built before hybrid search, or with sparse.enabled = false).
+    sparse: dict[str, Any] | None = None
 
     @classmethod
-    def for_model(cls, name: str, spec: ModelIdentity) -> CollectionInfo:
-        """The collection `name` as built by this model."""
+    def for_model(cls, name: str, spec: ModelIdentity,
+                  sparse: dict[str, Any] | None = None) -> CollectionInfo:
+        """The collection `name` as built by this model (and this sparse config)."""
         return cls(name=name, model_id=spec.id, model_name=spec.name, dimension=spec.dimension,
                    distance=spec.distance, vector_name=spec.vector_name,
-                   modalities=tuple(spec.modalities))
+                   modalities=tuple(spec.modalities), sparse=sparse)
 
     def to_metadata(self) -> dict[str, Any]:
         """Plain dict, stored beside (Edge) or inside (server) the collection."""
         data = asdict(self)
         data["modalities"] = list(self.modalities)
+        if self.sparse is None:
+            del data["sparse"]  # as collections built before sparse vectors recorded it
         return data
 
     @classmethod
     def from_metadata(cls, data: dict[str, Any]) -> CollectionInfo:
         """Inverse of to_metadata."""
-        return cls(**{**data, "modalities": tuple(data.get("modalities", ("text",)))})
+        return cls(**{**data, "modalities": tuple(data.get("modalities", ("text",))),
+                      "sparse": data.get("sparse") or None})

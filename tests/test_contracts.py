@@ -151,6 +151,34 @@ def test_documents_suite(make_config: Callable[..., Path]) -> None:
     assert results["doc_id_present"]["success"] is True
 
 
+def test_timestamp_field_feeds_timestamp_sane(make_config: Callable[..., Path], tmp_path: Path) -> None:
+    """A record source with `options.timestamp_field` hands each record's time to the contract."""
+    from flows.pipeline.sources import make_source
+    from tessera.settings import SourceConfig
+
+    settings = _settings(make_config)
+    (tmp_path / "news.jsonl").write_text("\n".join(json.dumps(r) for r in [
+        {"id": "iso", "text": "Dated in ISO form.", "updated": "2024-05-01T10:00:00Z"},
+        {"id": "epoch", "text": "Dated in epoch seconds.", "updated": 1_700_000_000},
+        {"id": "undated", "text": "No timestamp at all."},
+        {"id": "future", "text": "Dated next month.", "updated": time.time() + 30 * 86400},
+        {"id": "garbled", "text": "Dated in words.", "updated": "the day after tomorrow"},
+    ]) + "\n")
+    source = make_source(SourceConfig(name="docs", path=tmp_path,
+                                      options={"timestamp_field": "updated"}))  # type: ignore[arg-type]
+    docs = [d for d in source.load(source.discover()) if isinstance(d, Document)]
+    runner, _ = _runner(settings)
+
+    kept, bad = runner.check_documents(docs)
+
+    assert [d.doc_id.rsplit("#", 1)[1] for d in kept] == ["iso", "epoch", "undated"]
+    assert {q.doc_id.rsplit("#", 1)[1]: q.expectation for q in bad} == {
+        "future": "timestamp_sane", "garbled": "timestamp_sane"}
+    unset = make_source(SourceConfig(name="docs", path=tmp_path))  # type: ignore[arg-type]
+    assert all("modified_at" not in d.metadata for d in unset.load(unset.discover())
+               if isinstance(d, Document))
+
+
 def test_documents_suite_checks_images_with_the_image_source_check(make_config: Callable[..., Path]) -> None:
     runner, _ = _runner(_settings(make_config), tiny_clip_spec(None))
     good = _png()

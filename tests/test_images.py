@@ -153,7 +153,7 @@ def test_document_fields_caption_and_every_file_accounted_for(tmp_path: Path) ->
         "image", "a grey cat on a sofa", data, len(data))
     assert cat.metadata == {"path": "sub/cat.jpg", "width": 48, "height": 40,
                                  "format": "jpeg", "mode": "RGB", "frames": 1,
-                                 "caption_from": "sidecar"}
+                                 "caption_source": "sidecar"}
     texts = {d.doc_id: d.text for d in loaded if isinstance(d, Document)}
     assert texts["pics/dog.webp"] == "a dog"
     assert texts["pics/bird_01.png"] == "bird_01"  # no sidecar: the file stem

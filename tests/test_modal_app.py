@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import subprocess
 import sys
 import tomllib
@@ -24,7 +23,6 @@ from packaging.version import Version
 
 from models.local import LocalBackend
 from models.modal_backend import spec_to_json
-from tessera.settings import ModalConfig
 from tests.tiny_clip import DIMENSION, build_tiny_clip, tiny_clip_spec
 
 pytestmark = [
@@ -134,13 +132,6 @@ def test_the_venv_and_the_image_install_the_lock(modal_app: Any) -> None:
     assert f"-c {modal_app.REMOTE_LOCK}" in modal_app.PIP_OPTIONS
     # And everything those packages pull in is pinned too (CUDA-only wheels are pinned by torch).
     assert _closure(modal_app.IMAGE_PACKAGES) <= set(lock)
-
-
-def test_app_layout_follows_config(modal_app: Any) -> None:
-    assert ModalConfig().app_name == "tessera-embedder"
-    assert modal_app.app.name == modal_app.CONFIG.app_name
-    assert re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", ModalConfig().volume)  # kebab-case
-    assert callable(modal_app.main)  # the local entrypoint (`modal run infra/modal_app.py`)
 
 
 def test_deploy_time_settings_come_from_config(tmp_path: Path) -> None:

@@ -1,37 +1,126 @@
-"""Search: embed a text or image query with the collection's own model, return the best hits."""
+"""Search: one code path for `tessera search`, the HTTP API and the MCP server.
+
+A text query runs in one of three modes: `dense` (embedded by the collection's own model),
+`sparse` (BM25, with the collection's recorded config) or `hybrid` (both, fused in the engine).
+Results are documents, each with its best chunk, unless `chunks` asks for raw chunk hits. An image
+query is dense only (an image has no words). A collection built before sparse vectors existed is
+searched dense only, with a one-line warning.
+"""
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
 from typing import Any
 
-from flows.pipeline.store import open_store, resolve
+from flows.pipeline.store import VectorStore, open_store, resolve
 from models import EmbeddingBackend, get_spec, make_backend
 from tessera.errors import ConfigError, VectorStoreError
+from tessera.query import MODES, StoreQuery
 from tessera.settings import Settings
-from tessera.types import Match
+from tessera.sparse import Bm25Encoder, config_from_identity, sparse_signature
+from tessera.types import CollectionInfo, Match
 
+logger = logging.getLogger(__name__)
 RESULT_FIELDS = ("doc_id", "chunk_index", "source", "title", "text", "modality", "uri")
+_ENCODERS: dict[str, Bm25Encoder] = {}
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """One search request, whatever front end it came from."""
+
+    text: str | None = None
+    image: bytes | None = None
+    k: int = 5
+    mode: str | None = None  # dense | sparse | hybrid; None: search.mode from config
+    chunks: bool = False  # raw chunk hits instead of one (best-chunk) hit per document
+    source: str | None = None
+    modality: str | None = None
+    collection: str | None = None
+
+
+def check_query(settings: Settings, q: SearchQuery) -> str:
+    """Refuse a malformed request before any work; the mode asked for (or the default)."""
+    if (q.text is None) == (q.image is None):
+        raise ConfigError("query", q.text, "give either a text query or --image PATH, not both")
+    if q.k < 1:
+        raise ConfigError("k", q.k, "ask for at least one result (-k 1 or more)")
+    mode = q.mode or settings.search.mode
+    if mode not in MODES:
+        raise ConfigError("mode", mode, f"use one of {', '.join(MODES)}")
+    return mode
+
+
+def effective_mode(info: CollectionInfo, asked: str, image: bool) -> tuple[str, str | None]:
+    """The mode that can run on this collection, and a warning when it is not the one asked."""
+    if asked == "dense":
+        return asked, None
+    if image:
+        return "dense", None  # an image query has no words: dense is the only mode for it
+    if info.sparse is None:
+        return "dense", (f"collection {info.name!r} has no sparse vectors (built before hybrid "
+                         f"search): searching it dense only; run `tessera backfill-sparse "
+                         f"--collection {info.name}` to enable {asked} search")
+    return asked, None
+
+
+def encoder(identity: dict[str, Any]) -> Bm25Encoder:
+    """The BM25 encoder of a recorded sparse config (cached: cheap, but queries are many)."""
+    key = sparse_signature(identity)
+    if key not in _ENCODERS:
+        _ENCODERS[key] = Bm25Encoder(config_from_identity(identity))
+    return _ENCODERS[key]
+
+
+def run_search(settings: Settings, q: SearchQuery, backend: EmbeddingBackend | None = None,
+               store: VectorStore | None = None) -> dict[str, Any]:
+    """Run one search. Returns {"results": [...], "mode": the mode that ran, "grouped": bool,
+    "collection": name, "warning": str | None}. A `store` passed in stays open (a server
+    holds one); otherwise one is opened and closed here."""
+    asked = check_query(settings, q)
+    own = store is None
+    store = store or open_store(settings)
+    try:
+        name = resolve(store, q.collection or settings.collection)
+        info = store.get_collection(name)
+        if info is None:
+            raise VectorStoreError(f"collection {name!r} does not exist; run `tessera ingest` first")
+        mode, warning = effective_mode(info, asked, q.image is not None)
+        if warning:
+            logger.warning("%s", warning)
+        dense = sparse = None
+        if mode in ("dense", "hybrid"):
+            # Queries are embedded by the model the collection was built with.
+            if backend is None or backend.spec.id != info.model_id:
+                backend = make_backend(settings, get_spec(settings, info.model_name))
+            dense = (backend.embed_images([q.image])[0] if q.image is not None
+                     else backend.embed_queries([q.text or ""])[0])
+        if mode in ("sparse", "hybrid"):
+            assert info.sparse is not None
+            sparse = encoder(info.sparse).query(q.text or "")
+        cfg = settings.search
+        request = StoreQuery(limit=q.k, dense=dense, sparse=sparse,
+                             match=Match(source=q.source, modality=q.modality),
+                             fusion=cfg.fusion, rrf_k=cfg.rrf_k, prefetch=cfg.prefetch,
+                             overfetch=cfg.group_overfetch)
+        hits = (store.query(name, request) if q.chunks else store.query_documents(name, request))
+    finally:
+        if own:
+            store.close()
+    results = [{**{f: h.payload.get(f) for f in RESULT_FIELDS}, "score": round(h.score, 6)}
+               for h in hits]
+    return {"results": results, "mode": mode, "grouped": not q.chunks, "collection": name,
+            "warning": warning}
 
 
 def search(settings: Settings, query: str | None = None, image: bytes | None = None, k: int = 5,
            source: str | None = None, modality: str | None = None,
-           collection: str | None = None, backend: EmbeddingBackend | None = None
-           ) -> list[dict[str, Any]]:
-    """Top-k hits for a text or an image query, with the payload fields a caller needs."""
-    if (query is None) == (image is None):
-        raise ConfigError("query", query, "give either a text query or --image PATH, not both")
-    store = open_store(settings)
-    try:
-        name = resolve(store, collection or settings.collection)
-        info = store.get_collection(name)
-        if info is None:
-            raise VectorStoreError(f"collection {name!r} does not exist; run `tessera ingest` first")
-        # Queries are embedded by the model the collection was built with.
-        if backend is None or backend.spec.id != info.model_id:
-            backend = make_backend(settings, get_spec(settings, info.model_name))
-        vector = (backend.embed_images([image])[0] if image is not None
-                  else backend.embed_queries([query or ""])[0])
-        hits = store.search(name, vector, k, Match(source=source, modality=modality))
-    finally:
-        store.close()
-    return [{**{f: h.payload.get(f) for f in RESULT_FIELDS}, "score": round(h.score, 6)} for h in hits]
+           collection: str | None = None, backend: EmbeddingBackend | None = None, *,
+           mode: str | None = None, chunks: bool = False) -> list[dict[str, Any]]:
+    """Top-k results for a text or an image query, with the payload fields a caller needs:
+    k documents (best chunk each) by default, or k raw chunk hits with `chunks=True`."""
+    q = SearchQuery(text=query, image=image, k=k, mode=mode, chunks=chunks, source=source,
+                    modality=modality, collection=collection)
+    results: list[dict[str, Any]] = run_search(settings, q, backend)["results"]
+    return results

@@ -16,12 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from flows.pipeline import captions
 from flows.pipeline.indexer import Existing, build_points, stale_ids
 from flows.pipeline.store import VectorStore
 from models.base import EmbedsTokenIds
 from models.registry import ModelSpec
 from tessera.events import utcnow
 from tessera.settings import ChunkingConfig, SourceConfig
+from tessera.sparse import SparseVec, sparse_signature
 from tessera.types import Chunk, Document, Loaded, PointRecord, Quarantined
 
 if TYPE_CHECKING:
@@ -40,6 +42,13 @@ class Target:
     now: int
     expires_at: int
     chunk_config: ChunkingConfig | None = None  # the collection's chunking (None: the config's)
+    # The collection's BM25 config (tessera.sparse.sparse_identity), None: dense only.
+    sparse: dict[str, Any] | None = None
+
+    @property
+    def sparse_signature(self) -> str:
+        """Recorded on points: a change re-indexes them like a model change."""
+        return sparse_signature(self.sparse)
 
 
 @dataclass
@@ -66,7 +75,9 @@ def process_batch(run: IngestRun, store: VectorStore, target: Target, loaded: li
     try:
         docs = _check(run, batch, run.contracts.check_documents,
                       [x for x in loaded if isinstance(x, Document)], target.spec, target.source)
+        docs = captions.stamp(run, batch, docs)
         changed = split_unchanged(run, store, batch, docs)
+        changed = captions.caption(run, batch, changed)
         if changed:
             chunks = chunk(run, batch, changed)
             changed = [d for d in changed if d.doc_id in chunks]
@@ -93,7 +104,8 @@ def split_unchanged(run: IngestRun, store: VectorStore, batch: Batch,
     changed, unchanged_ids = [], []
     for doc in docs:
         old = batch.existing.get(doc.doc_id)
-        if old is not None and old.is_current(doc.content_hash, t.spec.id, t.chunking):
+        if old is not None and old.is_current(doc.content_hash, t.spec.id, t.chunking,
+                                              t.sparse_signature):
             unchanged_ids.extend(old.ids)
             run.counts.unchanged += 1
             run.outcome(t, doc.doc_id, "unchanged", modality=doc.modality,
@@ -120,8 +132,10 @@ def embed(run: IngestRun, batch: Batch, docs: list[Document],
           chunks: dict[str, list[Chunk]]) -> dict[str, np.ndarray]:
     """Vectors for each document's chunks (an image is one vector), checked by the contract."""
     t = batch.target
-    text_chunks = [c for d in docs if d.modality == "text" for c in chunks[d.doc_id]]
-    images = [d.data or b"" for d in docs if d.modality == "image"]
+    # A text-only model embeds an image as its caption's text (options.caption = "model").
+    as_text = "image" not in t.spec.modalities
+    text_chunks = [c for d in docs if d.modality == "text" or as_text for c in chunks[d.doc_id]]
+    images = [d.data or b"" for d in docs if d.modality == "image" and not as_text]
     pending = len(text_chunks) + len(images)
     backend = run.backend(t.spec, int(pending * batch.remaining))
     ids = token_ids(run, backend, t.spec, text_chunks, t.chunk_config)
@@ -131,7 +145,7 @@ def embed(run: IngestRun, batch: Batch, docs: list[Document],
     vectors: dict[str, np.ndarray] = {}
     at_text = at_image = 0
     for doc in docs:
-        if doc.modality == "image":
+        if doc.modality == "image" and not as_text:
             vectors[doc.doc_id] = image_vecs[at_image:at_image + 1]
             at_image += 1
         else:
@@ -169,8 +183,11 @@ def make_points(run: IngestRun, batch: Batch, docs: list[Document],
     t = batch.target
     if not vectors:
         return {}
+    sparse = sparse_vectors(run, batch, [d for d in docs if d.doc_id in vectors], chunks)
     points = {d.doc_id: build_points(t.collection, d, chunks[d.doc_id], vectors[d.doc_id],
-                                     t.spec.id, t.now, t.expires_at, t.chunking)
+                                     t.spec.id, t.now, t.expires_at, t.chunking,
+                                     sparse.get(d.doc_id) if t.sparse is not None else None,
+                                     t.sparse_signature)
               for d in docs if d.doc_id in vectors}
     ready = [d for d in docs if d.doc_id in points]
     kept = _check(run, batch, run.contracts.check_payloads, ready, points, t.spec, t.source)
@@ -180,6 +197,25 @@ def make_points(run: IngestRun, batch: Batch, docs: list[Document],
                     bytes=doc.size_bytes)
     run.counts.indexed += len(kept)
     return {d.doc_id: points[d.doc_id] for d in kept}
+
+
+def sparse_vectors(run: IngestRun, batch: Batch, docs: list[Document],
+                   chunks: dict[str, list[Chunk]]) -> dict[str, list[SparseVec]]:
+    """BM25 vectors of each chunk's text (what the dense model embedded; an image's caption),
+    when the collection has sparse vectors."""
+    t = batch.target
+    if t.sparse is None or not docs:
+        return {}
+    texts = [c.text for d in docs for c in chunks[d.doc_id]]
+    flat = run.timed(batch.name, "sparse", len(texts), "sparse", run.bm25(t.sparse).documents,
+                     texts)
+    out: dict[str, list[SparseVec]] = {}
+    at = 0
+    for doc in docs:
+        n = len(chunks[doc.doc_id])
+        out[doc.doc_id] = flat[at:at + n]
+        at += n
+    return out
 
 
 def write(run: IngestRun, store: VectorStore, batch: Batch,
@@ -195,6 +231,7 @@ def write(run: IngestRun, store: VectorStore, batch: Batch,
         run.timed(batch.name, "upsert", len(part), "upsert", store.upsert, t.collection, part,
                   io=True)
         run.counts.points_upserted += len(part)
+        run.counts.sparse_written += sum(1 for p in part if p.sparse)
     if stale:
         run.timed(batch.name, "delete", len(stale), "delete-stale", store.delete, t.collection,
                   stale, io=True)

@@ -26,6 +26,7 @@ from models import get_spec
 from models.registry import ModelSpec
 from tessera.events import utcnow
 from tessera.settings import VERSION_MARK, ChunkingConfig, Settings
+from tessera.sparse import config_from_identity, sparse_identity
 from tessera.types import CollectionInfo
 
 logger = logging.getLogger(__name__)
@@ -72,11 +73,10 @@ class Identity:
 
 
 def identity_extra(settings: Settings) -> dict[str, Any]:
-    """Settings beyond model and chunking that change what a collection stores.
-
-    Each key is hashed into the identity, so changing it is a migration. Empty today; the sparse
-    (BM25) vector config belongs here, e.g. {"sparse": settings.sparse.model_dump()}."""
-    return {}
+    """Settings beyond model and chunking that change what a collection stores: the BM25 sparse
+    config (None when disabled). Each key is hashed into the identity, so changing it is a
+    migration."""
+    return {"sparse": sparse_identity(settings.sparse)}
 
 
 def identity_for(settings: Settings, spec: ModelSpec, chunking: ChunkingConfig | None = None,
@@ -91,8 +91,13 @@ def identity_for(settings: Settings, spec: ModelSpec, chunking: ChunkingConfig |
 def settings_for(settings: Settings, identity: Identity) -> Settings:
     """Settings that build collections of this identity (its model and chunking).
 
-    The keys of `identity.extra` map back onto their settings here too (e.g. the sparse config)."""
-    return settings.model_copy(update={"model": identity.model, "chunking": identity.chunking})
+    The keys of `identity.extra` map back onto their settings here too (the sparse config)."""
+    update: dict[str, Any] = {"model": identity.model, "chunking": identity.chunking}
+    if "sparse" in identity.extra:
+        recorded = identity.extra["sparse"]
+        update["sparse"] = (config_from_identity(recorded) if recorded is not None
+                            else settings.sparse.model_copy(update={"enabled": False}))
+    return settings.model_copy(update=update)
 
 
 def identity_of(info: CollectionInfo) -> Identity | None:
@@ -118,7 +123,7 @@ def alias_of(collection: str) -> str | None:
 def versioned_info(name: str, spec: ModelSpec, identity: Identity, alias: str,
                    **more: Any) -> CollectionInfo:
     """CollectionInfo for a versioned collection, its identity recorded."""
-    base = CollectionInfo.for_model(name, spec)
+    base = CollectionInfo.for_model(name, spec, identity.extra.get("sparse"))
     return CollectionInfo(**{**base.__dict__, "identity": identity.record(alias, **more)})
 
 
@@ -129,6 +134,7 @@ class Placement:
     collection: str
     spec: ModelSpec
     chunking: ChunkingConfig
+    info: CollectionInfo  # as recorded (its sparse config is what the points get)
 
 
 def place(store: VectorStore, settings: Settings, declared: str, spec: ModelSpec) -> Placement:
@@ -137,18 +143,19 @@ def place(store: VectorStore, settings: Settings, declared: str, spec: ModelSpec
         identity = identity_for(settings, spec)
         alias = alias_of(declared) or declared
         info = ensure_collection(store, versioned_info(declared, spec, identity, alias))
-        return Placement(info.name, spec, settings.chunking)
+        return Placement(declared, spec, settings.chunking, info)
     live = store.aliases().get(declared)
     if live is not None:
         return _follow(store, settings, declared, live, spec)
     if declared in store.list_collections():  # a plain collection from before aliases
-        ensure_collection(store, CollectionInfo.for_model(declared, spec))
-        return Placement(declared, spec, settings.chunking)
+        info = ensure_collection(store, CollectionInfo.for_model(
+            declared, spec, sparse_identity(settings.sparse)))
+        return Placement(declared, spec, settings.chunking, info)
     identity = identity_for(settings, spec)
     name = target_collection(declared, spec, identity)
-    ensure_collection(store, versioned_info(name, spec, identity, declared))
+    info = ensure_collection(store, versioned_info(name, spec, identity, declared))
     store.set_alias(declared, name)
-    return Placement(name, spec, settings.chunking)
+    return Placement(name, spec, settings.chunking, info)
 
 
 def _follow(store: VectorStore, settings: Settings, alias: str, live: str,
@@ -157,8 +164,9 @@ def _follow(store: VectorStore, settings: Settings, alias: str, live: str,
     info = store.get_collection(live)
     identity = identity_of(info) if info is not None else None
     if info is None or identity is None:
-        ensure_collection(store, CollectionInfo.for_model(live, spec))
-        return Placement(live, spec, settings.chunking)
+        info = ensure_collection(store, CollectionInfo.for_model(
+            live, spec, sparse_identity(settings.sparse)))
+        return Placement(live, spec, settings.chunking, info)
     wanted = identity_for(settings, spec)
     if wanted.tag != identity.tag:
         logger.warning(
@@ -168,5 +176,5 @@ def _follow(store: VectorStore, settings: Settings, alias: str, live: str,
             "settings", alias, live, identity.model, identity.max_tokens, identity.overlap,
             wanted.model, wanted.max_tokens, wanted.overlap, alias)
     live_spec = get_spec(settings, identity.model)
-    ensure_collection(store, CollectionInfo.for_model(live, live_spec))
-    return Placement(live, live_spec, identity.chunking)
+    info = ensure_collection(store, CollectionInfo.for_model(live, live_spec, info.sparse))
+    return Placement(live, live_spec, identity.chunking, info)

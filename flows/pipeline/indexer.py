@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from flows.pipeline.store import DIFF_FIELDS, VectorStore
+from tessera.sparse import SparseVec
 from tessera.types import Chunk, Document, Match, PointRecord, point_id
 
 # Points of sources with no TTL still carry an expiry, far enough out never to be pruned.
@@ -21,13 +22,17 @@ class Existing:
     hashes: set[str] = field(default_factory=set)
     models: set[str] = field(default_factory=set)
     chunkings: set[str] = field(default_factory=set)
+    sparses: set[str] = field(default_factory=set)  # sparse signatures ("none": no sparse vector)
     chunk_counts: set[int] = field(default_factory=set)
     ids_by_index: dict[int, str] = field(default_factory=dict)
 
-    def is_current(self, content_hash: str, model_id: str, chunking: str) -> bool:
-        """True when every chunk is there, from this content, model and chunking (nothing to do)."""
+    def is_current(self, content_hash: str, model_id: str, chunking: str,
+                   sparse: str = "none") -> bool:
+        """True when every chunk is there, from this content, model, chunking and sparse config
+        (nothing to do). A sparse-config change counts like a model change."""
         if (self.hashes != {content_hash} or self.models != {model_id}
-                or self.chunkings != {chunking} or len(self.chunk_counts) != 1):
+                or self.chunkings != {chunking} or self.sparses != {sparse}
+                or len(self.chunk_counts) != 1):
             return False
         (count,) = self.chunk_counts
         return set(self.ids_by_index) == set(range(count))
@@ -46,6 +51,7 @@ def read_existing(store: VectorStore, collection: str, source: str) -> dict[str,
         entry.hashes.add(str(payload.get("content_hash")))
         entry.models.add(str(payload.get("model_id")))
         entry.chunkings.add(str(payload.get("chunking")))
+        entry.sparses.add(str(payload.get("sparse") or "none"))
         entry.chunk_counts.add(int(payload.get("chunk_count", -1)))
         entry.ids_by_index[int(payload.get("chunk_index", -1))] = pid
     return out
@@ -59,8 +65,11 @@ def stale_ids(existing: Existing | None, new_ids: set[str]) -> list[str]:
 
 
 def build_points(collection: str, doc: Document, chunks: list[Chunk], vectors: np.ndarray,
-                 model_id: str, now: int, expires_at: int, chunking: str) -> list[PointRecord]:
-    """Points for a document's chunks with the payload DESIGN.md fixes."""
+                 model_id: str, now: int, expires_at: int, chunking: str,
+                 sparse: list[SparseVec] | None = None,
+                 sparse_signature: str = "none") -> list[PointRecord]:
+    """Points for a document's chunks with the payload DESIGN.md fixes (and, when the
+    collection has them, each chunk's sparse vector and the signature of its config)."""
     base: dict[str, Any] = {
         "doc_id": doc.doc_id,
         "source": doc.source,
@@ -73,6 +82,8 @@ def build_points(collection: str, doc: Document, chunks: list[Chunk], vectors: n
         "ingested_at": now,
         "expires_at": expires_at,
     }
+    if sparse is not None:
+        base["sparse"] = sparse_signature
     meta = {k: v for k, v in doc.metadata.items() if k not in base and v is not None}
     return [
         PointRecord(
@@ -80,6 +91,7 @@ def build_points(collection: str, doc: Document, chunks: list[Chunk], vectors: n
             vector=vectors[i],
             payload={**meta, **base, "chunk_index": chunk.index, "chunk_count": chunk.count,
                      "text": chunk.text},
+            sparse=sparse[i] if sparse is not None else None,
         )
         for i, chunk in enumerate(chunks)
     ]
@@ -101,6 +113,7 @@ class RunCounts:
     deleted: int = 0
     chunks_embedded: int = 0
     points_upserted: int = 0
+    sparse_written: int = 0  # points written with a sparse vector
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
     def add_time(self, stage: str, seconds: float) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from data_contracts import ContractRunner, warm_up
 from flows.pipeline.batch import Target, process_batch
+from flows.pipeline.captions import RunCaptions
 from flows.pipeline.chunking import Chunker
 from flows.pipeline.chunking import signature as chunk_signature
 from flows.pipeline.identity import place
@@ -28,6 +29,7 @@ from tessera.errors import ConfigError
 from tessera.events import EventLog, new_run_id, utcnow
 from tessera.fs import writable
 from tessera.settings import VERSION_MARK, ChunkingConfig, Settings, SourceConfig, parse_ttl
+from tessera.sparse import Bm25Encoder, config_from_identity, sparse_signature
 from tessera.steps import PlainSteps, Steps
 from tessera.types import Loaded, Match
 
@@ -39,7 +41,7 @@ logger = logging.getLogger(__name__)
 DOC_BATCH = 1024
 # Called with (documents done, documents known) after each batch.
 Progress = Callable[[int, int], None]
-STAGES = ("discover", "load", "chunk", "diff", "embed", "upsert", "delete")
+STAGES = ("discover", "load", "chunk", "diff", "embed", "sparse", "upsert", "delete")
 
 
 class IngestRun:
@@ -63,6 +65,15 @@ class IngestRun:
         self._backends: dict[str, EmbeddingBackend] = {}
         self._chunkers: dict[tuple[str, int | None, int], Chunker] = {}
         self.sections: list[WriterSection] = []  # writer sections of the aliases it writes
+        self.captions = RunCaptions(settings)
+        self._bm25: dict[str, Bm25Encoder] = {}
+
+    def bm25(self, identity: dict[str, Any]) -> Bm25Encoder:
+        """The BM25 encoder for a collection's recorded sparse config."""
+        key = sparse_signature(identity)
+        if key not in self._bm25:
+            self._bm25[key] = Bm25Encoder(config_from_identity(identity))
+        return self._bm25[key]
 
     def backend(self, spec: ModelSpec, pending_chunks: int) -> EmbeddingBackend:
         """The model's backend, chosen (local or Modal, for `auto`) when it is first needed."""
@@ -103,10 +114,13 @@ class IngestRun:
     def summary(self) -> dict[str, Any]:
         """The run's counts, as `tessera ingest --json` prints them."""
         c = self.counts
-        return {"run_id": self.run_id, "seen": c.seen, "indexed": c.indexed, "unchanged": c.unchanged,
-                "quarantined": c.quarantined, "deleted": c.deleted,
-                "chunks_embedded": c.chunks_embedded, "points_upserted": c.points_upserted,
-                "seconds": round((utcnow() - self.started).total_seconds(), 3)}
+        out = {"run_id": self.run_id, "seen": c.seen, "indexed": c.indexed, "unchanged": c.unchanged,
+               "quarantined": c.quarantined, "deleted": c.deleted,
+               "chunks_embedded": c.chunks_embedded, "points_upserted": c.points_upserted,
+               "sparse_written": c.sparse_written, "seconds": round((utcnow() - self.started).total_seconds(), 3)}
+        if self.captions.sources:  # only runs with a source that captions with a model
+            out |= self.captions.summary()
+        return out
 
 
 def run_ingest(settings: Settings, steps: Steps | None = None, sources: list[str] | None = None,
@@ -153,6 +167,7 @@ def _target(run: IngestRun, store: VectorStore, source: SourceConfig,
         from flows.pipeline.sources.images import require_image_model
 
         require_image_model(spec, source)
+    run.captions.prepare(source)  # an unknown captioner or missing weights: refused now
     if VERSION_MARK not in declared:
         # Shared with other ingests; a migration switching this alias waits for it (and it for
         # the switch), so it writes the collection the alias points at when it starts.
@@ -163,7 +178,8 @@ def _target(run: IngestRun, store: VectorStore, source: SourceConfig,
     now = int(time.time())
     return Target(source=source, items=items, collection=placed.collection, spec=spec,
                   chunking=chunk_signature(spec.max_length, cfg.max_tokens, cfg.overlap),
-                  now=now, expires_at=expiry(now, ttl), chunk_config=cfg)
+                  now=now, expires_at=expiry(now, ttl), chunk_config=cfg,
+                  sparse=placed.info.sparse)
 
 
 def _load(source: SourceConfig, items: list[str]) -> list[Loaded]:
@@ -219,6 +235,7 @@ def record_run(run: IngestRun, status: str, error: str | None) -> None:
     stats = backends[0].stats if backends else None
     secs = run.counts.stage_seconds
     summary = run.summary()
+    run.captions.record(run)
     run.events.add(
         "ingest_runs", flow=run.flow, sources=",".join(t.source.name for t in run.targets),
         collection=",".join(dict.fromkeys(t.collection for t in run.targets)),
@@ -227,7 +244,8 @@ def record_run(run: IngestRun, status: str, error: str | None) -> None:
         gpu_type=stats.gpu_type if stats else None, status=status, error=error,
         started_at=run.started, finished_at=utcnow(),
         **{k: summary[k] for k in ("seen", "indexed", "unchanged", "quarantined", "deleted",
-                                   "chunks_embedded", "points_upserted", "seconds")},
+                                   "chunks_embedded", "points_upserted", "sparse_written",
+                                   "seconds")},
         gpu_seconds=sum(b.stats.gpu_seconds for b in backends),
         **{f"{s}_seconds": secs.get(s, 0.0) for s in STAGES},
     )

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from flows.pipeline.identity import (
     Identity,
@@ -45,14 +45,15 @@ from models.registry import ModelSpec
 from tessera.errors import ConfigError, UsageError
 from tessera.events import read_events
 from tessera.settings import VERSION_MARK, ChunkingConfig, QualityConfig, Settings, SourceConfig
+from tessera.sparse import SparseConfig
 from tessera.steps import Steps
 from tessera.types import Match
 
 logger = logging.getLogger(__name__)
 
 # What `--set KEY=VALUE` may change: the sections whose settings are part of a collection's
-# identity. The sparse config joins here when it joins the identity.
-OVERRIDABLE = {"chunking": ChunkingConfig}
+# identity (`--set sparse.k=0.9`, `--set sparse.enabled=false`).
+OVERRIDABLE: dict[str, type[BaseModel]] = {"chunking": ChunkingConfig, "sparse": SparseConfig}
 LIST_LIMIT = 20  # differences listed per side when the completeness check fails
 _SIG = re.compile(r"tokens=(\d+);overlap=(\d+)")
 

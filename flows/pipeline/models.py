@@ -26,8 +26,11 @@ logger = logging.getLogger(__name__)
 
 
 def configured_models(settings: Settings) -> list[str]:
-    """The model the pipeline embeds with, then every model declared under [models]."""
-    return list(dict.fromkeys([settings.model, *settings.models]))
+    """The model the pipeline embeds with, every model declared under [models], and the
+    captioners image sources caption with."""
+    captioners = [s.options.captioner for s in settings.sources
+                  if s.kind == "images" and s.options.caption in ("model", "both")]
+    return list(dict.fromkeys([settings.model, *settings.models, *captioners]))
 
 
 def refresh_model(settings: Settings, name: str) -> CacheReport:
@@ -36,7 +39,11 @@ def refresh_model(settings: Settings, name: str) -> CacheReport:
     fetch = hub_fetcher if hub_reachable() else None
     emb = settings.embedding
     loader = local_loader(emb.device)
-    if emb.runtime == "openvino" and spec.kind == "sentence-transformers":
+    if spec.kind == "captioner":
+        from models.captioning import captioner_loader
+
+        loader = captioner_loader("cpu" if emb.device == "auto" else emb.device)
+    elif emb.runtime == "openvino" and spec.kind == "sentence-transformers":
         # Probe through the derived export, so a stale or broken export fails the check too.
         from models.optimized import openvino_loader
 

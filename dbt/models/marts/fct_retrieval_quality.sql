@@ -20,7 +20,7 @@ compared as (
     select
         *,
         lag(metric_value) over (
-            partition by dataset, model_id, metric order by started_at, run_id
+            partition by dataset, model_id, search_mode, metric order by started_at, run_id
         ) as previous_value
 
     from metrics
@@ -30,10 +30,11 @@ compared as (
 final as (
 
     select
-        run_id || '/' || metric as quality_metric_id,
+        run_id || '/' || search_mode || '/' || metric as quality_metric_id,
         run_id,
         dataset,
         model_id,
+        search_mode,
         collection,
         started_at,
         cast(started_at as date) as run_date,

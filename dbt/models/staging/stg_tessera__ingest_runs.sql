@@ -33,6 +33,7 @@ renamed as (
         deleted as documents_deleted,
         chunks_embedded,
         points_upserted,
+        sparse_written as sparse_vectors_written,
 
         ---------- durations (seconds)
         seconds as run_seconds,
@@ -44,6 +45,7 @@ renamed as (
         embed_seconds,
         upsert_seconds,
         delete_seconds,
+        sparse_seconds,
 
         ---------- flags
         status = 'failed' as is_failed,

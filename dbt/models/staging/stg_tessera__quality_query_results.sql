@@ -10,6 +10,7 @@ renamed as (
         run_id,
         dataset,
         model_id,
+        coalesce(mode, 'dense') as search_mode,
         query_id,
         ndcg_at_10,
         recall_at_10,

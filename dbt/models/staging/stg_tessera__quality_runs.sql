@@ -7,9 +7,11 @@ with source as (
 renamed as (
 
     select
+        run_id || '/' || coalesce(mode, 'dense') as quality_run_id,
         run_id,
         dataset,
         model_id,
+        coalesce(mode, 'dense') as search_mode,
         collection,
         queries as query_count,
         ndcg_at_10,

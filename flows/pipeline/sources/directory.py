@@ -153,7 +153,8 @@ class DirectorySource:
             text=str(text),
             title=str(rec.get(opts.title_field) or ""),
             size_bytes=len(str(text).encode("utf-8", "surrogatepass")),
-            metadata={"path": rel, "record_id": str(record_id) if record_id is not None else None},
+            metadata={"path": rel, "record_id": str(record_id) if record_id is not None else None,
+                      **({"modified_at": rec.get(opts.timestamp_field)} if opts.timestamp_field else {})},
         )
 
 

@@ -26,16 +26,23 @@ CAPTION_SUFFIX = ".txt"
 MAX_CAPTION_BYTES = 64 * 1024
 
 
+def captions_as_text(spec: ModelSpec, source: SourceConfig) -> bool:
+    """True when a text-only model indexes this image source through its model captions."""
+    return "image" not in spec.modalities and source.options.caption in ("model", "both")
+
+
 def require_image_model(spec: ModelSpec, source: SourceConfig) -> None:
-    """Refuse, before any work, an image source whose model cannot embed images."""
-    if "image" not in spec.modalities:
+    """Refuse, before any work, an image source whose model cannot embed images (unless the
+    images are captioned by a model and embedded as their captions' text)."""
+    if "image" not in spec.modalities and not captions_as_text(spec, source):
         raise ConfigError(
             "model", spec.name,
             f"source {source.name!r} holds images, but {spec.name!r} embeds text only. Use a "
             "CLIP-style model (e.g. clip-vit-base-patch32) for this collection: its text and "
             "images share one vector space. A collection holds one model, so write the images "
             "to a collection of their own (set `collection` on the source) or switch the whole "
-            "collection to the CLIP model.")
+            "collection to the CLIP model. Or set the source's options.caption = \"model\" to "
+            "index the images by their captions' words with this text model.")
 
 
 class ImageSource:
@@ -93,17 +100,20 @@ class ImageSource:
         except OSError as exc:
             raise RecordError(f"cannot be read: {exc.strerror}", "readable") from None
         info = inspect_image(data, limits)
-        caption, caption_from = self._caption(path)
+        caption, caption_source = self._caption(path)
         return Document(
             doc_id=self._doc_id(rel), source=self.config.name, uri=str(self.root / rel),
             modality="image", text=caption, title=path.stem, data=data, size_bytes=len(data),
             metadata={"path": rel, "width": info.width, "height": info.height,
                       "format": info.format.lower(), "mode": info.mode, "frames": info.frames,
-                      "caption_from": caption_from},
+                      "caption_source": caption_source},
         )
 
     def _caption(self, path: Path) -> tuple[str, str]:
-        """`cat.png.txt` or `cat.txt` beside the image, else the file's stem."""
+        """`cat.png.txt` or `cat.txt` beside the image, else the file's stem (with
+        `options.caption` "model" or "none", the stem: the sidecar is not read)."""
+        if self.config.options.caption in ("model", "none"):
+            return path.stem, "stem"
         for candidate in (path.with_name(path.name + CAPTION_SUFFIX),
                           path.with_suffix(CAPTION_SUFFIX)):
             if candidate.is_file() and candidate.stat().st_size <= MAX_CAPTION_BYTES:

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import numpy as np
 
+from tessera.query import StoreQuery
+from tessera.sparse import SparseVec
 from tessera.types import CollectionInfo, Hit, Match, PointRecord
 
 # Payload fields that get an index (DESIGN.md: doc_id, source, modality, expires_at).
 KEYWORD_INDEXES = ("doc_id", "source", "modality")
 INTEGER_INDEXES = ("expires_at",)
-DIFF_FIELDS = ["doc_id", "chunk_index", "chunk_count", "content_hash", "model_id", "chunking"]
+DIFF_FIELDS = ["doc_id", "chunk_index", "chunk_count", "content_hash", "model_id", "chunking",
+               "sparse"]
 
 
 class VectorStore(Protocol):
@@ -67,6 +70,30 @@ class VectorStore(Protocol):
         """Nearest points for each row of `vectors`, in one call; `exact` skips the HNSW index."""
         ...
 
+    def query(self, name: str, query: StoreQuery) -> list[Hit]:
+        """Chunk hits for a dense, sparse or hybrid (fused in the engine) query."""
+        ...
+
+    def query_batch(self, name: str, queries: list[StoreQuery]) -> list[list[Hit]]:
+        """Chunk hits for each query, in one call where the engine batches."""
+        ...
+
+    def query_documents(self, name: str, query: StoreQuery) -> list[Hit]:
+        """Up to `query.limit` distinct documents, each as its best chunk's hit."""
+        ...
+
+    def add_sparse_vector(self, name: str, identity: dict[str, Any]) -> None:
+        """Give an existing collection the sparse vector (no-op if it has it); metadata unchanged."""
+        ...
+
+    def set_sparse(self, name: str, vectors: dict[str, SparseVec]) -> None:
+        """Set the sparse vector of existing points (point id -> vector), leaving the rest."""
+        ...
+
+    def record_collection(self, info: CollectionInfo) -> None:
+        """Rewrite what the collection records about itself (model, sparse config)."""
+        ...
+
     def set_alias(self, alias: str, collection: str) -> None:
         """Point `alias` at `collection` (atomically replacing where it pointed before)."""
         ...
@@ -90,3 +117,32 @@ class VectorStore(Protocol):
     def close(self) -> None:
         """Flush and release the store."""
         ...
+
+
+def group_documents(run: Callable[[StoreQuery], list[Hit]], query: StoreQuery,
+                    total: int) -> list[Hit]:
+    """Best chunk per document by over-fetching chunks and grouping them (engines without
+    grouping): fetch `limit x overfetch` chunks, doubling until `limit` documents are found or
+    the collection (`total` points) is exhausted."""
+    want = query.limit
+    if query.fields is not None and "doc_id" not in query.fields:
+        query = StoreQuery(**{**query.__dict__, "fields": (*query.fields, "doc_id")})
+    fetch = min(max(want * query.overfetch, want), max(total, 1))
+    while True:
+        hits = run(StoreQuery(**{**query.__dict__, "limit": fetch}))
+        docs = first_per_document(hits)
+        if len(docs) >= want or len(hits) < fetch or fetch >= total:
+            return docs[:want]
+        fetch = min(fetch * 2, total)
+
+
+def first_per_document(hits: list[Hit]) -> list[Hit]:
+    """The first (best-ranked) hit of each document, in rank order."""
+    seen: set[str] = set()
+    out = []
+    for hit in hits:
+        doc = str(hit.payload.get("doc_id"))
+        if doc not in seen:
+            seen.add(doc)
+            out.append(hit)
+    return out

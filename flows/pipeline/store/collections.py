@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 from flows.pipeline.store.base import VectorStore
-from tessera.errors import ModelMismatchError, VectorStoreError
+from tessera.errors import ModelMismatchError, SparseConfigMismatchError, VectorStoreError
 from tessera.types import CollectionInfo
+
+logger = logging.getLogger(__name__)
+_MIGRATE = ("write to a new collection (set `collection` in tessera.toml), score it with "
+            "`tessera quality`, then point readers at it with `tessera alias`")
 
 
 def resolve(store: VectorStore, name: str) -> str:
@@ -42,4 +48,31 @@ def ensure_collection(store: VectorStore, info: CollectionInfo) -> CollectionInf
             "--model MODEL`, which builds a new collection, scores it against this one and "
             "switches the name readers use."
         )
+    check_sparse(existing, info)
     return existing
+
+
+def check_sparse(existing: CollectionInfo, wanted: CollectionInfo) -> None:
+    """Refuse a write whose BM25 config differs from the one the collection records.
+
+    A collection without sparse vectors (built before hybrid search) still takes writes, dense
+    only, with a warning: `tessera backfill-sparse` gives it sparse vectors."""
+    if existing.sparse == wanted.sparse:
+        return
+    if existing.sparse is None:
+        logger.warning("collection %r has no sparse vectors (built before hybrid search, or with "
+                       "sparse.enabled = false): writing dense vectors only; run `tessera "
+                       "backfill-sparse --collection %s` to add them", existing.name, existing.name)
+        return
+    if wanted.sparse is None:
+        raise SparseConfigMismatchError(
+            f"collection {existing.name!r} holds BM25 sparse vectors, but this config has "
+            "sparse.enabled = false, so its points would be missing from sparse and hybrid "
+            f"search. Enable [sparse] again, or {_MIGRATE}.")
+    diff = {k: (existing.sparse.get(k), wanted.sparse.get(k))
+            for k in sorted(set(existing.sparse) | set(wanted.sparse))
+            if existing.sparse.get(k) != wanted.sparse.get(k)}
+    changes = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in diff.items())
+    raise SparseConfigMismatchError(
+        f"collection {existing.name!r} was built with another BM25 sparse config ({changes}). "
+        f"One collection holds one sparse config: restore the [sparse] settings, or {_MIGRATE}.")

@@ -21,9 +21,11 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from flows.pipeline.store.base import INTEGER_INDEXES, KEYWORD_INDEXES
+from flows.pipeline.store.base import INTEGER_INDEXES, KEYWORD_INDEXES, group_documents
 from tessera.errors import DiskSpaceError, StoreLockedError, VectorStoreError
 from tessera.fs import MIB, HeldLock, atomic_write, free_bytes, sparse_bytes, writable
+from tessera.query import StoreQuery
+from tessera.sparse import SPARSE_VECTOR, SparseVec
 from tessera.types import CollectionInfo, Hit, Match, PointRecord
 
 logger = logging.getLogger(__name__)
@@ -62,6 +64,10 @@ def _filter(match: Match | None) -> Any:
     if match.doc_ids is not None:
         must.append(qe.FieldCondition(key="doc_id", match=qe.MatchAny(list(match.doc_ids))))
     return qe.Filter(must=must) if must else None
+
+
+def _sparse(vec: SparseVec) -> Any:
+    return _qe().SparseVector(list(vec.indices), list(vec.values))
 
 
 def _expired_filter(now: int) -> Any:
@@ -194,8 +200,10 @@ class EdgeStore:
                 return  # made by another process while this one waited for the lock
             shutil.rmtree(folder / "shard", ignore_errors=True)  # a create that crashed midway
             self._require_space(folder, NEW_SHARD_BYTES, f"creating collection {info.name!r}")
+            sparse = ({SPARSE_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)}
+                      if info.sparse is not None else None)
             config = qe.EdgeConfig(vectors={info.vector_name: qe.EdgeVectorParams(
-                size=info.dimension, distance=_distance(info.distance))})
+                size=info.dimension, distance=_distance(info.distance))}, sparse_vectors=sparse)
             shard = self._call(info.name, "create the shard", qe.EdgeShard.create,
                                str(folder / "shard"), config)
             for field in KEYWORD_INDEXES:
@@ -242,14 +250,21 @@ class EdgeStore:
         if not points:
             return
         qe = _qe()
-        vector_name = self._info(name).vector_name
+        info = self._info(name)
+        with_sparse = info.sparse is not None
+
+        def vectors(p: PointRecord) -> dict[str, Any]:
+            out: dict[str, Any] = {info.vector_name: np.asarray(p.vector, dtype=np.float32).tolist()}
+            if with_sparse and p.sparse:
+                out[SPARSE_VECTOR] = _sparse(p.sparse)
+            return out
 
         def operation() -> Any:
-            return qe.UpdateOperation.upsert_points([
-                qe.Point(p.id, {vector_name: np.asarray(p.vector, dtype=np.float32).tolist()},
-                         p.payload) for p in points])
+            return qe.UpdateOperation.upsert_points([qe.Point(p.id, vectors(p), p.payload)
+                                                     for p in points])
 
-        incoming = sum(np.asarray(p.vector).size * 4 + len(str(p.payload)) for p in points)
+        incoming = sum(np.asarray(p.vector).size * 4 + len(str(p.payload))
+                       + (12 * len(p.sparse.indices) if p.sparse else 0) for p in points)
         self._update(name, f"write {len(points)} points", operation, incoming)
 
     def set_payload(self, name: str, ids: list[str], payload: dict[str, Any]) -> None:
@@ -313,6 +328,69 @@ class EdgeStore:
                              _qe().QueryBatchRequest(requests))
         return [[Hit(id=str(p.id), score=float(p.score), payload=dict(p.payload or {}))
                  for p in points] for points in results]
+
+    def _request(self, info: CollectionInfo, q: StoreQuery) -> Any:
+        """One QueryRequest: a nearest query on one side, or prefetches of both fused."""
+        qe = _qe()
+        flt = _filter(q.match)
+        payload = list(q.fields) if q.fields is not None else True
+        if q.sparse is not None and info.sparse is None:
+            raise VectorStoreError(f"collection {info.name!r} has no sparse vectors; run "
+                                   f"`tessera backfill-sparse --collection {info.name}`")
+        dense = (qe.Query.Nearest(np.asarray(q.dense, dtype=np.float32).tolist(),
+                                  using=info.vector_name) if q.dense is not None else None)
+        sparse = (qe.Query.Nearest(_sparse(q.sparse), using=SPARSE_VECTOR)
+                  if q.sparse is not None else None)
+        exact = qe.SearchParams(exact=q.exact)
+        if dense is not None and sparse is not None:
+            fusion = qe.Fusion.Rrf(k=q.rrf_k) if q.fusion == "rrf" else qe.Fusion.Dbsf()
+            return qe.QueryRequest(
+                limit=q.limit, filter=flt, with_vector=False, with_payload=payload, query=fusion,
+                prefetches=[qe.Prefetch(limit=q.depth, query=dense, filter=flt, params=exact),
+                            qe.Prefetch(limit=q.depth, query=sparse, filter=flt)])
+        return qe.QueryRequest(limit=q.limit, filter=flt, with_vector=False, with_payload=payload,
+                               query=dense or sparse, params=exact if dense is not None else None)
+
+    def query(self, name: str, query: StoreQuery) -> list[Hit]:
+        """Chunk hits; hybrid is one request (two prefetches fused by the engine)."""
+        return self.query_batch(name, [query])[0]
+
+    def query_batch(self, name: str, queries: list[StoreQuery]) -> list[list[Hit]]:
+        """One planned batch of queries of any mode."""
+        if not queries:
+            return []
+        info = self._info(name)
+        requests = [self._request(info, q) for q in queries]
+        results = self._call(name, "search", self._shard(name).query_batch,
+                             _qe().QueryBatchRequest(requests))
+        return [[Hit(id=str(p.id), score=float(p.score), payload=dict(p.payload or {}))
+                 for p in points] for points in results]
+
+    def query_documents(self, name: str, query: StoreQuery) -> list[Hit]:
+        """Edge has no grouping: over-fetch chunks and keep each document's best."""
+        return group_documents(lambda q: self.query(name, q), query, self.count(name))
+
+    def add_sparse_vector(self, name: str, identity: dict[str, Any]) -> None:
+        """Create the sparse named vector on an existing shard (the engine can: no rebuild)."""
+        qe = _qe()
+        self._update(name, "add the sparse vector", lambda: qe.UpdateOperation.create_sparse_vector(
+            SPARSE_VECTOR, modifier=qe.Modifier.Idf))
+
+    def set_sparse(self, name: str, vectors: dict[str, SparseVec]) -> None:
+        """update_vectors: only the sparse vector of each point changes."""
+        if not vectors:
+            return
+        qe = _qe()
+        self._update(name, f"set the sparse vectors of {len(vectors)} points",
+                     lambda: qe.UpdateOperation.update_vectors(
+                         [qe.PointVectors(pid, {SPARSE_VECTOR: _sparse(v)})
+                          for pid, v in vectors.items()]),
+                     sum(12 * len(v.indices) + 64 for v in vectors.values()))
+
+    def record_collection(self, info: CollectionInfo) -> None:
+        """Rewrite tessera.json atomically."""
+        self._lock(info.name)
+        atomic_write(self._dir(info.name) / _META, json.dumps(info.to_metadata(), indent=2))
 
     def optimize(self, name: str) -> None:
         """Merge segments and build the HNSW index (after large writes)."""

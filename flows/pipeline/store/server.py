@@ -10,7 +10,9 @@ import numpy as np
 
 from flows.pipeline.store.base import INTEGER_INDEXES, KEYWORD_INDEXES
 from tessera.errors import ForeignCollectionError, StoreUnavailableError, VectorStoreError
+from tessera.query import StoreQuery
 from tessera.settings import StoreConfig
+from tessera.sparse import SPARSE_VECTOR, SparseVec
 from tessera.types import CollectionInfo, Hit, Match, PointRecord
 
 logger = logging.getLogger(__name__)
@@ -36,6 +38,10 @@ def _filter(match: Match | None) -> Any:
     if match.doc_ids is not None:
         must.append(m.FieldCondition(key="doc_id", match=m.MatchAny(any=list(match.doc_ids))))
     return m.Filter(must=must) if must else None
+
+
+def _sparse(vec: SparseVec) -> Any:
+    return _m().SparseVector(indices=list(vec.indices), values=list(vec.values))
 
 
 def _transient(exc: BaseException) -> bool:
@@ -110,10 +116,12 @@ class ServerStore:
         m = _m()
         distance = {"cosine": m.Distance.COSINE, "dot": m.Distance.DOT,
                     "euclid": m.Distance.EUCLID}[info.distance]
+        sparse = ({SPARSE_VECTOR: m.SparseVectorParams(modifier=m.Modifier.IDF)}
+                  if info.sparse is not None else None)
         self._call("create collection", self.client.create_collection, info.name,
                    vectors_config={info.vector_name: m.VectorParams(size=info.dimension,
                                                                     distance=distance)},
-                   metadata=info.to_metadata())
+                   sparse_vectors_config=sparse, metadata=info.to_metadata())
         for field in KEYWORD_INDEXES:
             self._call("index payload", self.client.create_payload_index, info.name, field,
                        field_schema=m.PayloadSchemaType.KEYWORD)
@@ -150,9 +158,15 @@ class ServerStore:
         if not points:
             return
         m = _m()
-        vector_name = self.get_collection(name).vector_name  # type: ignore[union-attr]
-        structs = [m.PointStruct(id=p.id, vector={vector_name: np.asarray(p.vector, np.float32).tolist()},
-                                 payload=p.payload) for p in points]
+        info = self._info(name)
+
+        def vectors(p: PointRecord) -> dict[str, Any]:
+            out: dict[str, Any] = {info.vector_name: np.asarray(p.vector, np.float32).tolist()}
+            if info.sparse is not None and p.sparse:
+                out[SPARSE_VECTOR] = _sparse(p.sparse)
+            return out
+
+        structs = [m.PointStruct(id=p.id, vector=vectors(p), payload=p.payload) for p in points]
         self._call("upsert", self.client.upsert, name, points=structs, wait=True)
 
     def set_payload(self, name: str, ids: list[str], payload: dict[str, Any]) -> None:
@@ -209,6 +223,91 @@ class ServerStore:
         responses = self._call("search", self.client.query_batch_points, name, requests=requests)
         return [[Hit(id=str(p.id), score=float(p.score), payload=dict(p.payload or {}))
                  for p in res.points] for res in responses]
+
+    def _info(self, name: str) -> CollectionInfo:
+        info = self.get_collection(name)
+        if info is None:
+            raise VectorStoreError(f"collection {name!r} does not exist; run `tessera ingest` first")
+        return info
+
+    def _request(self, info: CollectionInfo, q: StoreQuery) -> dict[str, Any]:
+        """query_points arguments: one side's nearest query, or both prefetched and fused."""
+        m = _m()
+        if q.sparse is not None and info.sparse is None:
+            raise VectorStoreError(f"collection {info.name!r} has no sparse vectors; run "
+                                   f"`tessera backfill-sparse --collection {info.name}`")
+        flt = _filter(q.match)
+        payload = list(q.fields) if q.fields is not None else True
+        exact = m.SearchParams(exact=q.exact)
+        dense = np.asarray(q.dense, np.float32).tolist() if q.dense is not None else None
+        sparse = _sparse(q.sparse) if q.sparse is not None else None
+        if dense is not None and sparse is not None:
+            fusion = (m.RrfQuery(rrf=m.Rrf(k=q.rrf_k)) if q.fusion == "rrf"
+                      else m.FusionQuery(fusion=m.Fusion.DBSF))
+            return {"query": fusion, "query_filter": flt, "limit": q.limit,
+                    "with_payload": payload, "prefetch": [
+                        m.Prefetch(query=dense, using=info.vector_name, limit=q.depth,
+                                   filter=flt, params=exact),
+                        m.Prefetch(query=sparse, using=SPARSE_VECTOR, limit=q.depth, filter=flt)]}
+        if dense is not None:
+            return {"query": dense, "using": info.vector_name, "query_filter": flt,
+                    "limit": q.limit, "with_payload": payload, "search_params": exact}
+        return {"query": sparse, "using": SPARSE_VECTOR, "query_filter": flt, "limit": q.limit,
+                "with_payload": payload}
+
+    def query(self, name: str, query: StoreQuery) -> list[Hit]:
+        """query_points; hybrid is one call (prefetches fused by the server)."""
+        res = self._call("search", self.client.query_points, name,
+                         **self._request(self._info(name), query))
+        return [Hit(id=str(p.id), score=float(p.score), payload=dict(p.payload or {}))
+                for p in res.points]
+
+    def query_batch(self, name: str, queries: list[StoreQuery]) -> list[list[Hit]]:
+        """query_batch_points: one round trip for many queries of any mode."""
+        if not queries:
+            return []
+        m = _m()
+        info = self._info(name)
+        requests = []
+        for q in queries:
+            args = self._request(info, q)
+            args["filter"] = args.pop("query_filter")
+            if "search_params" in args:
+                args["params"] = args.pop("search_params")
+            requests.append(m.QueryRequest(**args))
+        responses = self._call("search", self.client.query_batch_points, name, requests=requests)
+        return [[Hit(id=str(p.id), score=float(p.score), payload=dict(p.payload or {}))
+                 for p in res.points] for res in responses]
+
+    def query_documents(self, name: str, query: StoreQuery) -> list[Hit]:
+        """The server groups: query_points_groups by doc_id, one (best) chunk per group."""
+        args = self._request(self._info(name), query)
+        res = self._call("search", self.client.query_points_groups, name, group_by="doc_id",
+                         group_size=1, **args)
+        return [Hit(id=str(g.hits[0].id), score=float(g.hits[0].score),
+                    payload=dict(g.hits[0].payload or {})) for g in res.groups if g.hits]
+
+    def add_sparse_vector(self, name: str, identity: dict[str, Any]) -> None:
+        """create_vector_name on the existing collection (a no-op when it is there)."""
+        m = _m()
+        info = self._call("read collection", self.client.get_collection, name)
+        if SPARSE_VECTOR in (info.config.params.sparse_vectors or {}):
+            return
+        self._call("add the sparse vector", self.client.create_vector_name, name, SPARSE_VECTOR,
+                   m.SparseVectorNameConfig(sparse=m.SparseVectorConfig(modifier=m.Modifier.IDF)))
+
+    def set_sparse(self, name: str, vectors: dict[str, SparseVec]) -> None:
+        """update_vectors: only the sparse vector of each point changes."""
+        if vectors:
+            m = _m()
+            self._call("set sparse vectors", self.client.update_vectors, name, points=[
+                m.PointVectors(id=pid, vector={SPARSE_VECTOR: _sparse(v)})
+                for pid, v in vectors.items()], wait=True)
+
+    def record_collection(self, info: CollectionInfo) -> None:
+        """Replace the collection's metadata."""
+        self._call("record collection", self.client.update_collection, info.name,
+                   metadata=info.to_metadata())
 
     def aliases(self) -> dict[str, str]:
         """Qdrant's own collection aliases."""
