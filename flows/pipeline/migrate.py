@@ -23,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 from flows.pipeline.identity import (
     Identity,
     alias_of,
+    identity_extra,
     identity_for,
     identity_of,
     settings_for,
@@ -122,7 +123,9 @@ def live_side(settings: Settings, store: VectorStore, alias: str,
         info = store.get_collection(alias)
         assert info is not None
         spec = get_spec(settings, info.model_name)
-        adopted = identity_for(settings, spec, _recorded_chunking(settings, store, alias, spec))
+        # What the plain collection holds: its chunking, and its sparse vectors or none.
+        adopted = identity_for(settings, spec, _recorded_chunking(settings, store, alias, spec),
+                               {**identity_extra(settings), "sparse": info.sparse})
         return Side(target_collection(alias, spec, adopted), spec, adopted), True
     if real is None:
         real = _finish_adoption(store, alias, repair)
