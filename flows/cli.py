@@ -146,6 +146,30 @@ def cmd_backfill_sparse(args: argparse.Namespace) -> dict[str, Any]:
     return run_backfill_sparse(_settings(args), args.collection, args.batch_size)
 
 
+@command("migrate")
+def cmd_migrate(args: argparse.Namespace) -> dict[str, Any]:
+    """Move an alias to a new model or settings: build, score against live, switch (or roll back)."""
+    from flows.pipeline.migration import run_migrate, run_rollback
+
+    def plain(settings: Any) -> dict[str, Any]:
+        if args.rollback:
+            return run_rollback(settings, args.alias)
+        return run_migrate(settings, args.alias, args.model, args.set, args.dry_run)
+
+    def flow() -> dict[str, Any]:
+        from flows.migrate import migrate_flow
+
+        return migrate_flow(alias=args.alias, config=args.config, model=args.model,
+                            set=args.set, dry_run=args.dry_run, rollback=args.rollback)
+
+    if args.rollback and (args.model or args.set or args.dry_run):
+        from tessera.errors import UsageError
+
+        raise UsageError("--rollback takes only --alias: it points the alias back where the "
+                         "last migration took it from")
+    return _job(args, plain, flow)
+
+
 @command("marts")
 def cmd_marts(args: argparse.Namespace) -> dict[str, Any]:
     """Build the dbt marts into TESSERA_HOME/warehouse.duckdb."""
@@ -348,6 +372,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("backfill-sparse")
     p.add_argument("--collection", help="the collection (or alias) to backfill (default: from config)")
     p.add_argument("--batch-size", type=int, default=512, help="points per write")
+    p = add("migrate")
+    p.add_argument("--alias", required=True, help="the name readers use, e.g. tessera")
+    p.add_argument("--model", help="the model to move to (default: the configured one)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a setting to change, e.g. chunking.overlap=48 (repeatable)")
+    p.add_argument("--dry-run", action="store_true", help="say what would be built; build nothing")
+    p.add_argument("--rollback", action="store_true",
+                   help="point the alias back at the collection the last migration replaced")
     add("marts").add_argument("--docs", action="store_true", help="also write the offline dbt docs site")
     add("quarantine").add_argument("--run", help="only this run id")
     add("prune").add_argument("--dry-run", action="store_true",
@@ -406,7 +438,8 @@ def main(argv: list[str] | None = None) -> int:
         result = COMMANDS[args.command](args)
     except PipelineError as exc:
         if args.json:
-            print(json.dumps(preflight.error_object(exc)))
+            # A refused migration prints its decision record (metrics, reason), not just a message.
+            print(json.dumps(getattr(exc, "result", None) or preflight.error_object(exc), default=str))
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:

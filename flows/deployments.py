@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from flows.ingest import ingest_flow
+from flows.migrate import migrate_flow
 from flows.nightly import NIGHTLY_CRON, nightly_flow
 from tessera.errors import PipelineError
 from tessera.settings import Settings, default_config_path
@@ -31,6 +32,12 @@ def build_deployments(settings: Settings, config: str | None) -> list[Any]:
         schedules=[Cron(NIGHTLY_CRON, timezone=settings.timezone)],
         description="Prune, refresh models, score quality sets, rebuild marts",
         tags=["tessera", "nightly"]))
+    # Manual only: run it from the UI or `prefect deployment run migrate/migrate -p model=...`.
+    deployments.append(migrate_flow.to_deployment(
+        name="migrate", parameters={"config": config, "alias": settings.collection, "model": None,
+                                      "set": [], "dry_run": False, "rollback": False},
+        description="Blue/green migration of an alias: build, gate on quality, switch (or roll back)",
+        tags=["tessera", "migrate"]))
     return deployments
 
 

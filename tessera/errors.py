@@ -82,5 +82,17 @@ class QualityGateError(PipelineError):
     """A retrieval-quality metric breached its configured gate."""
 
 
+class MigrationRefused(PipelineError):
+    """A migration or rollback did not switch the alias; `result` is its decision record."""
+
+    def __init__(self, message: str, result: dict[str, object]) -> None:
+        self.result = result
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[type[MigrationRefused], tuple[str, dict[str, object]]]:
+        # Orchestrators pickle a failed run's exception; keep the decision through the round trip.
+        return (type(self), (str(self), self.result))
+
+
 class MartsError(PipelineError):
     """The dbt build of the marts failed or could not start."""

@@ -25,7 +25,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     "ingest_runs": pa.schema(
         _RUN
         + [
-            ("flow", pa.string()),  # ingest | quality
+            ("flow", pa.string()),  # ingest | quality | migrate (a migration's build and catch-up)
             ("sources", pa.string()),  # comma-separated source names
             ("collection", pa.string()),  # comma-separated when the run's sources wrote several
             ("model_id", pa.string()),  # likewise, in the order of the sources
@@ -234,6 +234,27 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("engine_ms", pa.float64()),
             ("query", pa.string()),
             ("recorded_at", _TS),
+        ]
+    ),
+    # One row per migration attempt or rollback (`tessera migrate`), switched or not.
+    "migrations": pa.schema(
+        _RUN
+        + [
+            ("alias", pa.string()),
+            ("decision", pa.string()),  # switched | refused | dry_run | rolled_back | adopted
+            ("from_collection", pa.string()),  # what the alias pointed at before
+            ("to_collection", pa.string()),  # the shadow (or, for a rollback, the previous one)
+            ("from_model", pa.string()),
+            ("to_model", pa.string()),
+            ("settings_hash", pa.string()),  # the identity tag of to_collection
+            ("settings", pa.string()),  # JSON: model, chunking and extra settings of to_collection
+            # JSON: {quality set: {metric: {"live": x, "shadow": y}}}
+            ("metrics", pa.string()),
+            ("live_ndcg_at_10", pa.float64()),  # mean over the quality sets
+            ("shadow_ndcg_at_10", pa.float64()),
+            ("reason", pa.string()),
+            ("started_at", _TS),
+            ("finished_at", _TS),
         ]
     ),
 }

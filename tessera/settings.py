@@ -27,6 +27,9 @@ from tessera.sparse import SparseConfig
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _NO_TTL = {"none", "never", "0", ""}
+# Separates an alias from its version in a real collection's name (`docs--all-minilm-l6-v2-1a2b3c4d`,
+# flows/pipeline/identity.py); names users declare may not contain it.
+VERSION_MARK = "--"
 
 
 def parse_ttl(value: str | int | None) -> int | None:
@@ -236,6 +239,23 @@ class QualityConfig(_Section):
     max_drop: float = 0.02
 
 
+class MigrateConfig(_Section):
+    """Blue/green migrations (`tessera migrate`): how long a replaced collection is kept."""
+
+    keep_previous: str = "7d"  # then the nightly prune drops it; "none" keeps it for ever
+
+    @field_validator("keep_previous")
+    @classmethod
+    def _keep_parses(cls, value: str) -> str:
+        parse_ttl(value)
+        return value
+
+    @property
+    def keep_previous_seconds(self) -> int | None:
+        """Seconds a replaced collection stays for a rollback; None: kept for ever."""
+        return parse_ttl(self.keep_previous)
+
+
 class MartsConfig(_Section):
     """Whether flows rebuild the dbt marts as their last task."""
 
@@ -288,6 +308,7 @@ class Settings(BaseSettings):
     contracts: ContractsConfig = Field(default_factory=ContractsConfig)
     quality: QualityConfig = Field(default_factory=QualityConfig)
     marts: MartsConfig = Field(default_factory=MartsConfig)
+    migrate: MigrateConfig = Field(default_factory=MigrateConfig)
     sparse: SparseConfig = Field(default_factory=SparseConfig)  # BM25 vectors: tessera/sparse.py
     search: SearchConfig = Field(default_factory=SearchConfig)  # modes and fusion: tessera/query.py
     api: ApiConfig = Field(default_factory=ApiConfig)
@@ -378,8 +399,20 @@ def load_settings(config: Path | str | None = None, **overrides: Any) -> Setting
     if dupes:
         raise ConfigError("sources", dupes, "source names must be unique")
     settings.store.check()
+    _check_collection_names(settings)
     settings.home = settings.home.resolve()
     return settings
+
+
+def _check_collection_names(settings: Settings) -> None:
+    """Refuse declared collection names that look like a versioned collection's."""
+    declared = [("collection", settings.collection)] + [
+        (f"sources.{s.name}.collection", s.collection) for s in settings.sources if s.collection]
+    for key, name in declared:
+        if VERSION_MARK in name:
+            raise ConfigError(key, name, f"collection names may not contain {VERSION_MARK!r}: "
+                              "Tessera names the versions behind an alias that way; pick a name "
+                              "without it")
 
 
 def _config_error(exc: ValidationError) -> ConfigError:

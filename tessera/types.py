@@ -139,6 +139,9 @@ class CollectionInfo:
     distance: str
     vector_name: str
     modalities: tuple[str, ...] = ("text",)
+    # How the collection was built, for collections behind an alias (flows/pipeline/identity.py):
+    # model, chunking, extra settings, their hash, the alias, when it was made. None: a plain one.
+    identity: dict[str, Any] | None = None
     # The BM25 sparse config (tessera.sparse.sparse_identity), or None: no sparse vectors (a
     # collection built before hybrid search, or with sparse.enabled = false).
     sparse: dict[str, Any] | None = None

@@ -36,7 +36,7 @@ def test_prefect_yaml_declares_every_source_and_the_nightly() -> None:
     """One ingest deployment per source on its cron, the nightly at 02:00; timezone on each."""
     settings = load_settings(REPO / "tessera.toml")
     declared = _declared()
-    expected = {f"ingest-{s.name}" for s in settings.sources} | {"nightly"}
+    expected = {f"ingest-{s.name}" for s in settings.sources} | {"nightly", "migrate"}
     assert set(declared) == expected
     for src in settings.sources:
         dep = declared[f"ingest-{src.name}"]
@@ -44,6 +44,8 @@ def test_prefect_yaml_declares_every_source_and_the_nightly() -> None:
         assert dep["parameters"] == {"config": "tessera.toml", "sources": [src.name]}
         assert [s["cron"] for s in dep.get("schedules") or []] == ([src.schedule] if src.schedule else [])
     assert [s["cron"] for s in declared["nightly"]["schedules"]] == [NIGHTLY_CRON] == ["0 2 * * *"]
+    assert "schedules" not in declared["migrate"]  # manual trigger only
+    assert declared["migrate"]["parameters"]["alias"] == settings.collection
     for dep in declared.values():
         assert dep["work_pool"]["name"] == WORK_POOL
         assert all(s["timezone"] == settings.timezone for s in dep.get("schedules") or [])
@@ -185,11 +187,15 @@ def test_deploy_and_run_on_a_prefect_server(tmp_path: Path) -> None:
     store = open_store(settings)
     try:
         assert store.count("e2e", Match(source="examples")) > 0
-        assert "quality-mini-scifact-all-minilm-l6-v2" in store.list_collections()
+        from flows.pipeline.quality import quality_collection
+
+        assert quality_collection(settings, quality, None) in store.list_collections()
+        live = store.aliases()["e2e"]  # created behind its alias
+        assert live.startswith("e2e--all-minilm-l6-v2-")
     finally:
         store.close()
     assert [r["status"] for r in read_events(settings.events_dir, "ingest_runs")][0] == "completed"
-    assert {r["collection"] for r in read_events(settings.events_dir, "prune_runs")} >= {"e2e"}
+    assert {r["collection"] for r in read_events(settings.events_dir, "prune_runs")} >= {live}
     assert [r["status"] for r in read_events(settings.events_dir, "model_cache_events")] == ["ok"]
     assert [r["status"] for r in read_events(settings.events_dir, "quality_runs")] == ["passed"]
 

@@ -80,20 +80,55 @@ def test_edit_and_delete_reembeds_only_the_edited_file(config: Path, corpus: Pat
     _assert_one_point_per_chunk(points)
 
 
-def test_a_collection_refuses_a_model_of_another_dimension(
-    config: Path, make_config: Callable[..., Path], corpus: Path, tmp_path: Path
-) -> None:
-    ingest_flow(config=str(config))
-    # Same weights declared as a 512-dim model: the collection must refuse it before any write.
+def _plain_collection(config: Path) -> None:
+    """A plain collection named like the config's, as Tessera made them before aliases."""
+    from models import get_spec
+    from tessera.types import CollectionInfo
+
+    settings = load_settings(config)
+    store = open_store(settings)
+    try:
+        store.create_collection(CollectionInfo.for_model(settings.collection, get_spec(settings)))
+    finally:
+        store.close()
+
+
+def _wide_model(make_config: Callable[..., Path], corpus: Path, tmp_path: Path) -> Path:
+    # Same weights declared as a 512-dim model.
     other = make_config(
         sources=[{"name": "docs", "path": str(corpus)}], name="other.toml", model="wide")
     other.write_text(other.read_text() + (
         '\n[models.wide]\nid = "acme/wide-model"\ndimension = 512\n'
         f'path = "{tmp_path / "nowhere"}"\n'))
+    return other
+
+
+def test_a_collection_refuses_a_model_of_another_dimension(
+    config: Path, make_config: Callable[..., Path], corpus: Path, tmp_path: Path
+) -> None:
+    _plain_collection(config)
+    ingest_flow(config=str(config))
+    # The plain collection must refuse the other model before any write.
     with pytest.raises(ModelMismatchError, match="384-dim") as err:
-        ingest_flow(config=str(other))
+        ingest_flow(config=str(_wide_model(make_config, corpus, tmp_path)))
     assert "acme/wide-model" in str(err.value) and "512-dim" in str(err.value)
     assert len(_points(config)) == 9
+
+
+def test_a_model_change_in_config_keeps_writing_the_live_model_until_migrated(
+    config: Path, make_config: Callable[..., Path], corpus: Path, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    """Behind an alias, ingest writes with the model the live collection records (models never
+    mix, the scheduled ingest keeps working) and says how to move to the configured one."""
+    ingest_flow(config=str(config))
+    (corpus / "new.txt").write_text("A new document about glaciers carving valleys.")
+    again = ingest_flow(config=str(_wide_model(make_config, corpus, tmp_path)))
+    assert (again["indexed"], again["unchanged"]) == (1, 9)
+    assert "tessera migrate --alias test" in caplog.text
+    points = _points(config, extra=["model_id"])
+    assert {p["model_id"] for p in points} == {"sentence-transformers/all-MiniLM-L6-v2"}
+    _assert_one_point_per_chunk(points)
 
 
 @pytest.mark.parametrize(("query", "expected"), [
@@ -164,10 +199,20 @@ def test_cli_reports_config_errors_without_a_traceback(tmp_path: Path,
     assert out["error"] == "ConfigError" and "embedding.backend" in out["message"]
 
 
-def test_changing_the_chunking_rechunks_every_document(config: Path) -> None:
+def test_changing_the_chunking_rechunks_a_plain_collection(config: Path) -> None:
+    _plain_collection(config)
     ingest_flow(config=str(config))
     config.write_text(config.read_text() + "\n[chunking]\noverlap = 16\n")
     again = ingest_flow(config=str(config))
     assert (again["indexed"], again["unchanged"]) == (9, 0)
     assert {p["chunking"] for p in _points(config, extra=["chunking"])} == {"tokens=254;overlap=16"}
     assert ingest_flow(config=str(config))["unchanged"] == 9
+
+
+def test_behind_an_alias_a_chunking_change_waits_for_a_migration(config: Path) -> None:
+    """The live collection keeps the chunking it records; `tessera migrate` builds the new one."""
+    ingest_flow(config=str(config))
+    config.write_text(config.read_text() + "\n[chunking]\noverlap = 16\n")
+    again = ingest_flow(config=str(config))
+    assert (again["indexed"], again["unchanged"]) == (0, 9)
+    assert {p["chunking"] for p in _points(config, extra=["chunking"])} == {"tokens=254;overlap=32"}

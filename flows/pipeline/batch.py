@@ -22,7 +22,7 @@ from flows.pipeline.store import VectorStore
 from models.base import EmbedsTokenIds
 from models.registry import ModelSpec
 from tessera.events import utcnow
-from tessera.settings import SourceConfig
+from tessera.settings import ChunkingConfig, SourceConfig
 from tessera.sparse import SparseVec, sparse_signature
 from tessera.types import Chunk, Document, Loaded, PointRecord, Quarantined
 
@@ -41,6 +41,7 @@ class Target:
     chunking: str  # chunking signature, recorded on points
     now: int
     expires_at: int
+    chunk_config: ChunkingConfig | None = None  # the collection's chunking (None: the config's)
     # The collection's BM25 config (tessera.sparse.sparse_identity), None: dense only.
     sparse: dict[str, Any] | None = None
 
@@ -121,7 +122,7 @@ def split_unchanged(run: IngestRun, store: VectorStore, batch: Batch,
 def chunk(run: IngestRun, batch: Batch, docs: list[Document]) -> dict[str, list[Chunk]]:
     """Token windows of each changed document (checked by the chunks contract)."""
     t = batch.target
-    chunker = run.chunker(t.spec)
+    chunker = run.chunker(t.spec, t.chunk_config)
     chunks = run.timed(batch.name, "chunk", len(docs), "chunk", chunker.chunk, docs)
     kept = _check(run, batch, run.contracts.check_chunks, docs, chunks, t.spec, t.source)
     return {d.doc_id: chunks[d.doc_id] for d in kept}
@@ -137,7 +138,7 @@ def embed(run: IngestRun, batch: Batch, docs: list[Document],
     images = [d.data or b"" for d in docs if d.modality == "image" and not as_text]
     pending = len(text_chunks) + len(images)
     backend = run.backend(t.spec, int(pending * batch.remaining))
-    ids = token_ids(run, backend, t.spec, text_chunks)
+    ids = token_ids(run, backend, t.spec, text_chunks, t.chunk_config)
     text_vecs, image_vecs = run.timed(batch.name, "embed", pending, "embed", _embed, backend,
                                       [c.text for c in text_chunks], images, ids)
     run.counts.chunks_embedded += pending
@@ -166,11 +167,11 @@ def _embed(backend: Any, texts: list[str], images: list[bytes],
     return text_vecs, image_vecs
 
 
-def token_ids(run: IngestRun, backend: Any, spec: ModelSpec,
-               chunks: list[Chunk]) -> list[tuple[int, ...]] | None:
+def token_ids(run: IngestRun, backend: Any, spec: ModelSpec, chunks: list[Chunk],
+              chunk_config: ChunkingConfig | None = None) -> list[tuple[int, ...]] | None:
     """The chunks' token ids, when the backend takes ids made by the chunker's tokenizer."""
     if (isinstance(backend, EmbedsTokenIds)
-            and Path(backend.path) == run.chunker(spec).tokenizer_dir and all(c.ids for c in chunks)):
+            and Path(backend.path) == run.chunker(spec, chunk_config).tokenizer_dir and all(c.ids for c in chunks)):
         return [c.ids for c in chunks]
     return None
 

@@ -18,19 +18,20 @@ from flows.pipeline.captions import RunCaptions
 from flows.pipeline.chunking import Chunker
 from flows.pipeline.chunking import signature as chunk_signature
 from flows.pipeline.diff import ingest_from_state
+from flows.pipeline.identity import place
 from flows.pipeline.indexer import RunCounts, expiry
 from flows.pipeline.selection import check_ttl, select_sources
 from flows.pipeline.sources import make_source
-from flows.pipeline.store import VectorStore, ensure_collection, open_store, resolve
+from flows.pipeline.store import VectorStore, open_store
+from flows.pipeline.store.writers import WriterSection, writer_section
 from models import EmbeddingBackend, get_spec, make_backend, resolve_model_path
 from models.registry import ModelSpec
 from tessera.errors import ConfigError, SourceError, UsageError
 from tessera.events import EventLog, new_run_id, utcnow
 from tessera.fs import writable
-from tessera.settings import Settings, SourceConfig, parse_ttl
-from tessera.sparse import Bm25Encoder, config_from_identity, sparse_identity, sparse_signature
+from tessera.settings import VERSION_MARK, ChunkingConfig, Settings, SourceConfig, parse_ttl
+from tessera.sparse import Bm25Encoder, config_from_identity, sparse_signature
 from tessera.steps import PlainSteps, Steps
-from tessera.types import CollectionInfo
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +64,8 @@ class IngestRun:
         self.batch_index = 0
         self.done = 0
         self._backends: dict[str, EmbeddingBackend] = {}
-        self._chunkers: dict[str, Chunker] = {}
+        self._chunkers: dict[tuple[str, int | None, int], Chunker] = {}
+        self.sections: list[WriterSection] = []  # writer sections of the aliases it writes
         self.captions = RunCaptions(settings)
         self._bm25: dict[str, Bm25Encoder] = {}
         self.verify = verify  # read and hash every file, trusting no recorded stat
@@ -83,14 +85,14 @@ class IngestRun:
             self._backends[spec.name] = make_backend(self.settings, spec, pending_chunks)
         return self._backends[spec.name]
 
-    def chunker(self, spec: ModelSpec) -> Chunker:
-        """The model's tokenizer-based chunker."""
-        if spec.name not in self._chunkers:
-            cfg = self.settings.chunking
+    def chunker(self, spec: ModelSpec, cfg: ChunkingConfig | None = None) -> Chunker:
+        """The model's tokenizer-based chunker, with these chunking settings (default: config)."""
+        cfg = cfg or self.settings.chunking
+        key = (spec.name, cfg.max_tokens, cfg.overlap)
+        if key not in self._chunkers:
             model_dir = resolve_model_path(spec, self.settings.model_cache_dir)
-            self._chunkers[spec.name] = Chunker(model_dir, spec.max_length, cfg.max_tokens,
-                                                cfg.overlap)
-        return self._chunkers[spec.name]
+            self._chunkers[key] = Chunker(model_dir, spec.max_length, cfg.max_tokens, cfg.overlap)
+        return self._chunkers[key]
 
     def stage_done(self, source: str, stage: str, items: int, seconds: float) -> None:
         """Account for one stage of one batch."""
@@ -167,6 +169,8 @@ def run_ingest(settings: Settings, steps: Steps | None = None, sources: list[str
         raise
     finally:
         store.close()
+        for section in run.sections:
+            section.release()
         record_run(run, status, error)
     return run.summary()
 
@@ -175,21 +179,25 @@ def _target(run: IngestRun, store: VectorStore, source: SourceConfig,
             items: list[str] | None) -> Target:
     """Where a source's points go, with which model, until when; the collection made or checked."""
     settings = run.settings
-    collection = resolve(store, settings.collection_for(source))
+    declared = settings.collection_for(source)
     spec = get_spec(settings, source.model)
     if source.modality == "image" or source.kind == "images":
         from flows.pipeline.sources.images import require_image_model
 
         require_image_model(spec, source)
     run.captions.prepare(source)  # an unknown captioner or missing weights: refused now
-    info = ensure_collection(store, CollectionInfo.for_model(collection, spec,
-                                                             sparse_identity(settings.sparse)))
+    if VERSION_MARK not in declared:
+        # Shared with other ingests; a migration switching this alias waits for it (and it for
+        # the switch), so it writes the collection the alias points at when it starts.
+        run.sections.append(writer_section(settings, declared, exclusive=False))
+    placed = place(store, settings, declared, spec)
+    spec, cfg = placed.spec, placed.chunking
     ttl = parse_ttl(run.ttl) if run.ttl is not None else source.ttl_seconds
     now = int(time.time())
-    cfg = settings.chunking
-    return Target(source=source, items=items, collection=collection, spec=spec,
+    return Target(source=source, items=items, collection=placed.collection, spec=spec,
                   chunking=chunk_signature(spec.max_length, cfg.max_tokens, cfg.overlap),
-                  now=now, expires_at=expiry(now, ttl), sparse=info.sparse)
+                  now=now, expires_at=expiry(now, ttl), chunk_config=cfg,
+                  sparse=placed.info.sparse)
 
 
 def ingest_source(run: IngestRun, store: VectorStore, source: SourceConfig,

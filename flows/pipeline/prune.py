@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from flows.pipeline.migration import prune_previous
 from flows.pipeline.state import expire_states
 from flows.pipeline.store import VectorStore, open_store
 from tessera.events import EventLog, new_run_id, utcnow
@@ -55,10 +56,14 @@ def run_prune(settings: Settings, steps: Steps | None = None, dry_run: bool = Fa
                        started_at=started)
             if result["deleted"]:
                 _snapshot(settings, store, events, name)
+        # Collections a migration replaced, once migrate.keep_previous has passed.
+        dropped = steps.run("prune-previous", prune_previous, settings, store, now, dry_run,
+                            io=True)
     finally:
         store.close()
         events.flush()
     return {"run_id": events.run_id, "expired": sum(r["expired"] for r in results),
+            "previous_dropped": dropped,
             "deleted": sum(r["deleted"] for r in results), "dry_run": dry_run,
             "seconds": round(time.perf_counter() - clock, 3),
             "collections": {r["collection"]: {"expired": r["expired"], "deleted": r["deleted"]}
@@ -69,6 +74,7 @@ def _snapshot(settings: Settings, store: VectorStore, events: EventLog, collecti
     """Points left per declared source of the collection, for `fct_index_size`."""
     now = utcnow()
     for source in settings.sources:
-        if settings.collection_for(source) == collection:
+        # Sources declare the name readers use; an alias resolves to the collection pruned.
+        if store.real_name(settings.collection_for(source)) == collection:
             events.add("index_snapshots", collection=collection, source=source.name,
                        points=store.count(collection, Match(source=source.name)), recorded_at=now)

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from flows.pipeline.identity import identity_for, target_collection
 from flows.pipeline.store import open_store
 from models import get_spec, make_backend
 from tessera.beir import load_test_set
@@ -67,9 +68,13 @@ def load_dataset(path: Path, name: str | None = None, limit_queries: int | None 
                        qrels={q: dict(qrels[q]) for q in ids})
 
 
-def quality_collection(dataset_dir: Path, name: str | None, model_vector_name: str) -> str:
-    """The collection a set is indexed into: one per dataset and model."""
-    return f"quality-{slug(name or Path(dataset_dir).name)}-{model_vector_name}"
+def quality_collection(settings: Settings, dataset_dir: Path, name: str | None) -> str:
+    """The collection a set is indexed into: one per dataset and identity (model, chunking and
+    extra settings), so the set measures what the configuration builds, and a migration can
+    score the live and the shadow settings side by side (flows/pipeline/migrate.py)."""
+    spec = get_spec(settings)
+    return target_collection(f"quality-{slug(name or Path(dataset_dir).name)}", spec,
+                             identity_for(settings, spec))
 
 
 def quality_source(dataset_dir: Path, name: str | None, collection: str) -> SourceConfig:
@@ -80,7 +85,7 @@ def quality_source(dataset_dir: Path, name: str | None, collection: str) -> Sour
 
 def dataset_settings(settings: Settings, dataset: Path | str, name: str | None) -> Settings:
     """Settings whose only source is the set's corpus, written to its own collection."""
-    collection = quality_collection(Path(dataset), name, get_spec(settings).vector_name)
+    collection = quality_collection(settings, Path(dataset), name)
     return settings.model_copy(update={"sources": [quality_source(Path(dataset), name, collection)]})
 
 
@@ -262,7 +267,7 @@ def score_quality(settings: Settings, steps: Steps, dataset: str, indexed: dict[
     clock = time.perf_counter()
     spec = get_spec(settings)
     data = load_dataset(Path(dataset), name, limit_queries)
-    collection = quality_collection(Path(dataset), name, spec.vector_name)
+    collection = quality_collection(settings, Path(dataset), name)
     qids = list(data.queries)
     texts = [data.queries[q] for q in qids]
     modes = collection_modes(settings, collection)

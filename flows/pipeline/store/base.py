@@ -106,6 +106,18 @@ class VectorStore(Protocol):
         """alias -> collection."""
         ...
 
+    def real_name(self, name: str) -> str:
+        """The collection behind `name` when it is an alias, else `name`."""
+        ...
+
+    def drop_collection(self, name: str) -> None:
+        """Delete a collection that no alias points at."""
+        ...
+
+    def adopt(self, plain: str, info: CollectionInfo) -> None:
+        """Turn the plain collection `plain` into `info` (a versioned one) behind alias `plain`."""
+        ...
+
     def close(self) -> None:
         """Flush and release the store."""
         ...

@@ -44,8 +44,9 @@ def ensure_collection(store: VectorStore, info: CollectionInfo) -> CollectionInf
             f"({existing.dimension}-dim, {existing.distance}, modalities "
             f"{'/'.join(existing.modalities)}), but this run embeds with {info.model_id!r} "
             f"({info.dimension}-dim, {info.distance}, modalities {'/'.join(info.modalities)}). "
-            "One collection holds one model: write to a new collection (set `collection` in "
-            "tessera.toml), score it with `tessera quality`, then point readers at it."
+            "One collection holds one model: to change it, run `tessera migrate --alias NAME "
+            "--model MODEL`, which builds a new collection, scores it against this one and "
+            "switches the name readers use."
         )
     check_sparse(existing, info)
     return existing

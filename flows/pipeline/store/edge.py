@@ -15,6 +15,7 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -102,10 +103,16 @@ class EdgeStore:
         self._locks: dict[str, HeldLock] = {}
         self._copies: dict[str, Path] = {}
         self._dirty: set[str] = set()
+        self._alias_cache: tuple[tuple[int, int, int], dict[str, str]] | None = None
         self.read_only = self.root.exists() and not writable(self.root)
 
     def _dir(self, name: str) -> Path:
-        return self.root / name
+        return self.root / self.real_name(name)
+
+    def real_name(self, name: str) -> str:
+        """The collection behind `name` when it is an alias, else `name` (every call resolves,
+        like a Qdrant server does, so a switch is seen by the next call)."""
+        return self.aliases().get(name, name)
 
     def _call(self, name: str, what: str, fn: Callable[..., T], *args: Any) -> T:
         """One engine call; its plain exceptions become ours (a retry would fail the same way)."""
@@ -143,6 +150,7 @@ class EdgeStore:
                 "(or store.path) to a larger disk")
 
     def _shard(self, name: str) -> Any:
+        name = self.real_name(name)
         shard = self._shards.get(name)
         if shard is not None:
             return shard
@@ -416,14 +424,64 @@ class EdgeStore:
         atomic_write(self._dir(name) / _GENERATION, f"{time.time_ns()}-{os.getpid()}")
 
     def aliases(self) -> dict[str, str]:
-        """Aliases kept in aliases.json beside the shards."""
+        """Aliases kept in aliases.json beside the shards (re-read when the file changes: every
+        call resolves names, and a switch replaces the file, so its stat changes)."""
         path = self.root / _ALIASES
-        return dict(_read_json(path, "the alias table")) if path.exists() else {}
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return {}
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if self._alias_cache is None or self._alias_cache[0] != key:
+            self._alias_cache = (key, dict(_read_json(path, "the alias table")))
+        return dict(self._alias_cache[1])
 
     def set_alias(self, alias: str, collection: str) -> None:
         """Rewrite aliases.json atomically (temp file, then rename)."""
         data = {**self.aliases(), alias: collection}
         atomic_write(self.root / _ALIASES, json.dumps(data, indent=2, sort_keys=True))
+
+    def _close_shard(self, name: str) -> None:
+        shard = self._shards.pop(name, None)
+        if shard is not None:
+            shard.flush()
+            shard.close()
+
+    def drop_collection(self, name: str) -> None:
+        """Delete a collection no alias points at (moved aside first, so a crash leaves no half)."""
+        if name in self.aliases().values():
+            raise VectorStoreError(f"collection {name!r} is what an alias points at; switch the "
+                                   "alias first")
+        folder = self.root / name
+        if not (folder / _META).exists():
+            return
+        self._close_shard(name)
+        self._lock(name)  # wait out a writer that has it open
+        try:
+            trash = self.root / f".dropped-{name}-{uuid.uuid4().hex[:8]}"
+            os.replace(folder, trash)
+        finally:
+            self._unlock(name)
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def adopt(self, plain: str, info: CollectionInfo) -> None:
+        """Make the plain collection `plain` the versioned `info.name`, behind alias `plain`.
+
+        The folder is renamed (no copy), its record rewritten, then the alias made; a crash
+        between the rename and the alias leaves a collection recording `adopted_from`, which the
+        next migration finds and finishes."""
+        folder = self.root / plain
+        if (folder / _META).exists():
+            self._close_shard(plain)
+            self._lock(plain)
+            try:
+                atomic_write(folder / _META, json.dumps(info.to_metadata(), indent=2))
+                os.replace(folder, self.root / info.name)
+            finally:
+                self._unlock(plain)
+        elif self.get_collection(info.name) is None:
+            raise VectorStoreError(f"cannot adopt {plain!r}: no such collection in {self.root}")
+        self.set_alias(plain, info.name)
 
     def close(self) -> None:
         """Flush and close every open shard, then release the locks and private copies."""

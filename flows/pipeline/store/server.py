@@ -333,6 +333,46 @@ class ServerStore:
             collection_name=collection, alias_name=alias)))
         self._call("switch alias", self.client.update_collection_aliases, change_aliases_operations=ops)
 
+    def real_name(self, name: str) -> str:
+        """The collection behind `name` when it is an alias, else `name`."""
+        return self.aliases().get(name, name)
+
+    def drop_collection(self, name: str) -> None:
+        """Delete a collection no alias points at."""
+        if name in self.aliases().values():
+            raise VectorStoreError(f"collection {name!r} is what an alias points at; switch the "
+                                   "alias first")
+        self._call("delete collection", self.client.delete_collection, name)
+
+    def adopt(self, plain: str, info: CollectionInfo) -> None:
+        """Make the plain collection `plain` the versioned `info.name`, behind alias `plain`.
+
+        Qdrant cannot rename a collection, and an alias may not share a collection's name: the
+        points are copied (ids, vectors, payloads) into the new collection, the copy is counted,
+        then the plain one is deleted and the alias made in its place. Readers of `plain` see
+        nothing between the delete and the alias (one request apart). A crash midway leaves the
+        copy, recording `adopted_from`; the next migration copies again (same ids) and finishes."""
+        if self.client.collection_exists(plain) and plain not in self.aliases():
+            if self.get_collection(info.name) is None:
+                self.create_collection(info)
+            offset = None
+            while True:
+                records, offset = self._call("scroll", self.client.scroll, plain,
+                                             limit=_SCROLL_PAGE, offset=offset,
+                                             with_payload=True, with_vectors=True)
+                if records:
+                    m = _m()
+                    self._call("copy points", self.client.upsert, info.name, wait=True, points=[
+                        m.PointStruct(id=r.id, vector=r.vector, payload=r.payload)
+                        for r in records])
+                if offset is None:
+                    break
+            if self.count(info.name) != self.count(plain):
+                raise VectorStoreError(f"copying {plain!r} into {info.name!r} left different "
+                                       "point counts; nothing was switched, run it again")
+            self._call("delete collection", self.client.delete_collection, plain)
+        self.set_alias(plain, info.name)
+
     def optimize(self, name: str) -> None:
         """The server optimizes on its own."""
 
