@@ -197,7 +197,9 @@ def test_deploy_and_run_on_a_prefect_server(tmp_path: Path) -> None:
     assert [r["status"] for r in read_events(settings.events_dir, "ingest_runs")][0] == "completed"
     assert {r["collection"] for r in read_events(settings.events_dir, "prune_runs")} >= {live}
     assert [r["status"] for r in read_events(settings.events_dir, "model_cache_events")] == ["ok"]
-    assert [r["status"] for r in read_events(settings.events_dir, "quality_runs")] == ["passed"]
+    scored = read_events(settings.events_dir, "quality_runs")  # one row per search mode
+    assert sorted((r["mode"], r["status"]) for r in scored) == [
+        ("dense", "passed"), ("hybrid", "passed"), ("sparse", "passed")]
 
     import duckdb
 

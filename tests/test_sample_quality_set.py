@@ -32,4 +32,5 @@ def test_scoring_the_sample_set_writes_a_quality_row(tmp_path: Path) -> None:
     assert summary["dataset"] == "sample" and summary["queries"] == 14
     assert summary["ndcg@10"] > 0.8  # the queries were written to be answerable
     rows = read_events(settings.events_dir, "quality_runs")
-    assert [(r["dataset"], r["status"]) for r in rows] == [("sample", "passed")]
+    assert sorted((r["dataset"], r["mode"], r["status"]) for r in rows) == [  # one per mode
+        ("sample", m, "passed") for m in ("dense", "hybrid", "sparse")]

@@ -39,9 +39,19 @@ def _points(settings: Settings) -> int:
         store.close()
 
 
+def _live(settings: Settings) -> str:
+    """The collection behind the alias `test`: diff states are kept per real collection."""
+    store = open_store(settings)
+    try:
+        return store.real_name("test")
+    finally:
+        store.close()
+
+
 def _state_agrees(settings: Settings) -> None:
     """The state is clean and accounts for exactly the points the index holds."""
-    state = DiffState(state_path(settings.home, "test", "src"), "test", "src")
+    live = _live(settings)
+    state = DiffState(state_path(settings.home, live, "src"), live, "src")
     try:
         points = _points(settings)
         assert state.problem(points) is None
@@ -121,8 +131,8 @@ def test_a_lost_or_damaged_diff_state_is_rebuilt_from_the_index(
     src = tmp_path / "src"
     _small_corpus(src, 30)
     settings = _settings(make_config, src)
-    path = state_path(settings.home, "test", "src")
     first = run_ingest(settings)
+    path = state_path(settings.home, _live(settings), "src")
     assert first["indexed"] == 30 and first["diff_state_rebuilt"] == [] and path.exists()
 
     path.unlink()
@@ -293,4 +303,25 @@ def test_skipped_files_still_get_their_expiry_refreshed(
         store.close()
     assert len(expiries) == 1 and expiries.pop() > time.time() + 6 * 86400
     assert run_prune(settings, now=int(time.time()) + 2 * 3600)["deleted"] == 0
+    _state_agrees(settings)
+
+
+def test_one_edited_record_of_a_read_file_reembeds_only_itself(
+        make_config: Callable[..., Path], tmp_path: Path) -> None:
+    """A changed file is read again, and its other records are looked up in the diff state: with
+    sparse vectors on, they must still count as current (the state records the sparse config)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    records = [{"id": f"r{i}", "text": f"Record {i} says the ferry leaves at {i} o'clock."}
+               for i in range(3)]
+    (src / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    settings = _settings(make_config, src)
+    assert run_ingest(settings)["chunks_embedded"] == 3
+    records[1]["text"] = "Record 1 now says the ferry is cancelled."
+    (src / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+    again = run_ingest(settings)
+
+    assert (again["indexed"], again["unchanged"], again["chunks_embedded"]) == (1, 2, 1)
+    assert again["sparse_written"] == 1
     _state_agrees(settings)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from flows.pipeline.batch import Target, process_batch
 from flows.pipeline.feed import Feed, FeedBatch
 from flows.pipeline.sources import make_source
-from flows.pipeline.state import DiffState, state_path
+from flows.pipeline.state import DiffState, build_key, state_path
 from flows.pipeline.store import VectorStore
 from tessera.events import utcnow
 from tessera.types import Document, Loaded, Match
@@ -76,7 +76,8 @@ def ingest_from_state(run: IngestRun, store: VectorStore, target: Target, listin
     try:
         state.begin_run(run.run_id)
         feed = Feed(make_source(target.source), Path(target.source.path), listing, state,
-                    target.spec.id, target.chunking, size, run.verify)
+                    target.spec.id, build_key(target.chunking, target.sparse_signature), size,
+                    run.verify)
         while (fb := run.timed(sp.name, "load", 0, "load", feed.next_batch)) is not None:
             _one_batch(sp, fb)
             _progress(run, fb, feed.total_files)
@@ -110,7 +111,8 @@ def _one_batch(sp: SourcePass, fb: FeedBatch) -> None:
     if fb.loaded:
         _process(sp, fb.loaded, fb.file_of, _backlog(fb, sp))
     done = {f: s for f, s in fb.finished.items() if s is not None and f not in sp.bad_files}
-    sp.state.record_files(done, sp.target.spec.id, sp.target.chunking)
+    sp.state.record_files(done, sp.target.spec.id,
+                          build_key(sp.target.chunking, sp.target.sparse_signature))
     run.events.flush()  # per batch: memory stays flat, and a killed run leaves what it did
     run.batch_index += 1
 
@@ -147,7 +149,8 @@ def _process(sp: SourcePass, loaded: list[Loaded], file_of: Mapping[str, str | N
             elif doc_id in had:
                 removed.append(doc_id)
     sp.state.forget_files(f for f in sp.bad_files if f)
-    sp.state.write_batch(run.run_id, t.spec.id, t.chunking, t.expires_at, indexed, seen, removed)
+    sp.state.write_batch(run.run_id, t.spec.id, build_key(t.chunking, t.sparse_signature),
+                         t.expires_at, indexed, seen, removed)
     run.done += len(loaded)
 
 
@@ -170,7 +173,8 @@ def _refresh_unchanged(sp: SourcePass, page: list[tuple[str, int, str]]) -> None
     run.counts.seen += len(page)
     run.counts.unchanged += len(page)
     run.done += len(page)
-    state.write_batch(run.run_id, t.spec.id, t.chunking, t.expires_at, [],
+    state.write_batch(run.run_id, t.spec.id, build_key(t.chunking, t.sparse_signature),
+                      t.expires_at, [],
                       [d for d, _, _ in page], [])
 
 

@@ -33,7 +33,7 @@ from tessera.types import Match, point_id
 
 logger = logging.getLogger(__name__)
 
-STATE_VERSION = "1"
+STATE_VERSION = "2"  # 2: the chunking column holds build_key(chunking, sparse signature)
 _PAGE = 10_000
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;
@@ -58,6 +58,12 @@ class FileStat:
     @classmethod
     def of(cls, st: os.stat_result) -> FileStat:
         return cls(st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def build_key(chunking: str, sparse: str) -> str:
+    """How a document was built, as the state records it: the chunking signature and the sparse
+    (BM25) config signature. A change of either re-embeds, as the payload diff does."""
+    return f"{chunking}|{sparse}"
 
 
 @dataclass(frozen=True)
@@ -150,7 +156,8 @@ class DiffState:
         db.execute("BEGIN")
         for pid, p in store.scan(self.collection, Match(source=self.source), fields):
             page.append((str(p.get("doc_id")), int(p.get("chunk_index", -1)), pid,
-                         p.get("content_hash"), p.get("model_id"), p.get("chunking"),
+                         p.get("content_hash"), p.get("model_id"),
+                         build_key(p.get("chunking") or "", p.get("sparse") or "none"),
                          int(p.get("chunk_count", -1)), p.get("path"), p.get("uri"),
                          p.get("expires_at")))
             if len(page) >= _PAGE:
@@ -212,7 +219,9 @@ class DiffState:
     def lookup(self, doc_ids: Iterable[str]) -> dict[str, Existing]:
         """What the index holds for these documents (absent ids are not in the index)."""
         return {r.doc_id: Existing(hashes={r.content_hash}, models={r.model_id},
-                                   chunkings={r.chunking}, chunk_counts={r.chunk_count},
+                                   chunkings={r.chunking.rpartition("|")[0]},
+                                   sparses={r.chunking.rpartition("|")[2]},
+                                   chunk_counts={r.chunk_count},
                                    ids_by_index=self.ids(r.doc_id, r.chunk_count))
                 for r in self.rows(doc_ids) if r.chunk_count > 0}
 
