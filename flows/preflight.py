@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from flows.pipeline.selection import check_ttl
 from tessera.errors import ConfigError, UsageError
-from tessera.settings import Settings, parse_ttl
+from tessera.settings import Settings
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
@@ -28,16 +29,6 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
 def _known(names: Iterable[str]) -> str:
     listed = sorted(set(names))
     return ", ".join(listed) if listed else "none"
-
-
-def check_ttl(ttl: str | None) -> None:
-    """Refuse a --ttl that does not parse."""
-    if ttl is None:
-        return
-    try:
-        parse_ttl(ttl)
-    except ValueError as exc:
-        raise UsageError(f"--ttl {ttl!r}: {exc}") from None
 
 
 def check_sources(settings: Settings, names: list[str] | None) -> None:

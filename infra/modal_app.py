@@ -80,13 +80,17 @@ with image.imports():
     from models.registry import BUILTIN, resolve_model_path
 
 
-@app.cls(
-    gpu=CONFIG.gpu,
-    volumes={MODEL_DIR: volume},
-    scaledown_window=CONFIG.scaledown_window,
-    timeout=CONFIG.timeout,
-    max_containers=CONFIG.max_containers,
-)
+# Where and how long the GPU classes (Embedder, Captioner) run: the deploy-time settings.
+GPU_CLASS: dict[str, Any] = {
+    "gpu": CONFIG.gpu,
+    "volumes": {MODEL_DIR: volume},
+    "scaledown_window": CONFIG.scaledown_window,
+    "timeout": CONFIG.timeout,
+    "max_containers": CONFIG.max_containers,
+}
+
+
+@app.cls(**GPU_CLASS)
 class Embedder:
     """One model per container, loaded once; `embed` turns a batch into float32 vectors."""
 
@@ -122,13 +126,7 @@ class Embedder:
         )
 
 
-@app.cls(
-    gpu=CONFIG.gpu,
-    volumes={MODEL_DIR: volume},
-    scaledown_window=CONFIG.scaledown_window,
-    timeout=CONFIG.timeout,
-    max_containers=CONFIG.max_containers,
-)
+@app.cls(**GPU_CLASS)
 class Captioner:
     """A BLIP captioner per container, loaded once from the Volume; `caption` turns a batch of
     encoded images into captions, `web` serves the same over HTTP (POST, Modal proxy auth)."""
