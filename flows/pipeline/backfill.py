@@ -15,6 +15,7 @@ import logging
 import time
 from typing import Any
 
+from flows.pipeline.state import stale_states
 from flows.pipeline.store import open_store, resolve
 from tessera.errors import ConfigError, SparseConfigMismatchError, VectorStoreError
 from tessera.events import EventLog, new_run_id, utcnow
@@ -55,6 +56,8 @@ def run_backfill_sparse(settings: Settings, collection: str | None = None,
         _backfill(store, name, identity, batch_size, counts)
         if info.sparse is None:
             store.record_collection(CollectionInfo(**{**info.__dict__, "sparse": identity}))
+        # The diff states recorded "no sparse vector" for every document: rebuilt from the index.
+        stale_states(settings.home, store.real_name(name), "sparse vectors were backfilled")
     except Exception as exc:
         status, error = "failed", f"{type(exc).__name__}: {exc}"
         raise

@@ -324,6 +324,18 @@ def _json(values: list[str]) -> str:
     return json.dumps(values)
 
 
+def stale_states(home: Path, collection: str, reason: str) -> None:
+    """Leave every source's state of the collection for the next ingest to rebuild from the index:
+    something (a sparse backfill) rewrote what the states record, behind their back."""
+    folder = Path(home) / "state" / collection
+    for path in sorted(folder.glob("*.sqlite")) if folder.exists() else []:
+        state = DiffState(path, collection, path.stem)
+        try:
+            state.mark_stale(reason)
+        finally:
+            state.close()
+
+
 def expire_states(home: Path, store: VectorStore, collection: str, now: int) -> None:
     """After prune deleted the points that expire at or before `now`: each source's state forgets
     the same documents (and their files, so they are read again). A state that then accounts for
