@@ -76,8 +76,7 @@ def ingest_from_state(run: IngestRun, store: VectorStore, target: Target, listin
     try:
         state.begin_run(run.run_id)
         feed = Feed(make_source(target.source), Path(target.source.path), listing, state,
-                    target.spec.id, build_key(target.chunking, target.sparse_signature), size,
-                    run.verify)
+                    target.spec.id, _file_key(run, target), size, run.verify)
         while (fb := run.timed(sp.name, "load", 0, "load", feed.next_batch)) is not None:
             _one_batch(sp, fb)
             _progress(run, fb, feed.total_files)
@@ -111,10 +110,18 @@ def _one_batch(sp: SourcePass, fb: FeedBatch) -> None:
     if fb.loaded:
         _process(sp, fb.loaded, fb.file_of, _backlog(fb, sp))
     done = {f: s for f, s in fb.finished.items() if s is not None and f not in sp.bad_files}
-    sp.state.record_files(done, sp.target.spec.id,
-                          build_key(sp.target.chunking, sp.target.sparse_signature))
+    sp.state.record_files(done, sp.target.spec.id, _file_key(run, sp.target))
     run.events.flush()  # per batch: memory stays flat, and a killed run leaves what it did
     run.batch_index += 1
+
+
+def _file_key(run: IngestRun, t: Target) -> str:
+    """What a file's recorded build must equal for the file to be skipped unread: the chunking,
+    the sparse config and, for a source that captions with a model, the captioner and its
+    generation settings (a new one re-captions every image)."""
+    key = build_key(t.chunking, t.sparse_signature)
+    mine = run.captions.for_source(t.source)
+    return f"{key}|{run.captions.key(mine.spec)}" if mine is not None else key
 
 
 def _backlog(fb: FeedBatch, sp: SourcePass) -> float:
