@@ -204,6 +204,8 @@ def test_deploy_and_run_on_a_prefect_server(tmp_path: Path) -> None:
     import duckdb
 
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
-        assert con.execute("select count(*) from fct_retrieval_quality").fetchone()[0] == 4
+        # 4 metrics for each of the 3 search modes, one quality run.
+        assert con.execute("select search_mode, count(*) from fct_retrieval_quality group by 1 "
+                           "order by 1").fetchall() == [("dense", 4), ("hybrid", 4), ("sparse", 4)]
         assert con.execute("select count(*) from fct_prune_runs").fetchone()[0] >= 1
         assert con.execute("select count(*) from fct_ingest_runs").fetchone()[0] >= 2
