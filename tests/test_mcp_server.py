@@ -56,7 +56,9 @@ def test_mcp_lists_tools_and_searches_over_stdio(tmp_path: Path) -> None:
     by_name = {t.name: t for t in tools.tools}
     assert set(by_name) == {"search", "get_document"}
     description = by_name["search"].description or ""
-    assert "test (" in description and "all-MiniLM-L6-v2" in description and "docs" in description
+    # The collection lives behind its alias: both are named, so an agent can use either.
+    assert "test--all-minilm-l6-v2-" in description and "Aliases: test -> test--" in description
+    assert "all-MiniLM-L6-v2" in description and "Sources: docs" in description
     assert {"query", "k", "mode", "collection", "source"} <= set(by_name["search"].input_schema[
         "properties"])
     assert not found.is_error
