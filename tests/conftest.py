@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -111,3 +115,22 @@ def make_config(tmp_path: Path) -> Callable[..., Path]:
         tables = {k: v for k, v in sections.items() if isinstance(v, dict)}
         return write_config(tmp_path / name, top, tables, [dict(s) for s in (sources or [])])
     return make
+
+
+def kill_when_marked(code: str, args: list[str], marker: Path, env: dict[str, str], what: str,
+                     timeout: float = 240) -> None:
+    """Run `python -c code *args` until it writes `marker`, then SIGKILL it: a crash mid-step.
+    Fails with the child's stderr if it exits first, or with `what` if the marker never comes."""
+    child = subprocess.Popen([sys.executable, "-c", code, *args], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert child.stderr is not None
+    try:
+        deadline = time.monotonic() + timeout
+        while not marker.exists():
+            assert child.poll() is None, child.stderr.read().decode()[-3000:]
+            assert time.monotonic() < deadline, f"child never {what}"
+            time.sleep(0.2)
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=30)
+        child.stderr.close()

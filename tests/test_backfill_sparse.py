@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from flows.ingest import ingest_flow
 from tessera.events import read_events
 from tessera.settings import load_settings
 from tessera.sparse import SparseConfig, sparse_identity, sparse_signature
+from tests.conftest import kill_when_marked
 
 # Runs the real backfill in a child; after its second batch is marked it announces itself and
 # sleeps, so the parent can SIGKILL it half-way.
@@ -96,19 +95,7 @@ def test_backfill_sigkill_then_rerun_gives_every_point_one_sparse_vector(
     assert (with_sparse, sigs, recorded) == (0, {"None"}, None)
 
     marker = tmp_path / "child.pid"
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(config), str(marker)], env=_env(),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 240
-        while not marker.exists():
-            assert child.poll() is None, child.stderr.read().decode()[-3000:]  # type: ignore[union-attr]
-            assert time.monotonic() < deadline, "child never finished its second batch"
-            time.sleep(0.2)
-    finally:
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait(timeout=30)
-        assert child.stderr is not None
-        child.stderr.close()
+    kill_when_marked(CHILD, [str(config), str(marker)], marker, _env(), "finished its second batch")
     _, half, _, recorded = _sparse_state(config)
     assert 0 < half < total and recorded is None  # half-way: searches stay dense-only
 

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,6 +24,7 @@ from tessera.events import read_events
 from tessera.settings import Settings, load_settings
 from tessera.steps import PlainSteps
 from tessera.types import Match
+from tests.conftest import kill_when_marked
 from tests.test_quality import make_slice
 from tests.tiny_text import build_tiny_text, tiny_text_toml
 
@@ -372,19 +370,8 @@ def test_sigkill_during_the_shadow_build_then_rerun_continues_and_switches(
     run_ingest(settings)
     marker = tmp_path / "child.pid"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(config), str(marker)], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 300
-        while not marker.exists():
-            assert child.poll() is None, child.stderr.read().decode()[-3000:]  # type: ignore[union-attr]
-            assert time.monotonic() < deadline, "child never reached its third upsert"
-            time.sleep(0.2)
-    finally:
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait(timeout=30)
-        assert child.stderr is not None
-        child.stderr.close()
+    kill_when_marked(CHILD, [str(config), str(marker)], marker, env, "reached its third upsert",
+                     timeout=300)
     shadow = [c for c in open_store_names(settings) if c.startswith("test--all-minilm")]
     assert len(shadow) == 1 and _alias(settings) != shadow[0]  # built halfway, not switched
 

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +19,7 @@ from flows.pipeline.store import open_store
 from tessera.events import read_events
 from tessera.settings import Settings, load_settings
 from tessera.types import Match
+from tests.conftest import kill_when_marked
 
 
 def _settings(make_config: Callable[..., Path], src: Path, **options: Any) -> Settings:
@@ -214,19 +212,7 @@ def test_sigkill_mid_run_shows_as_killed_in_the_marts_and_the_rerun_repairs_the_
     settings = load_settings(config)
     marker = tmp_path / "child.pid"
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(config), str(marker)], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 240
-        while not marker.exists():
-            assert child.poll() is None, child.stderr.read().decode()[-3000:]  # type: ignore[union-attr]
-            assert time.monotonic() < deadline, "child never finished its third batch"
-            time.sleep(0.2)
-    finally:
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait(timeout=30)
-        assert child.stderr is not None
-        child.stderr.close()
+    kill_when_marked(CHILD, [str(config), str(marker)], marker, env, "finished its third batch")
 
     killed_run = {r["run_id"] for r in read_events(settings.events_dir, "documents_indexed")}
     assert len(killed_run) == 1
