@@ -23,13 +23,11 @@ from tessera.errors import ConfigError
 from tessera.formats import ALL_SUFFIXES
 from tessera.query import SearchConfig
 from tessera.sparse import SparseConfig
+from tessera.types import VERSION_MARK  # re-exported: names users declare may not contain it
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _NO_TTL = {"none", "never", "0", ""}
-# Separates an alias from its version in a real collection's name (`docs--all-minilm-l6-v2-1a2b3c4d`,
-# flows/pipeline/identity.py); names users declare may not contain it.
-VERSION_MARK = "--"
 
 
 def parse_ttl(value: str | int | None) -> int | None:

@@ -74,12 +74,16 @@ class Chunk:
     ids: tuple[int, ...] = ()
 
 
+# Between a collection's alias and its version: `docs--<model>-<tag>` (refused in user names).
+VERSION_MARK = "--"
+
+
 def point_id(collection: str, doc_id: str, chunk_index: int) -> str:
     """The point's id: a UUID derived from (the collection's base name, document id, chunk
     index). The base name is the alias a versioned collection serves (`docs` for
-    `docs--<model>-<tag>`, settings.VERSION_MARK), so a plain collection adopted under a
-    versioned name keeps the ids its points were written with."""
-    base = collection.split("--", 1)[0]
+    `docs--<model>-<tag>`), so a plain collection adopted under a versioned name keeps the
+    ids its points were written with."""
+    base = collection.split(VERSION_MARK, 1)[0]
     return str(uuid.uuid5(_POINT_NAMESPACE, f"{base}\x00{doc_id}\x00{chunk_index}"))
 
 
