@@ -73,14 +73,10 @@ def cmd_ingest(args: argparse.Namespace) -> dict[str, Any]:
         if not _interactive(args) or args.quiet:
             return run_ingest(settings, None, args.source, args.ttl, args.path,
                               verify=args.verify)
-        from rich.progress import Progress
-
-        with Progress(transient=True) as bar, cli_support.route_logs(bar.console):
-            job = bar.add_task("ingest", total=None)
+        with cli_support.ingest_bar() as bar, cli_support.route_logs(bar.console):
+            job = bar.add_task("ingest", total=None, chunks=0)
             return run_ingest(settings, None, args.source, args.ttl, args.path,
-                              progress=lambda done, total: bar.update(job, completed=done,
-                                                                      total=total),
-                              verify=args.verify)
+                              progress=cli_support.bar_callback(bar, job), verify=args.verify)
 
     def flow() -> dict[str, Any]:
         from flows.ingest import ingest_flow

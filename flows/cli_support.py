@@ -141,6 +141,40 @@ def configure_logging(verbosity: int) -> None:
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
 
 
+def ingest_bar(console: Any = None) -> Any:
+    """The ingest's progress bar: documents done / expected, chunks embedded, documents per
+    second and time left (rich's estimates over the recent updates)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    class Rate(TextColumn):
+        def __init__(self) -> None:
+            super().__init__("")
+
+        def render(self, task: Any) -> Any:
+            from rich.text import Text
+
+            speed = task.finished_speed or task.speed
+            return Text("" if speed is None else f"{speed:,.0f} docs/s")
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TaskProgressColumn(), TextColumn("{task.fields[chunks]:,} chunks"), Rate(),
+                    TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=True)
+
+
+def bar_callback(bar: Any, job: Any) -> Any:
+    """A `Progress` callback (documents done, expected, chunks) that draws on `bar`'s task."""
+    def update(done: int, total: int, chunks: int) -> None:
+        bar.update(job, completed=done, total=total, chunks=chunks)
+    return update
+
+
 class route_logs:
     """While a progress bar is drawn, log records go through its console (never over the bar)."""
 

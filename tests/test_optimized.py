@@ -156,3 +156,66 @@ def test_ingest_and_search_on_openvino(make_config: Callable[..., Path], corpus:
     finally:
         store.close()
     assert hits and hits[0].score > 0.3
+
+
+def test_embedding_a_batch_in_slices_keeps_order_and_vectors(cache_dir: Path) -> None:
+    """The token-id path embeds PROGRESS_CHUNKS at a time, longest first: the vectors are those
+    of one call over the batch, in input order, and progress is heard after every slice."""
+    from flows.pipeline.batch import PROGRESS_CHUNKS, _embed_ids
+
+    backend = OpenVINOBackend(SPEC, resolve_model_path(SPEC), cache_dir, "f32", batch_size=32)
+    rng = np.random.default_rng(3)
+    ids = [tuple(int(t) for t in rng.integers(1000, 20000, size=int(n)))
+           for n in rng.integers(1, 120, size=150)]
+    ticks: list[int] = []
+    sliced = _embed_ids(backend, ids, ticks.append)
+    whole = backend.embed_token_ids(ids)
+    assert sliced.shape == whole.shape == (150, SPEC.dimension)
+    assert np.allclose(sliced, whole, atol=1e-5)
+    assert ticks == [PROGRESS_CHUNKS, 2 * PROGRESS_CHUNKS, 150]
+    assert _embed_ids(backend, [], ticks.append).shape == (0, SPEC.dimension)
+
+
+def test_ingest_progress_moves_at_least_every_64_documents(
+        make_config: Callable[..., Path], cache_dir: Path, tmp_path: Path) -> None:
+    """One 1,024-record batch of 300 documents: the progress callback hears the run inside the
+    embed step, never more than 64 documents apart, with chunks counted exactly."""
+    from flows.pipeline.ingest import run_ingest
+
+    src = tmp_path / "notes"
+    src.mkdir()
+    for i in range(300):  # every seventh note is long enough for several chunks
+        body = f"Note {i} about the harbor lantern and the orchard at hour {i % 24}. "
+        (src / f"n{i:03d}.txt").write_text(body * (60 if i % 7 == 0 else 1))
+    settings = load_settings(make_config(sources=[{"name": "notes", "path": str(src)}],
+                                         embedding={"runtime": "openvino", "device": "cpu"}))
+    heard: list[tuple[int, int, int]] = []
+    summary = run_ingest(settings, progress=lambda *state: heard.append(state))
+    done = [d for d, _, _ in heard]
+    chunks = [c for _, _, c in heard]
+    assert summary["indexed"] == 300 and summary["chunks_embedded"] > 300
+    assert done == sorted(done) and chunks == sorted(chunks)
+    assert max(b - a for a, b in zip([0, *done], done, strict=False)) <= 64
+    assert all(total >= d for d, total, _ in heard)
+    assert heard[-1] == (300, 300, summary["chunks_embedded"])
+    assert len({c for c in chunks if 0 < c < summary["chunks_embedded"]}) >= 4  # mid-embed
+
+
+def test_the_ingest_bar_shows_documents_chunks_rate_and_eta() -> None:
+    import io
+    import time
+
+    from rich.console import Console
+
+    from flows.cli_support import bar_callback, ingest_bar
+
+    out = io.StringIO()
+    with ingest_bar(Console(file=out, force_terminal=True, width=140)) as bar:
+        job = bar.add_task("ingest", total=None, chunks=0)
+        update = bar_callback(bar, job)
+        update(64, 300, 90)
+        time.sleep(0.2)
+        update(128, 300, 200)
+        bar.refresh()
+    text = out.getvalue()
+    assert "128/300" in text and "200 chunks" in text and "docs/s" in text and "ETA" in text

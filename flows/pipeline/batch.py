@@ -10,6 +10,7 @@ crash in between leaves old + new, never nothing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,10 @@ from tessera.types import Chunk, Document, Loaded, PointRecord, Quarantined
 
 if TYPE_CHECKING:
     from flows.pipeline.ingest import IngestRun
+
+# Chunks per model call on the token-id path (rounded to the backend's batch size): the progress
+# bar moves at least this often, i.e. at least every 64 documents (a document has >= 1 chunk).
+PROGRESS_CHUNKS = 64
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,7 @@ class Batch:
     target: Target
     existing: dict[str, Existing]
     remaining: float  # batches of this size still to come in the source, this one included
+    records: int = 0  # records loaded into this batch (documents and quarantined)
     quarantined: list[Quarantined] = field(default_factory=list)
 
     @property
@@ -68,7 +74,7 @@ class Batch:
 def process_batch(run: IngestRun, store: VectorStore, target: Target, loaded: list[Loaded],
                   existing: dict[str, Existing], remaining: float = 1.0) -> None:
     """Check, diff, embed and write one batch of loaded records."""
-    batch = Batch(target, existing, remaining)
+    batch = Batch(target, existing, remaining, records=len(loaded))
     run.counts.seen += len(loaded)
     batch.quarantined += [x for x in loaded if isinstance(x, Quarantined)]
     wrote = False
@@ -139,8 +145,15 @@ def embed(run: IngestRun, batch: Batch, docs: list[Document],
     pending = len(text_chunks) + len(images)
     backend = run.backend(t.spec, int(pending * batch.remaining))
     ids = token_ids(run, backend, t.spec, text_chunks, t.chunk_config)
+    # The batch's records not embedded (unchanged, quarantined) are done already; the rest move
+    # with the chunks embedded (an estimate: chunks are embedded longest first, not by document).
+    before = batch.records - len(docs)
+
+    def tick(chunks_done: int) -> None:
+        run.report(before + len(docs) * chunks_done // max(pending, 1), chunks_done)
+
     text_vecs, image_vecs = run.timed(batch.name, "embed", pending, "embed", _embed, backend,
-                                      [c.text for c in text_chunks], images, ids)
+                                      [c.text for c in text_chunks], images, ids, tick)
     run.counts.chunks_embedded += pending
     vectors: dict[str, np.ndarray] = {}
     at_text = at_image = 0
@@ -158,13 +171,41 @@ def embed(run: IngestRun, batch: Batch, docs: list[Document],
 
 
 def _embed(backend: Any, texts: list[str], images: list[bytes],
-           ids: list[tuple[int, ...]] | None) -> tuple[np.ndarray, np.ndarray]:
+           ids: list[tuple[int, ...]] | None,
+           tick: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Embed one batch of chunk texts (from the chunker's token ids when the backend takes them)
-    and images."""
-    text_vecs = backend.embed_token_ids(ids) if ids is not None else backend.embed_texts(texts)
+    and images; `tick` hears the number of items embedded so far."""
+    if ids is not None:
+        text_vecs = _embed_ids(backend, ids, tick)
+    else:
+        text_vecs = backend.embed_texts(texts)
+        if tick is not None:
+            tick(len(texts))
     image_vecs = (backend.embed_images(images) if images
                   else np.zeros((0, backend.spec.dimension), np.float32))
+    if tick is not None and images:
+        tick(len(texts) + len(images))
     return text_vecs, image_vecs
+
+
+def _embed_ids(backend: Any, ids: list[tuple[int, ...]],
+               tick: Callable[[int], None] | None) -> np.ndarray:
+    """Token ids sorted longest first across the whole batch, then embedded PROGRESS_CHUNKS at a
+    time: each call is a whole number of the backend's own batches, so the padding is what one
+    call over the batch would pad (the backend sorts the same way), and progress is heard between
+    calls. Vectors come back in input order."""
+    if not ids:
+        return np.zeros((0, backend.spec.dimension), np.float32)
+    per_call = getattr(backend, "batch_size", PROGRESS_CHUNKS)
+    step = per_call * max(1, PROGRESS_CHUNKS // per_call)
+    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+    out = np.empty((len(ids), backend.spec.dimension), np.float32)
+    for start in range(0, len(order), step):
+        part = order[start:start + step]
+        out[part] = backend.embed_token_ids([ids[i] for i in part])
+        if tick is not None:
+            tick(start + len(part))
+    return out
 
 
 def token_ids(run: IngestRun, backend: Any, spec: ModelSpec, chunks: list[Chunk],

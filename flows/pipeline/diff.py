@@ -73,6 +73,8 @@ def ingest_from_state(run: IngestRun, store: VectorStore, target: Target, listin
     """Every batch of the source's listing, then the held-back documents, then removals."""
     state = open_state(run, store, target)
     sp = SourcePass(run, store, target, state, total_files=len(listing))
+    run.expected = run.done + len(listing)  # a document per file until the files say otherwise
+    run.report()
     try:
         state.begin_run(run.run_id)
         feed = Feed(make_source(target.source), Path(target.source.path), listing, state,
@@ -203,9 +205,8 @@ def _remove_missing(sp: SourcePass) -> None:
 
 
 def _progress(run: IngestRun, fb: FeedBatch, total_files: int) -> None:
-    """Documents done, and the documents the source is estimated to hold (files left times the
+    """Documents done, and the documents the source is expected to hold (files left times the
     documents per file so far)."""
-    if run.progress is None:
-        return
     per_file = run.done / fb.files_done if fb.files_done else 1.0
-    run.progress(run.done, max(run.done, round(run.done + per_file * (total_files - fb.files_done))))
+    run.expected = max(run.done, round(run.done + per_file * (total_files - fb.files_done)))
+    run.report()

@@ -39,8 +39,10 @@ logger = logging.getLogger(__name__)
 # leaves ~1% padding (256 left 3.6% on SciFact; benchmarks/REPORT.md), small enough that a
 # crash loses little work.
 DOC_BATCH = 1024
-# Called with (documents done, documents known) after each batch.
-Progress = Callable[[int, int], None]
+# Called with (documents done, documents expected, chunks embedded): after each batch, and
+# inside a batch's embed step at least every PROGRESS_CHUNKS chunks (so every 64 documents or
+# fewer), so a bar drawn from it moves while a 1,024-document batch is embedded.
+Progress = Callable[[int, int, int], None]
 STAGES = ("discover", "load", "chunk", "diff", "embed", "sparse", "upsert", "delete")
 
 
@@ -62,7 +64,8 @@ class IngestRun:
         self.started = utcnow()
         self.targets: list[Target] = []
         self.batch_index = 0
-        self.done = 0
+        self.done = 0  # documents of finished batches
+        self.expected = 0  # documents the run is expected to see (from the listings so far)
         self._backends: dict[str, EmbeddingBackend] = {}
         self._chunkers: dict[tuple[str, int | None, int], Chunker] = {}
         self.sections: list[WriterSection] = []  # writer sections of the aliases it writes
@@ -93,6 +96,14 @@ class IngestRun:
             model_dir = resolve_model_path(spec, self.settings.model_cache_dir)
             self._chunkers[key] = Chunker(model_dir, spec.max_length, cfg.max_tokens, cfg.overlap)
         return self._chunkers[key]
+
+    def report(self, docs_in_batch: int = 0, chunks_in_batch: int = 0) -> None:
+        """Tell the progress callback where the run is: finished batches plus this much of the
+        batch in hand (documents estimated, chunks exact)."""
+        if self.progress is None:
+            return
+        done = self.done + docs_in_batch
+        self.progress(done, max(done, self.expected), self.counts.chunks_embedded + chunks_in_batch)
 
     def stage_done(self, source: str, stage: str, items: int, seconds: float) -> None:
         """Account for one stage of one batch."""
