@@ -6,7 +6,7 @@
 Builds an embedded collection of SciFact-derived points (the first `--base-docs` SciFact
 documents embedded with the configured runtime, cycled under new ids with a small perturbation,
 each point carrying its document's title and text), starts `tessera api` in a second process on
-a free loopback port, and drives it from this process with an httpx asyncio client: each level
+a free loopback port, and drives it from this process with an aiohttp asyncio client (closed loop): each level
 runs a fixed number of seconds after a short warm-up, so the run stops by itself. In the same
 run it times the same queries straight against the store (embed + `EdgeStore.search`, no HTTP)
 and reports the API's overhead at p50. Queries are the SciFact test queries, as text, in hybrid
@@ -131,48 +131,71 @@ def direct(settings: Any, queries: list[str], mode: str | None, seconds: float) 
     return {"n": len(total), **_pct(total), "embed": _pct(embed), "engine": _pct(engine)}
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far, all threads (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def _level(url: str, queries: list[str], mode: str | None, concurrency: int,
-                 seconds: float, warmup: float) -> dict[str, Any]:
-    import httpx
+                 seconds: float, warmup: float, server_pid: int) -> dict[str, Any]:
+    """One concurrency level: `concurrency` workers, each one request at a time (closed loop).
+
+    The driver is aiohttp (C-accelerated HTTP parsing): the client shares the two cores with the
+    server, so the lighter it is, the more of the machine the server under test gets. The CPU
+    each side spends per request is measured over the whole level (warm-up included).
+    """
+    import aiohttp
 
     latencies: list[float] = []
     embed: list[float] = []
     engine: list[float] = []
     errors: dict[str, int] = {}
+    sent = 0
     body: dict[str, Any] = {"k": 10, **({"mode": mode} if mode else {})}
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {KEY}"},
-                                 timeout=30, limits=limits) as client:
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    headers = {"Authorization": f"Bearer {KEY}"}
+    server_cpu0, client_cpu0 = _cpu_seconds(server_pid), time.process_time()
+    async with aiohttp.ClientSession(base_url=url, headers=headers, connector=connector,
+                                     timeout=aiohttp.ClientTimeout(total=30)) as client:
         start = time.perf_counter()
         measure_from, stop_at = start + warmup, start + warmup + seconds
 
         async def worker(offset: int) -> None:
+            nonlocal sent
             i = offset
             while (now := time.perf_counter()) < stop_at:
                 t0 = time.perf_counter()
+                timing_header = ""
                 try:
-                    response = await client.post("/v1/search",
-                                                 json={**body, "query": queries[i % len(queries)]})
-                    code = str(response.status_code)
-                except httpx.HTTPError as exc:
+                    async with client.post("/v1/search", json={
+                            **body, "query": queries[i % len(queries)]}) as response:
+                        await response.read()
+                        code = str(response.status)
+                        timing_header = response.headers.get("server-timing", "")
+                except (aiohttp.ClientError, TimeoutError) as exc:
                     code = type(exc).__name__
                 elapsed = (time.perf_counter() - t0) * 1000
                 i += concurrency
+                sent += 1
                 if now < measure_from:
                     continue
                 if code != "200":
                     errors[code] = errors.get(code, 0) + 1
                     continue
                 latencies.append(elapsed)
-                timing = dict(part.split(";dur=") for part in
-                              response.headers.get("server-timing", "").split(", ") if part)
+                timing = dict(part.split(";dur=") for part in timing_header.split(", ") if part)
                 embed.append(float(timing.get("embed", "nan")))
                 engine.append(float(timing.get("engine", "nan")))
 
         await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    server_cpu = _cpu_seconds(server_pid) - server_cpu0
+    client_cpu = time.process_time() - client_cpu0
     return {"concurrency": concurrency, "seconds": seconds, "requests": len(latencies),
             "requests_per_second": round(len(latencies) / seconds, 1), **_pct(latencies),
-            "errors": errors, "server_embed": _pct(embed), "server_engine": _pct(engine)}
+            "errors": errors, "server_embed": _pct(embed), "server_engine": _pct(engine),
+            "server_cpu_ms_per_request": round(server_cpu * 1000 / max(sent, 1), 3),
+            "client_cpu_ms_per_request": round(client_cpu * 1000 / max(sent, 1), 3)}
 
 
 def _free_port() -> int:
@@ -220,7 +243,8 @@ def run(points: int = 50_000, base_docs: int = 1000, seconds: float = 10.0,
     try:
         _wait_ready(url, server)
         for level in levels:
-            rows.append(asyncio.run(_level(url, queries, mode, level, seconds, warmup)))
+            rows.append(asyncio.run(_level(url, queries, mode, level, seconds, warmup,
+                                            server.pid)))
             print(json.dumps(rows[-1]), flush=True)
     finally:
         server.send_signal(signal.SIGINT)
