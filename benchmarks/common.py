@@ -78,7 +78,7 @@ def save_result(name: str, data: dict[str, Any]) -> Path:
     """Write one benchmark's figures as JSON (the report is rebuilt from these)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    command = " ".join(["python -m benchmarks.run", *sys.argv[1:]])
+    command = " ".join([f"python -m benchmarks.{Path(sys.argv[0]).stem}", *sys.argv[1:]])
     data = {**data, "recorded_at": time.strftime("%Y-%m-%d %H:%M:%S"), "command": command}
     path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
     return path

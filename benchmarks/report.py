@@ -160,6 +160,31 @@ def _hybrid_search(r: dict[str, Any]) -> list[str]:
     return out
 
 
+def _api_load(r: dict[str, Any]) -> list[str]:
+    d = r["direct"]
+    out = [f"{r['points']:,} SciFact-derived points, {r['mode']} text queries, `tessera api` on "
+           "loopback in a second process, a closed-loop aiohttp client in this one (each worker "
+           "sends its next request when the last answers); CPU per request from /proc over each "
+           "whole level.", "",
+           "| concurrency | requests/s | p50 ms | p95 ms | p99 ms | server embed p50 | "
+           "server engine p50 | server CPU ms / request | client CPU ms / request |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for lv in r["levels"]:
+        out.append(f"| {lv['concurrency']} | {lv['requests_per_second']:.1f} | {lv['p50_ms']:.2f} | "
+                   f"{lv['p95_ms']:.2f} | {lv['p99_ms']:.2f} | {lv['server_embed']['p50_ms']:.2f} | "
+                   f"{lv['server_engine']['p50_ms']:.2f} | "
+                   f"{lv.get('server_cpu_ms_per_request', float('nan')):.2f} | "
+                   f"{lv.get('client_cpu_ms_per_request', float('nan')):.2f} |")
+    out.append(f"| direct (no HTTP), 1 | - | {d['p50_ms']:.2f} | {d['p95_ms']:.2f} | "
+               f"{d['p99_ms']:.2f} | {d['embed']['p50_ms']:.2f} | {d['engine']['p50_ms']:.2f} | "
+               "- | - |")
+    out += ["", f"API overhead at p50 (concurrency 1 minus direct): **{r['api_overhead_p50_ms']:.2f} "
+            "ms** (goal <= 2 ms); p99 at concurrency 8: **"
+            f"{next((lv['p99_ms'] for lv in r['levels'] if lv['concurrency'] == 8), float('nan')):.1f}"
+            " ms** (goal < 30 ms)."]
+    return out
+
+
 def plot(r: dict[str, Any], path: Path = PLOT) -> None:
     """Ingest seconds and peak memory against documents, with the linear fit through the first."""
     import matplotlib
@@ -195,7 +220,8 @@ SECTIONS = (("runtimes", "Goal 2: CPU runtimes for all-MiniLM-L6-v2", _runtimes)
             ("hybrid-grid", "Hybrid retrieval: SciFact per mode and the fusion grid", _hybrid_grid),
             ("hybrid-ingest", "Hybrid retrieval: ingest with sparse vectors on / off", _hybrid_ingest),
             ("hybrid-search", "Hybrid retrieval: search latency per mode, 50k points, Qdrant Edge",
-             _hybrid_search))
+             _hybrid_search),
+            ("api_load", "Search service: load test over HTTP", _api_load))
 
 
 def write() -> Path:
