@@ -101,6 +101,7 @@ def ingest(config: Path, timeout: float) -> dict[str, Any]:
             "cpu_seconds": round((after.children_user - before.children_user)
                                  + (after.children_system - before.children_system), 2),
             "peak_rss_mib": round(out["peak_rss_mib"], 1),
+            "peak_anon_mib": out.get("peak_anon_mib"), "peak_file_mib": out.get("peak_file_mib"),
             **{k: s[k] for k in ("seen", "indexed", "unchanged", "quarantined", "deleted",
                                  "chunks_embedded")},
             "stages": {k: round(v, 2) for k, v in run["stages"].items()},

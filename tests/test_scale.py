@@ -311,3 +311,28 @@ def test_one_edited_record_of_a_read_file_reembeds_only_itself(
     assert (again["indexed"], again["unchanged"], again["chunks_embedded"]) == (1, 2, 1)
     assert again["sparse_written"] == 1
     _state_agrees(settings)
+
+
+def test_a_re_run_after_a_small_change_embeds_in_one_batch_not_one_per_changed_file(
+        make_config: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unchanged files are skipped unread and do not fill a batch: the 10 changed files of 200
+    go through one batch (one contract check, one model call), not ten batches of ~1 each."""
+    from flows.pipeline import ingest
+
+    monkeypatch.setattr(ingest, "DOC_BATCH", 16)
+    src = tmp_path / "src"
+    _small_corpus(src, 200)
+    settings = _settings(make_config, src)
+    first = run_ingest(settings)
+    for i in range(0, 200, 20):
+        (src / f"note{i:03d}.txt").write_text(f"Note {i}, edited: the tide turned late today.")
+    second = run_ingest(settings)
+
+    def embed_batches(run_id: str) -> int:
+        return sum(1 for r in read_events(settings.events_dir, "ingest_batches")
+                   if r["run_id"] == run_id and r["stage"] == "embed")
+
+    assert (first["indexed"], embed_batches(first["run_id"])) == (200, 13)
+    assert (second["indexed"], second["unchanged"], second["chunks_embedded"]) == (10, 190, 10)
+    assert embed_batches(second["run_id"]) == 1
+    _state_agrees(settings)

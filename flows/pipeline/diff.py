@@ -185,6 +185,7 @@ def _refresh_unchanged(sp: SourcePass, page: list[tuple[str, int, str]]) -> None
     state.write_batch(run.run_id, t.spec.id, build_key(t.chunking, t.sparse_signature),
                       t.expires_at, [],
                       [d for d, _, _ in page], [])
+    run.report()
 
 
 def _remove_missing(sp: SourcePass) -> None:

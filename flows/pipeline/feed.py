@@ -22,6 +22,8 @@ from tessera.types import Loaded, Quarantined
 STAT_PAGE = 1024
 # A batch also closes at this much text, so a file of huge records cannot make a huge batch.
 BATCH_BYTES = 32 * 1024 * 1024
+# Unchanged files a batch may hold (their names only: ~6 MiB at this count).
+SKIPPED_PER_BATCH = 65536
 
 
 @dataclass
@@ -39,11 +41,16 @@ class FeedBatch:
         return len(self.loaded) + len(self.skipped)
 
     def full(self, size: int) -> bool:
-        return len(self) >= size or self.text_bytes >= BATCH_BYTES
+        """`size` records read, or SKIPPED_PER_BATCH files skipped: a skipped file costs a stat,
+        not a contract check or a model call, so a re-run after a 1% change fills its batches
+        with the changed records instead of paying a batch's fixed costs per ~10 of them."""
+        return (len(self.loaded) >= size or len(self.skipped) >= SKIPPED_PER_BATCH
+                or self.text_bytes >= BATCH_BYTES)
 
 
 class Feed:
-    """Pulls batches of at most `size` records (or skipped files) from a source's listing."""
+    """Pulls batches of at most `size` records (and up to SKIPPED_PER_BATCH skipped files) from a
+    source's listing."""
 
     def __init__(self, reader: Source, root: Path, listing: list[str], state: DiffState,
                  model_id: str, chunking: str, size: int, verify: bool = False) -> None:
