@@ -30,8 +30,9 @@ from tessera.types import Chunk, Document, Loaded, PointRecord, Quarantined
 if TYPE_CHECKING:
     from flows.pipeline.ingest import IngestRun
 
-# Chunks per model call on the token-id path (rounded to the backend's batch size): the progress
-# bar moves at least this often, i.e. at least every 64 documents (a document has >= 1 chunk).
+# Chunks per model call on the token-id path, rounded up to a whole number of the backend's own
+# batches: the progress bar moves at least this often, i.e. at least every 64 documents (a
+# document has >= 1 chunk) while `embedding.batch_size` <= 64, every backend batch above that.
 PROGRESS_CHUNKS = 64
 
 

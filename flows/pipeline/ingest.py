@@ -40,8 +40,9 @@ logger = logging.getLogger(__name__)
 # crash loses little work.
 DOC_BATCH = 1024
 # Called with (documents done, documents expected, chunks embedded): after each batch, and
-# inside a batch's embed step at least every PROGRESS_CHUNKS chunks (so every 64 documents or
-# fewer), so a bar drawn from it moves while a 1,024-document batch is embedded.
+# inside a batch's embed step after every model call of the token-id path (batch.PROGRESS_CHUNKS:
+# every 64 documents or fewer at the default batch size), so a bar drawn from it moves while a
+# 1,024-document batch is embedded.
 Progress = Callable[[int, int, int], None]
 STAGES = ("discover", "load", "chunk", "diff", "embed", "sparse", "upsert", "delete")
 

@@ -324,16 +324,22 @@ def _json(values: list[str]) -> str:
     return json.dumps(values)
 
 
-def stale_states(home: Path, collection: str, reason: str) -> None:
-    """Leave every source's state of the collection for the next ingest to rebuild from the index:
-    something (a sparse backfill) rewrote what the states record, behind their back."""
+def _each_state(home: Path, collection: str) -> Iterator[DiffState]:
+    """Every source's diff state of the collection, opened (under its lock) one at a time."""
     folder = Path(home) / "state" / collection
     for path in sorted(folder.glob("*.sqlite")) if folder.exists() else []:
         state = DiffState(path, collection, path.stem)
         try:
-            state.mark_stale(reason)
+            yield state
         finally:
             state.close()
+
+
+def stale_states(home: Path, collection: str, reason: str) -> None:
+    """Leave every source's state of the collection for the next ingest to rebuild from the index:
+    something (a sparse backfill) rewrote what the states record, behind their back."""
+    for state in _each_state(home, collection):
+        state.mark_stale(reason)
 
 
 def expire_states(home: Path, store: VectorStore, collection: str, now: int) -> None:
@@ -341,20 +347,15 @@ def expire_states(home: Path, store: VectorStore, collection: str, now: int) -> 
     the same documents (and their files, so they are read again). A state that then accounts for
     exactly the points the index holds stays trusted; any other is left for the next ingest to
     rebuild from the index."""
-    folder = Path(home) / "state" / collection
-    for path in sorted(folder.glob("*.sqlite")) if folder.exists() else []:
-        state = DiffState(path, collection, path.stem)
-        try:
-            points = store.count(collection, Match(source=path.stem))
-            if state.meta("status") != "clean":
-                continue
-            gone = state.expire(now)
-            if state.count_points() == points:
-                state.finish_run(points)
-            else:
-                state.mark_stale(f"after prune the diff state accounts for {state.count_points():,} "
-                                 f"points, the index holds {points:,}")
-            logger.info("source %r: prune removed %d documents from the diff state", path.stem,
-                        gone)
-        finally:
-            state.close()
+    for state in _each_state(home, collection):
+        points = store.count(collection, Match(source=state.source))
+        if state.meta("status") != "clean":
+            continue
+        gone = state.expire(now)
+        if state.count_points() == points:
+            state.finish_run(points)
+        else:
+            state.mark_stale(f"after prune the diff state accounts for {state.count_points():,} "
+                             f"points, the index holds {points:,}")
+        logger.info("source %r: prune removed %d documents from the diff state", state.source,
+                    gone)
