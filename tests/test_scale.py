@@ -338,3 +338,64 @@ def test_a_re_run_after_a_small_change_embeds_in_one_batch_not_one_per_changed_f
     assert (second["indexed"], second["unchanged"], second["chunks_embedded"]) == (10, 190, 10)
     assert embed_batches(second["run_id"]) == 1
     _state_agrees(settings)
+
+
+def _expiries(settings: Settings) -> set[int]:
+    store = open_store(settings)
+    try:
+        return {p["expires_at"] for _, p in store.scan("test", Match(source="src"),
+                                                       ["expires_at"])}
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("delete_missing", [True, False])
+def test_a_re_run_rewrites_only_the_expiries_that_move(
+        make_config: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        delete_missing: bool) -> None:
+    """An expiry is rounded up to 1% of the TTL: re-runs inside that step (quick check or
+    --verify) write no payload at all; a shorter TTL lowers every expiry, a longer one raises it.
+    Both refresh paths: by filter at the end (delete_missing) and by id per page of files."""
+    from flows.pipeline.indexer import expiry
+    from flows.pipeline.store.edge import EdgeStore
+
+    touched: list[int] = []  # points each payload update of the run reaches (the real store)
+    set_ids, set_where = EdgeStore.set_payload, EdgeStore.set_payload_where
+
+    def by_ids(self: EdgeStore, name: str, ids: list[str], payload: dict[str, Any]) -> None:
+        touched.append(len(ids))
+        set_ids(self, name, ids, payload)
+
+    def by_filter(self: EdgeStore, name: str, match: Match, payload: dict[str, Any]) -> None:
+        touched.append(self.count(name, match))
+        set_where(self, name, match, payload)
+
+    monkeypatch.setattr(EdgeStore, "set_payload", by_ids)
+    monkeypatch.setattr(EdgeStore, "set_payload_where", by_filter)
+    day = 86400  # the step of a 100-day TTL
+    if (time.time() + 100 * day) % day > day - 60:  # keep every run inside one step
+        time.sleep(61)
+    src = tmp_path / "src"
+    _small_corpus(src, 6)
+    settings = load_settings(make_config(sources=[
+        {"name": "src", "path": str(src), "delete_missing": delete_missing}]))
+    start = int(time.time())
+    assert run_ingest(settings, ttl="100d")["indexed"] == 6
+    (first,) = _expiries(settings)
+    assert first % day == 0 and start + 100 * day <= first < start + 101 * day
+    points = _points(settings)
+
+    touched.clear()
+    for verify in (False, True):  # skipped unread, then read and found unchanged
+        out = run_ingest(settings, ttl="100d", verify=verify)
+        assert (out["unchanged"], out["chunks_embedded"]) == (6, 0)
+    assert sum(touched) == 0 and _expiries(settings) == {first}
+
+    run_ingest(settings, ttl="1h")  # a shorter TTL applies to what is seen again
+    assert sum(touched) == points
+    (lowered,) = _expiries(settings)
+    assert expiry(start, 3600) <= lowered <= expiry(int(time.time()), 3600)
+    touched.clear()
+    run_ingest(settings, ttl="100d", verify=True)
+    assert sum(touched) == points and _expiries(settings) == {first}
+    _state_agrees(settings)

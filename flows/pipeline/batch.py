@@ -106,14 +106,16 @@ def _check(run: IngestRun, batch: Batch, check: Any, docs: list[Document],
 
 def split_unchanged(run: IngestRun, store: VectorStore, batch: Batch,
                     docs: list[Document]) -> list[Document]:
-    """The documents to embed; the unchanged ones only get their expiry refreshed."""
+    """The documents to embed; the unchanged ones only get their expiry refreshed (where it
+    moved)."""
     t = batch.target
     changed, unchanged_ids = [], []
     for doc in docs:
         old = batch.existing.get(doc.doc_id)
         if old is not None and old.is_current(doc.content_hash, t.spec.id, t.chunking,
                                               t.sparse_signature):
-            unchanged_ids.extend(old.ids)
+            if not old.expires_at(t.expires_at):
+                unchanged_ids.extend(old.ids)
             run.counts.unchanged += 1
             run.outcome(t, doc.doc_id, "unchanged", modality=doc.modality,
                         content_hash=doc.content_hash, chunk_count=len(old.ids),
@@ -294,7 +296,8 @@ def settle_quarantine(run: IngestRun, store: VectorStore, batch: Batch, apply: b
                 batch.existing.pop(q.doc_id)
                 previous = "removed"
             else:
-                keep += old.ids
+                if not old.expires_at(t.expires_at):
+                    keep += old.ids
                 previous = "kept"
         _record_quarantine(run, t, q, previous)
     run.counts.quarantined += len(batch.quarantined)

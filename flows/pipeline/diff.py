@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from flows.pipeline.batch import Target, process_batch
 from flows.pipeline.feed import Feed, FeedBatch
+from flows.pipeline.indexer import stale_expiry
 from flows.pipeline.sources import make_source
 from flows.pipeline.state import DiffState, build_key, state_path
 from flows.pipeline.store import VectorStore
@@ -84,11 +85,7 @@ def ingest_from_state(run: IngestRun, store: VectorStore, target: Target, listin
             _progress(run, fb, feed.total_files)
         if sp.refresh_at_end:
             _remove_missing(sp)
-            # Every point left of the source belongs to a document seen in this run: one
-            # filtered update refreshes the expiry of the unchanged files' documents.
-            run.timed(sp.name, "refresh", 0, "refresh-expiry", store.set_payload_where,
-                      target.collection, Match(source=sp.name), {"expires_at": target.expires_at},
-                      io=True)
+            _refresh_source(sp)
         points = store.count(target.collection, Match(source=sp.name))
         run.events.add("index_snapshots", collection=target.collection, source=sp.name,
                        points=points, recorded_at=utcnow())
@@ -170,13 +167,26 @@ def _skip_files(sp: SourcePass, files: list[str]) -> None:
         _refresh_unchanged(sp, page)
 
 
-def _refresh_unchanged(sp: SourcePass, page: list[tuple[str, int, str]]) -> None:
+def _refresh_source(sp: SourcePass) -> None:
+    """Every point left of the source belongs to a document seen in this run: filtered updates
+    set the expiry of those whose expiry is not already this run's (none, on a re-run inside the
+    same expiry step; the range index finds them without a scan)."""
+    t = sp.target
+    for stale in stale_expiry(t.expires_at):
+        sp.run.timed(sp.name, "refresh", 0, "refresh-expiry", sp.store.set_payload_where,
+                     t.collection, Match(source=sp.name, ranges=(stale,)),
+                     {"expires_at": t.expires_at}, io=True)
+
+
+def _refresh_unchanged(sp: SourcePass, page: list[tuple[str, int, str, int | None]]) -> None:
     run, t, state = sp.run, sp.target, sp.state
     if not sp.refresh_at_end:
-        ids = [pid for doc_id, n, _ in page for pid in state.ids(doc_id, n).values()]
-        run.timed(sp.name, "refresh", len(ids), "refresh-expiry", sp.store.set_payload,
-                  t.collection, ids, {"expires_at": t.expires_at}, io=True)
-    for doc_id, n, content_hash in page:
+        ids = [pid for doc_id, n, _, expires in page if expires != t.expires_at
+               for pid in state.ids(doc_id, n).values()]
+        if ids:
+            run.timed(sp.name, "refresh", len(ids), "refresh-expiry", sp.store.set_payload,
+                      t.collection, ids, {"expires_at": t.expires_at}, io=True)
+    for doc_id, n, content_hash, _ in page:
         run.outcome(t, doc_id, "unchanged", content_hash=content_hash, chunk_count=n)
     run.take_outcomes()
     run.counts.seen += len(page)
@@ -184,7 +194,7 @@ def _refresh_unchanged(sp: SourcePass, page: list[tuple[str, int, str]]) -> None
     run.done += len(page)
     state.write_batch(run.run_id, t.spec.id, build_key(t.chunking, t.sparse_signature),
                       t.expires_at, [],
-                      [d for d, _, _ in page], [])
+                      [d for d, _, _, _ in page], [])
     run.report()
 
 

@@ -13,6 +13,11 @@ from tessera.types import Chunk, Document, Match, PointRecord, point_id
 
 # Points of sources with no TTL still carry an expiry, far enough out never to be pruned.
 NEVER_EXPIRES = 253_402_300_799  # 9999-12-31T23:59:59Z
+# An expiry is rounded up to a whole step of this share of the TTL (1%: 7.2 h of 30 days, 36 s of
+# an hour). A point then lives at least its TTL after it was last seen, and at most 1% longer;
+# and a re-run inside the same step finds every expiry already right and rewrites none
+# (rewriting the payload of every point was 41% of an unchanged 100,000-document re-run).
+EXPIRY_STEP_SHARE = 100
 
 
 @dataclass
@@ -25,6 +30,7 @@ class Existing:
     sparses: set[str] = field(default_factory=set)  # sparse signatures ("none": no sparse vector)
     chunk_counts: set[int] = field(default_factory=set)
     ids_by_index: dict[int, str] = field(default_factory=dict)
+    expiries: set[int] = field(default_factory=set)  # expires_at of its points, where known
 
     def is_current(self, content_hash: str, model_id: str, chunking: str,
                    sparse: str = "none") -> bool:
@@ -37,6 +43,11 @@ class Existing:
         (count,) = self.chunk_counts
         return set(self.ids_by_index) == set(range(count))
 
+    def expires_at(self, expires_at: int) -> bool:
+        """True when every point of the document already expires at `expires_at` (a refresh
+        would write nothing new); False when any differs or is not known."""
+        return self.expiries == {expires_at}
+
     @property
     def ids(self) -> list[str]:
         """All point ids of the document."""
@@ -46,7 +57,7 @@ class Existing:
 def read_existing(store: VectorStore, collection: str, source: str) -> dict[str, Existing]:
     """One scan of the source's points: doc id -> what is indexed for it."""
     out: dict[str, Existing] = {}
-    for pid, payload in store.scan(collection, Match(source=source), DIFF_FIELDS):
+    for pid, payload in store.scan(collection, Match(source=source), [*DIFF_FIELDS, "expires_at"]):
         entry = out.setdefault(str(payload.get("doc_id")), Existing())
         entry.hashes.add(str(payload.get("content_hash")))
         entry.models.add(str(payload.get("model_id")))
@@ -54,6 +65,8 @@ def read_existing(store: VectorStore, collection: str, source: str) -> dict[str,
         entry.sparses.add(str(payload.get("sparse") or "none"))
         entry.chunk_counts.add(int(payload.get("chunk_count", -1)))
         entry.ids_by_index[int(payload.get("chunk_index", -1))] = pid
+        if payload.get("expires_at") is not None:
+            entry.expiries.add(int(payload["expires_at"]))
     return out
 
 
@@ -98,8 +111,18 @@ def build_points(collection: str, doc: Document, chunks: list[Chunk], vectors: n
 
 
 def expiry(now: int, ttl_seconds: int | None) -> int:
-    """Epoch seconds at which a point written now expires."""
-    return NEVER_EXPIRES if ttl_seconds is None else now + ttl_seconds
+    """Epoch seconds at which a point seen now expires: `now + ttl`, rounded up to a whole step
+    of 1/EXPIRY_STEP_SHARE of the TTL (never earlier than the TTL asks)."""
+    if ttl_seconds is None:
+        return NEVER_EXPIRES
+    step = max(1, ttl_seconds // EXPIRY_STEP_SHARE)
+    return -(-(now + ttl_seconds) // step) * step
+
+
+def stale_expiry(expires_at: int) -> tuple[tuple[str, float | None, float | None], ...]:
+    """Ranges (for Match.ranges, one at a time) of the points whose expiry is not `expires_at`:
+    earlier (seen again, or a longer TTL) or later (a shorter TTL now applies)."""
+    return (("expires_at", None, expires_at - 1), ("expires_at", expires_at + 1, None))
 
 
 @dataclass

@@ -77,6 +77,7 @@ class Row:
     model_id: str
     chunking: str
     chunk_count: int
+    expires_at: int | None = None
 
 
 def state_path(home: Path, collection: str, source: str) -> Path:
@@ -165,7 +166,8 @@ class DiffState:
                 page = []
         db.executemany("INSERT INTO pts VALUES (?,?,?,?,?,?,?,?,?,?)", page)
         # A document is current only when its chunks agree and run 0..n-1; otherwise its hash is
-        # left empty (it is embedded again) and its chunk count covers every index it has.
+        # left empty (it is embedded again) and its chunk count covers every index it has. Chunks
+        # that disagree on their expiry record 0: the next sighting rewrites all of them.
         db.execute("""
             INSERT INTO docs (doc_id, file, uri, content_hash, model_id, chunking, chunk_count,
                               expires_at, seen_run)
@@ -174,7 +176,8 @@ class DiffState:
                              AND count(DISTINCT chunking) = 1 AND count(DISTINCT n) = 1
                              AND min(idx) = 0 AND max(idx) = max(n) - 1
                              AND count(DISTINCT idx) = max(n) THEN max(hash) ELSE '' END,
-                   max(model), max(chunking), max(max(idx) + 1, max(n)), min(expires), NULL
+                   max(model), max(chunking), max(max(idx) + 1, max(n)),
+                   CASE WHEN min(expires) = max(expires) THEN min(expires) ELSE 0 END, NULL
             FROM pts GROUP BY doc_id""")
         docs = int(db.execute("SELECT count(*) FROM docs").fetchone()[0])
         points = int(db.execute("SELECT count(*) FROM pts").fetchone()[0])
@@ -222,15 +225,17 @@ class DiffState:
                                    chunkings={r.chunking.rpartition("|")[0]},
                                    sparses={r.chunking.rpartition("|")[2]},
                                    chunk_counts={r.chunk_count},
-                                   ids_by_index=self.ids(r.doc_id, r.chunk_count))
+                                   ids_by_index=self.ids(r.doc_id, r.chunk_count),
+                                   expiries={r.expires_at} if r.expires_at is not None else set())
                 for r in self.rows(doc_ids) if r.chunk_count > 0}
 
     def rows(self, doc_ids: Iterable[str]) -> list[Row]:
         """The state's rows for these ids."""
-        return [Row(r[0], r[1], r[2], r[3] or "", r[4] or "", r[5] or "", int(r[6]))
+        return [Row(r[0], r[1], r[2], r[3] or "", r[4] or "", r[5] or "", int(r[6]),
+                    None if r[7] is None else int(r[7]))
                 for r in self.db.execute(
-                    "SELECT doc_id, file, uri, content_hash, model_id, chunking, chunk_count "
-                    "FROM docs WHERE doc_id IN (SELECT value FROM json_each(?))",
+                    "SELECT doc_id, file, uri, content_hash, model_id, chunking, chunk_count, "
+                    "expires_at FROM docs WHERE doc_id IN (SELECT value FROM json_each(?))",
                     (_json(list(doc_ids)),))]
 
     def write_batch(self, run_id: str, model_id: str, chunking: str, expires_at: int,
@@ -260,16 +265,19 @@ class DiffState:
                 out.add(file)
         return out
 
-    def docs_of_files(self, files: list[str], size: int) -> Iterator[list[tuple[str, int, str]]]:
-        """(doc id, chunk count, hash) of the documents these files hold, `size` at a time."""
+    def docs_of_files(self, files: list[str], size: int
+                      ) -> Iterator[list[tuple[str, int, str, int | None]]]:
+        """(doc id, chunk count, hash, expiry) of the documents these files hold, `size` at a
+        time."""
         after = ("", "")
         names = _json(files)
         while rows := self.db.execute(
-                "SELECT file, doc_id, chunk_count, content_hash FROM docs WHERE file IN (SELECT "
+                "SELECT file, doc_id, chunk_count, content_hash, expires_at FROM docs WHERE file IN (SELECT "
                 "value FROM json_each(?)) AND chunk_count > 0 AND (file, doc_id) > (?, ?) "
                 "ORDER BY file, doc_id LIMIT ?", (names, *after, size)).fetchall():
             after = (str(rows[-1][0]), str(rows[-1][1]))
-            yield [(str(r[1]), int(r[2]), str(r[3])) for r in rows]
+            yield [(str(r[1]), int(r[2]), str(r[3]), None if r[4] is None else int(r[4]))
+                   for r in rows]
 
     def record_files(self, stats: dict[str, FileStat], model_id: str, chunking: str) -> None:
         """Remember these files as fully indexed at this stat."""
