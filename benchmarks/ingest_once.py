@@ -1,6 +1,6 @@
 """One measured step in a fresh process (so peak memory is this step's own).
 
-    python -m benchmarks.ingest_once ingest CONFIG [--repeat N]
+    python -m benchmarks.ingest_once ingest CONFIG [--repeat N] [--ttl TTL]
     python -m benchmarks.ingest_once bare CORPUS_DIR [--runtime torch|openvino] [--precision f32|bf16]
 
 Prints one JSON line. `bare` embeds exactly the chunk texts ingest would embed (same source
@@ -64,15 +64,16 @@ class PeakSplit:
                 "peak_file_mib": round(self.file_kib / 1024, 1)}
 
 
-def ingest(config: Path, repeat: int) -> dict[str, Any]:
-    """Run the ingest job `repeat` times on the same config, as `tessera ingest` does; time each."""
+def ingest(config: Path, repeat: int, ttl: str | None = None) -> dict[str, Any]:
+    """Run the ingest job `repeat` times on the same config, as `tessera ingest` does (`ttl`: as
+    `--ttl` overrides the sources' TTL for the run); time each."""
     from flows.config import load
     from flows.pipeline.ingest import run_ingest
 
     runs = []
     with PeakSplit() as split:
         for _ in range(repeat):
-            runs.append(_one(config, run_ingest, load))
+            runs.append(_one(config, lambda settings: run_ingest(settings, ttl=ttl), load))
     return {"runs": runs, "peak_rss_mib": _peak_rss_mib(), **split.as_dict()}
 
 
@@ -146,13 +147,14 @@ def main() -> None:
     parser.add_argument("mode", choices=["ingest", "bare"])
     parser.add_argument("path", type=Path)
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--ttl", default=None)
     parser.add_argument("--runtime", default="torch")
     parser.add_argument("--precision", default="f32")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--cache-dir", type=Path, default=common.OUT / "models")
     args = parser.parse_args()
     if args.mode == "ingest":
-        out = ingest(args.path, args.repeat)
+        out = ingest(args.path, args.repeat, args.ttl)
     else:
         out = bare(args.path, args.runtime, args.precision, args.batch_size, args.cache_dir)
     print(json.dumps(out, default=str))
