@@ -399,3 +399,29 @@ def test_a_re_run_rewrites_only_the_expiries_that_move(
     run_ingest(settings, ttl="100d", verify=True)
     assert sum(touched) == points and _expiries(settings) == {first}
     _state_agrees(settings)
+
+
+def test_a_re_run_that_reads_no_file_does_not_import_great_expectations(
+        make_config: Callable[..., Path], tmp_path: Path) -> None:
+    """The contracts' import (~4 CPU s) starts when a file must be read, not on a re-run that
+    skips every file; an edited file brings it back (and its record is checked)."""
+    import subprocess
+    import sys
+
+    src = tmp_path / "src"
+    _small_corpus(src, 3)
+    config = make_config(sources=[{"name": "src", "path": str(src)}])
+    run_ingest(load_settings(config))
+    code = ("import json, sys\nfrom flows.config import load\n"
+            "from flows.pipeline.ingest import run_ingest\n"
+            "r = run_ingest(load(sys.argv[1]))\n"
+            "print(json.dumps([r['indexed'], r['unchanged'], 'great_expectations' in sys.modules]))")
+
+    def fresh_run() -> list[Any]:
+        out = subprocess.run([sys.executable, "-c", code, str(config)], capture_output=True,
+                             text=True, timeout=300, check=True)
+        return list(json.loads(out.stdout.strip().splitlines()[-1]))
+
+    assert fresh_run() == [0, 3, False]
+    (src / "note001.txt").write_text("Note 1 was edited: the tide now turns at noon.")
+    assert fresh_run() == [1, 2, True]

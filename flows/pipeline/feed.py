@@ -12,6 +12,7 @@ than the one recorded, so the next run reads it again.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,8 +54,10 @@ class Feed:
     source's listing."""
 
     def __init__(self, reader: Source, root: Path, listing: list[str], state: DiffState,
-                 model_id: str, chunking: str, size: int, verify: bool = False) -> None:
+                 model_id: str, chunking: str, size: int, verify: bool = False,
+                 before_read: Callable[[], None] | None = None) -> None:
         self.reader = reader
+        self.before_read = before_read  # called before each file is opened
         self.root = root
         self.listing = listing
         self.state = state
@@ -99,6 +102,8 @@ class Feed:
                     batch.skipped.append(rel)
                     self._done += 1
                     continue
+                if self.before_read is not None:
+                    self.before_read()
                 self._open = (rel, iter(self.reader.load([rel])))
             rel, records = self._open
             for item in records:  # type: ignore[attr-defined]

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from data_contracts import ContractRunner, warm_up
+from data_contracts import ContractRunner
 from flows.pipeline.batch import Target
 from flows.pipeline.captions import RunCaptions
 from flows.pipeline.chunking import Chunker
@@ -161,7 +161,6 @@ def run_ingest(settings: Settings, steps: Steps | None = None, sources: list[str
                           "writes the index and its events there; point TESSERA_HOME (or `home` in "
                           "tessera.toml) at a writable folder, or remount it read-write")
     run = IngestRun(settings, steps or PlainSteps(), ttl, flow, progress, run_id, verify)
-    warm_up()  # Great Expectations imports in the background while the first batch is read
     # Written at once, so even a run killed before its first batch leaves a trace.
     for source, items in selection:
         run.events.add("ingest_batches", source=source.name, stage="start", batch_index=-1,
