@@ -46,6 +46,25 @@ NEW_SHARD_BYTES = 4 * 32 * MIB + 4 * MIB
 # closed 32 MiB segments at 400,000 points, all mmap'd), and the appendable segment's memory
 # grows ~27% slower (benchmarks/SCALE.md).
 FLUSH_BYTES = 32 * MIB
+# Sealing. The engine holds the segment it appends to in memory (~1.1 KB a point of payload
+# indexes, id tracking and sparse postings, on top of its vectors' pages): a million-point shard
+# left as one appendable segment took 1.7 GB of anonymous memory on every open. After about
+# SEAL_BYTES written, a writer runs the engine's optimizer, which turns the appendable segment
+# into a sealed one whose vectors, payload, indexes and id tracker are memory-mapped (Cold: read
+# on demand), then reopens the shard so that the pages it wrote are no longer mapped.
+SEAL_BYTES = 64 * MIB
+# What the optimizer seals: an appendable segment over this much vector data (KB) (~13,000
+# 384-d vectors); sealed segments merge up to MAX_SEGMENT_KB. No HNSW graph is built (m = 0),
+# as before: searches scan each segment's vectors, which costs no build time or memory at ingest.
+INDEXING_THRESHOLD_KB = 20_000
+MAX_SEGMENT_KB = 64 * 1024
+# A sealed segment is rewritten without its deleted points once this share of them is deleted.
+# The engine's default, 0.2, rewrote every segment at almost every seal of a whole-source expiry
+# refresh (ids are hashes, so each page of moved points touches every segment).
+DELETED_THRESHOLD = 0.5
+# A payload update moves a point out of a sealed segment (its vector and payload are written to
+# the appendable segment): what sealing counts for it.
+MOVED_POINT_BYTES = 2048
 T = TypeVar("T")
 
 
@@ -109,6 +128,7 @@ class EdgeStore:
         self._copies: dict[str, Path] = {}
         self._dirty: set[str] = set()
         self._unflushed: dict[str, int] = {}  # bytes written to each shard since its last flush
+        self._unsealed: dict[str, int] = {}  # ... and since it was last sealed
         self._alias_cache: tuple[tuple[int, int, int], dict[str, str]] | None = None
         self.read_only = self.root.exists() and not writable(self.root)
 
@@ -215,20 +235,31 @@ class EdgeStore:
                 return  # made by another process while this one waited for the lock
             shutil.rmtree(folder / "shard", ignore_errors=True)  # a create that crashed midway
             self._require_space(folder, NEW_SHARD_BYTES, f"creating collection {info.name!r}")
-            sparse = ({SPARSE_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)}
+            cold = qe.Memory.Cold
+            sparse = ({SPARSE_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf,
+                                                                memory=cold)}
                       if info.sparse is not None else None)
             # Vectors Cold (memory-mapped, not read in on open): the engine's default reads every
             # vector into the page cache each time a shard opens, 1.5 GiB of resident memory at a
             # million points for an ingest that mostly writes. A search faults in what it reads.
-            config = qe.EdgeConfig(vectors={info.vector_name: qe.EdgeVectorParams(
-                size=info.dimension, distance=_distance(info.distance), memory=qe.Memory.Cold)},
-                sparse_vectors=sparse)
+            config = qe.EdgeConfig(
+                vectors={info.vector_name: qe.EdgeVectorParams(
+                    size=info.dimension, distance=_distance(info.distance), memory=cold,
+                    hnsw_config=qe.HnswIndexConfig(m=0, ef_construct=100,
+                                                   full_scan_threshold=10_000, memory=cold))},
+                sparse_vectors=sparse, payload_memory=cold, id_tracker_memory=cold,
+                optimizers=qe.EdgeOptimizersConfig(indexing_threshold=INDEXING_THRESHOLD_KB,
+                                                   deleted_threshold=DELETED_THRESHOLD,
+                                                   max_segment_size=MAX_SEGMENT_KB))
             shard = self._call(info.name, "create the shard", qe.EdgeShard.create,
                                str(folder / "shard"), config)
             for field in KEYWORD_INDEXES:
-                shard.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Keyword))
+                shard.update(qe.UpdateOperation.create_field_index(
+                    field, qe.KeywordIndexParams(memory=cold, enable_hnsw=False)))
             for field in INTEGER_INDEXES:
-                shard.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Integer))
+                shard.update(qe.UpdateOperation.create_field_index(
+                    field, qe.IntegerIndexParams(lookup=True, range=True, memory=cold,
+                                                 enable_hnsw=False)))
             shard.flush()
             atomic_write(folder / _META, json.dumps(info.to_metadata(), indent=2))
             self._dirty.add(info.name)
@@ -246,9 +277,9 @@ class EdgeStore:
     def scan(self, name: str, match: Match, fields: list[str]) -> Iterator[tuple[str, dict[str, Any]]]:
         """Page through matching points with only `fields` of their payload."""
         qe = _qe()
-        shard = self._shard(name)
         offset = None
         while True:
+            shard = self._shard(name)  # per page: a write between pages may have reopened it
             records, offset = self._call(name, "scroll points", shard.scroll, qe.ScrollRequest(
                 offset=offset, limit=_SCROLL_PAGE, filter=_filter(match),
                 with_payload=fields, with_vector=False))
@@ -261,14 +292,40 @@ class EdgeStore:
         """One write, after checking the disk can take it (the WAL grows by a segment at a time).
 
         `operation` builds the engine's update: building it can fail too (a malformed id)."""
+        name = self.real_name(name)
         shard = self._shard(name)
         self._require_space(self._dir(name) / "shard", 2 * WAL_SEGMENT + 2 * incoming, what)
         self._dirty.add(name)
         self._call(name, what, lambda: shard.update(operation()))
         self._unflushed[name] = self._unflushed.get(name, 0) + incoming
-        if self._unflushed[name] >= FLUSH_BYTES:
+        self._unsealed[name] = self._unsealed.get(name, 0) + incoming
+        if self._unsealed[name] >= SEAL_BYTES:
+            self._seal(name)
+        elif self._unflushed[name] >= FLUSH_BYTES:
             self._call(name, "flush", shard.flush)
             self._unflushed[name] = 0
+
+    def _seal(self, name: str, reopen: bool = True) -> None:
+        """Seal what was appended (the engine's optimizer), then reopen the shard so the pages
+        written so far are no longer mapped. Skipped, with a warning, when the disk could not
+        hold the sealed copy (it is written before the appendable segment is dropped)."""
+        shard = self._shards[name]
+        folder = self._dir(name) / "shard"
+        self._call(name, "flush", shard.flush)
+        self._unflushed[name] = 0
+        need = 2 * self._unsealed.get(name, 0) + 2 * WAL_SEGMENT
+        if free_bytes(folder) < need:
+            logger.warning("collection %r: %.0f MiB free, sealing needs about %.0f MiB: left "
+                           "unsealed (it stays in memory until there is room)", name,
+                           free_bytes(folder) / MIB, need / MIB)
+            return
+        self._call(name, "seal the appended segment", shard.optimize)
+        self._unsealed[name] = 0
+        if not reopen:
+            return
+        shard.close()
+        self._shards[name] = self._call(name, "reopen the shard", _qe().EdgeShard.load,
+                                        str(folder))
 
     def upsert(self, name: str, points: list[PointRecord]) -> None:
         """One update operation for the whole batch."""
@@ -296,12 +353,19 @@ class EdgeStore:
         """Set keys on existing points, leaving the rest of the payload."""
         if ids:
             self._update(name, f"update the payload of {len(ids)} points",
-                         lambda: _qe().UpdateOperation.set_payload(ids, payload), 64 * len(ids))
+                         lambda: _qe().UpdateOperation.set_payload(ids, payload),
+                         MOVED_POINT_BYTES * len(ids))
 
     def set_payload_where(self, name: str, match: Match, payload: dict[str, Any]) -> None:
-        """Set keys on every point matching `match`, in one update."""
-        self._update(name, "update the payload of the source's points",
-                     lambda: _qe().UpdateOperation.set_payload_by_filter(_filter(match), payload))
+        """Set keys on every point matching `match`, a page of ids at a time: each update moves
+        its points out of sealed segments, and sealing between pages keeps that bounded."""
+        page: list[str] = []
+        for pid, _ in self.scan(name, match, []):
+            page.append(pid)
+            if len(page) >= _SCROLL_PAGE * 8:
+                self.set_payload(name, page, payload)
+                page = []
+        self.set_payload(name, page, payload)
 
     def delete(self, name: str, ids: list[str]) -> None:
         """Delete by id."""
@@ -498,9 +562,16 @@ class EdgeStore:
         self.set_alias(plain, info.name)
 
     def close(self) -> None:
-        """Flush and close every open shard, then release the locks and private copies."""
-        for name, shard in list(self._shards.items()):
+        """Seal what was written (the optimizer leaves a small appendable segment as it is),
+        flush and close every open shard, then release the locks and private copies."""
+        for name in list(self._shards):
             try:
+                if not self.read_only and name in self._dirty and self._unsealed.get(name):
+                    try:
+                        self._seal(name, reopen=False)
+                    except VectorStoreError as exc:  # the writes are safe; only memory is at stake
+                        logger.warning("%s; the shard stays as written", exc)
+                shard = self._shards[name]
                 if not self.read_only:
                     shard.flush()
                 shard.close()
