@@ -240,3 +240,25 @@ def test_sigkill_while_sealing_loses_no_acknowledged_point(tmp_path: Path) -> No
             assert store.search("c", p.vector, 1)[0].id == p.id
     finally:
         store.close()
+
+
+@pytest.mark.usefixtures("sealing")
+def test_a_shard_from_an_earlier_release_is_never_optimized_by_a_writer(tmp_path: Path) -> None:
+    """Without the sealing layout's marker (a shard created before it), writes and close leave
+    the segments as the engine appended them: its default optimizer would build an HNSW graph
+    over the whole appendable segment in memory."""
+    root = tmp_path / "edge"
+    store = EdgeStore(root)
+    ensure_collection(store, INFO)
+    (root / "c" / "sealed-layout").unlink()
+    before = _segments(root)
+    pts = _points(3000)
+    for start in range(0, len(pts), 100):
+        store.upsert("c", pts[start:start + 100])
+    store.close()
+    assert _segments(root) == before
+    store = EdgeStore(root)
+    try:
+        assert store.count("c") == 3000
+    finally:
+        store.close()

@@ -36,6 +36,10 @@ _ALIASES = "aliases.json"
 # Rewritten by a writer each time it closes a shard it changed: readers on a snapshot
 # (flows/api/snapshot.py) compare it to know when to take a fresh one.
 _GENERATION = "generation"
+# Written beside a shard created with the sealing layout (below). A shard without it (created by
+# an earlier release) is never optimized by a writer: its default optimizer would build an HNSW
+# graph over its whole appendable segment in memory.
+_SEALED = "sealed-layout"
 _SCROLL_PAGE = 2048
 WAL_SEGMENT = 32 * MIB
 # What a new shard's preallocated files may claim once written: two WAL segments, the first
@@ -261,6 +265,7 @@ class EdgeStore:
                     field, qe.IntegerIndexParams(lookup=True, range=True, memory=cold,
                                                  enable_hnsw=False)))
             shard.flush()
+            atomic_write(folder / _SEALED, "1\n")
             atomic_write(folder / _META, json.dumps(info.to_metadata(), indent=2))
             self._dirty.add(info.name)
         except BaseException:
@@ -299,11 +304,15 @@ class EdgeStore:
         self._call(name, what, lambda: shard.update(operation()))
         self._unflushed[name] = self._unflushed.get(name, 0) + incoming
         self._unsealed[name] = self._unsealed.get(name, 0) + incoming
-        if self._unsealed[name] >= SEAL_BYTES:
+        if self._unsealed[name] >= SEAL_BYTES and self._sealing(name):
             self._seal(name)
         elif self._unflushed[name] >= FLUSH_BYTES:
             self._call(name, "flush", shard.flush)
             self._unflushed[name] = 0
+
+    def _sealing(self, name: str) -> bool:
+        """Whether writers seal this shard (it was created with the sealing layout)."""
+        return (self._dir(name) / _SEALED).exists()
 
     def _seal(self, name: str, reopen: bool = True) -> None:
         """Seal what was appended (the engine's optimizer), then reopen the shard so the pages
@@ -566,7 +575,8 @@ class EdgeStore:
         flush and close every open shard, then release the locks and private copies."""
         for name in list(self._shards):
             try:
-                if not self.read_only and name in self._dirty and self._unsealed.get(name):
+                if (not self.read_only and name in self._dirty and self._unsealed.get(name)
+                        and self._sealing(name)):
                     try:
                         self._seal(name, reopen=False)
                     except VectorStoreError as exc:  # the writes are safe; only memory is at stake
