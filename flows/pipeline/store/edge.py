@@ -327,6 +327,7 @@ class EdgeStore:
             logger.warning("collection %r: %.0f MiB free, sealing needs about %.0f MiB: left "
                            "unsealed (it stays in memory until there is room)", name,
                            free_bytes(folder) / MIB, need / MIB)
+            self._unsealed[name] = 0  # tried again after as much more written, not every write
             return
         self._call(name, "seal the appended segment", shard.optimize)
         self._unsealed[name] = 0
