@@ -156,6 +156,11 @@ def free_bytes(path: Path) -> int:
     return st.f_bavail * st.f_frsize
 
 
+def allocated_bytes(folder: Path) -> int:
+    """Disk blocks the files under `folder` hold, in bytes (0 for a folder that is not there)."""
+    return sum(p.stat().st_blocks * 512 for p in Path(folder).rglob("*") if p.is_file())
+
+
 def sparse_bytes(folder: Path, pattern: str = "*") -> int:
     """Bytes files under `folder` may still claim: apparent size minus blocks allocated.
 

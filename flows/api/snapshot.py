@@ -26,7 +26,7 @@ from pathlib import Path
 
 from flows.pipeline.store.edge import EdgeStore
 from tessera.errors import DiskSpaceError, StoreLockedError
-from tessera.fs import MIB, HeldLock, LockBusy, free_bytes, writable
+from tessera.fs import MIB, HeldLock, LockBusy, allocated_bytes, free_bytes, writable
 
 logger = logging.getLogger(__name__)
 
@@ -47,10 +47,6 @@ def _sparse_copy(src: str, dst: str) -> None:
                 fout.write(block)
         fout.truncate(size)
     shutil.copystat(src, dst)
-
-
-def _allocated(folder: Path) -> int:
-    return sum(p.stat().st_blocks * 512 for p in folder.rglob("*") if p.is_file())
 
 
 class _Snapshot:
@@ -117,7 +113,7 @@ class SnapshotReader:
                     "finishes") from None
         try:
             generation = self.live.generation(name)
-            need = _allocated(folder / "shard") + 64 * MIB
+            need = allocated_bytes(folder / "shard") + 64 * MIB
             if free_bytes(self.workdir) < need:
                 raise DiskSpaceError(
                     f"a search snapshot of collection {name!r} needs about {need / MIB:.0f} MiB "

@@ -114,7 +114,7 @@ def split_unchanged(run: IngestRun, store: VectorStore, batch: Batch,
         old = batch.existing.get(doc.doc_id)
         if old is not None and old.is_current(doc.content_hash, t.spec.id, t.chunking,
                                               t.sparse_signature):
-            if not old.expires_at(t.expires_at):
+            if not old.already_expires_at(t.expires_at):
                 unchanged_ids.extend(old.ids)
             run.counts.unchanged += 1
             run.outcome(t, doc.doc_id, "unchanged", modality=doc.modality,
@@ -296,7 +296,7 @@ def settle_quarantine(run: IngestRun, store: VectorStore, batch: Batch, apply: b
                 batch.existing.pop(q.doc_id)
                 previous = "removed"
             else:
-                if not old.expires_at(t.expires_at):
+                if not old.already_expires_at(t.expires_at):
                     keep += old.ids
                 previous = "kept"
         _record_quarantine(run, t, q, previous)

@@ -7,9 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from flows.pipeline.store import DIFF_FIELDS, VectorStore
 from tessera.sparse import SparseVec
-from tessera.types import Chunk, Document, Match, PointRecord, point_id
+from tessera.types import Chunk, Document, PointRecord, point_id
 
 # Points of sources with no TTL still carry an expiry, far enough out never to be pruned.
 NEVER_EXPIRES = 253_402_300_799  # 9999-12-31T23:59:59Z
@@ -43,7 +42,7 @@ class Existing:
         (count,) = self.chunk_counts
         return set(self.ids_by_index) == set(range(count))
 
-    def expires_at(self, expires_at: int) -> bool:
+    def already_expires_at(self, expires_at: int) -> bool:
         """True when every point of the document already expires at `expires_at` (a refresh
         would write nothing new); False when any differs or is not known."""
         return self.expiries == {expires_at}
@@ -52,22 +51,6 @@ class Existing:
     def ids(self) -> list[str]:
         """All point ids of the document."""
         return list(self.ids_by_index.values())
-
-
-def read_existing(store: VectorStore, collection: str, source: str) -> dict[str, Existing]:
-    """One scan of the source's points: doc id -> what is indexed for it."""
-    out: dict[str, Existing] = {}
-    for pid, payload in store.scan(collection, Match(source=source), [*DIFF_FIELDS, "expires_at"]):
-        entry = out.setdefault(str(payload.get("doc_id")), Existing())
-        entry.hashes.add(str(payload.get("content_hash")))
-        entry.models.add(str(payload.get("model_id")))
-        entry.chunkings.add(str(payload.get("chunking")))
-        entry.sparses.add(str(payload.get("sparse") or "none"))
-        entry.chunk_counts.add(int(payload.get("chunk_count", -1)))
-        entry.ids_by_index[int(payload.get("chunk_index", -1))] = pid
-        if payload.get("expires_at") is not None:
-            entry.expiries.add(int(payload["expires_at"]))
-    return out
 
 
 def stale_ids(existing: Existing | None, new_ids: set[str]) -> list[str]:

@@ -24,7 +24,15 @@ import numpy as np
 
 from flows.pipeline.store.base import INTEGER_INDEXES, KEYWORD_INDEXES, group_documents
 from tessera.errors import DiskSpaceError, StoreLockedError, VectorStoreError
-from tessera.fs import MIB, HeldLock, atomic_write, free_bytes, sparse_bytes, writable
+from tessera.fs import (
+    MIB,
+    HeldLock,
+    allocated_bytes,
+    atomic_write,
+    free_bytes,
+    sparse_bytes,
+    writable,
+)
 from tessera.query import StoreQuery
 from tessera.sparse import SPARSE_VECTOR, SparseVec
 from tessera.types import CollectionInfo, Hit, Match, PointRecord
@@ -322,7 +330,10 @@ class EdgeStore:
         folder = self._dir(name) / "shard"
         self._call(name, "flush", shard.flush)
         self._unflushed[name] = 0
-        need = 2 * self._unsealed.get(name, 0) + 2 * WAL_SEGMENT
+        # The sealed copy of what was appended, plus the sealed segments the optimizer may
+        # rewrite without their deleted points meanwhile (two at a time, as big as they are).
+        rewrite = min(2 * MAX_SEGMENT_KB * 1024, allocated_bytes(folder / "segments"))
+        need = 2 * self._unsealed.get(name, 0) + 2 * WAL_SEGMENT + rewrite
         if free_bytes(folder) < need:
             logger.warning("collection %r: %.0f MiB free, sealing needs about %.0f MiB: left "
                            "unsealed (it stays in memory until there is room)", name,
