@@ -142,6 +142,15 @@ def cmd_backfill_sparse(args: argparse.Namespace) -> dict[str, Any]:
     return run_backfill_sparse(_settings(args), args.collection, args.batch_size)
 
 
+@command("optimize")
+def cmd_optimize(args: argparse.Namespace) -> dict[str, Any]:
+    """Rebuild a collection's HNSW graph with store.hnsw_m and store.hnsw_ef_construct (after
+    changing them, or for a collection built before the graph was on)."""
+    from flows.pipeline.index import run_optimize
+
+    return run_optimize(_settings(args), args.collection)
+
+
 @command("migrate")
 def cmd_migrate(args: argparse.Namespace) -> dict[str, Any]:
     """Move an alias to a new model or settings: build, score against live, switch (or roll back)."""
@@ -368,6 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("backfill-sparse")
     p.add_argument("--collection", help="the collection (or alias) to backfill (default: from config)")
     p.add_argument("--batch-size", type=int, default=512, help="points per write")
+    add("optimize").add_argument("--collection",
+                                 help="the collection (or alias) to rebuild (default: from config)")
     p = add("migrate")
     p.add_argument("--alias", required=True, help="the name readers use, e.g. tessera")
     p.add_argument("--model", help="the model to move to (default: the configured one)")

@@ -31,6 +31,7 @@ EXAMPLES: dict[str, str] = {
     "nightly": "tessera nightly",
     "refresh-models": "tessera refresh-models",
     "alias": "tessera alias tessera tessera-v2",
+    "optimize": "TESSERA_STORE__HNSW_M=32 tessera optimize --collection tessera",
     "serve": "PREFECT_API_URL=http://127.0.0.1:4200/api tessera serve",
     "demo": "tessera demo",
     "report": "tessera report                      # writes TESSERA_HOME/report/index.html\n"

@@ -180,6 +180,12 @@ class StoreConfig(_Section):
     path: Path | None = None
     lock_timeout: float = 600.0
     upsert_batch: int = Field(default=512, ge=1)
+    # The HNSW graph of a new collection: links per point (0: no graph, every search scans the
+    # vectors) and build-time candidates. On the embedded store the graph is built as segments
+    # are sealed (segments under ~13,000 vectors are scanned, which is as fast); `tessera
+    # optimize` applies a change to an existing collection.
+    hnsw_m: int = Field(default=16, ge=0, le=128)
+    hnsw_ef_construct: int = Field(default=100, ge=4, le=4096)
 
     @property
     def in_memory(self) -> bool:
@@ -277,6 +283,16 @@ class ApiConfig(_Section):
     events_flush_seconds: float = Field(default=10.0, gt=0)
     # How often a reader on the embedded store looks for a newer snapshot to take.
     snapshot_check_seconds: float = Field(default=1.0, gt=0)
+    # OpenVINO threads for query embedding (embedding.threads is for ingests). One: a second
+    # thread did not shorten a query (3.9 ms either way, AMD EPYC) and doubled its CPU, which
+    # concurrent requests need for their own work. None: all cores.
+    embed_threads: int | None = Field(default=1, ge=1)
+    # Copies of an OpenVINO model embedding queries side by side, one worker thread each (None:
+    # one per core). Each copy holds its own compiled model (~50 MB for the default model).
+    embed_workers: int | None = Field(default=None, ge=1, le=64)
+    # Qdrant Edge's search threads per snapshot (None: the cores this process may run on). The
+    # engine's own default on a 2-core machine was 8, which spent more CPU per search.
+    search_threads: int | None = Field(default=None, ge=1)
     # The Modal `api` function (infra/modal_app.py): the Secret that sets TESSERA_API__KEYS and
     # TESSERA_STORE__URL/__API_KEY there, and whether Modal's own proxy auth also guards it.
     modal_secret: str = "tessera-api"

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from flows.pipeline.store import VectorStore, ensure_collection
+from flows.pipeline.store import HnswParams, VectorStore, ensure_collection
 from flows.pipeline.store.edge import EdgeStore
 from flows.pipeline.store.server import ServerStore
-from tessera.errors import ModelMismatchError, StoreLockedError
+from tessera.errors import ModelMismatchError, StoreLockedError, VectorStoreError
 from tessera.settings import StoreConfig
 from tessera.types import CollectionInfo, Match, PointRecord, point_id
 
@@ -260,5 +261,56 @@ def test_a_shard_from_an_earlier_release_is_never_optimized_by_a_writer(tmp_path
     store = EdgeStore(root)
     try:
         assert store.count("c") == 3000
+        assert store.index_params("c") is None
+        with pytest.raises(VectorStoreError, match="earlier release.*tessera migrate"):
+            store.build_index("c", HnswParams(16, 100))
+        assert _segments(root) == before
+    finally:
+        store.close()
+
+
+def _graphs(root: Path) -> list[int]:
+    """The HNSW m of every sealed segment, as the engine recorded it when it built the index."""
+    return sorted(json.loads(f.read_text())["m"]
+                  for f in (root / "c" / "shard" / "segments").glob("*/vector_index-a/hnsw_config.json"))
+
+
+@pytest.mark.usefixtures("sealing")
+def test_sealed_segments_get_the_configured_graph_and_optimize_rebuilds_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A new collection's sealed segments are built with the store's HNSW m. A store configured
+    with another m says so at ingest and leaves the segments alone; build_index rebuilds every
+    one (under the writer lock, publishing a new generation for readers) and loses no point."""
+    from flows.pipeline.store import edge
+
+    monkeypatch.setattr(edge, "FULL_SCAN_KB", 1)  # a graph even for these tiny segments
+    root = tmp_path / "edge"
+    store = EdgeStore(root, hnsw=HnswParams(0, 100))
+    ensure_collection(store, INFO)
+    pts = _points(3000)
+    for start in range(0, len(pts), 100):
+        store.upsert("c", pts[start:start + 100])
+    store.close()
+    built = _graphs(root)
+    assert len(built) > 3 and set(built) == {0}
+
+    store = EdgeStore(root, hnsw=HnswParams(16, 64))
+    with caplog.at_level("WARNING"):
+        ensure_collection(store, INFO)
+    assert "m=0" in caplog.text and "tessera optimize --collection c" in caplog.text
+    store.upsert("c", _points(3100)[3000:])
+    store.close()
+    assert 16 not in _graphs(root)  # writes keep the collection's graph
+
+    generation = store.generation("c")
+    result = store.build_index("c", HnswParams(16, 64))
+    assert result["points"] == 3100 and result["hnsw_m"] == 16
+    assert set(_graphs(root)) == {16} and store.index_params("c") == HnswParams(16, 64)
+    assert store.generation("c") != generation
+    store = EdgeStore(root, hnsw=HnswParams(16, 64))
+    try:
+        assert store.count("c") == 3100
+        for p in pts[::150]:
+            assert store.search("c", p.vector, 1)[0].id == p.id
     finally:
         store.close()

@@ -8,13 +8,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from flows.pipeline.store.base import DIFF_FIELDS, INTEGER_INDEXES, KEYWORD_INDEXES, VectorStore
+from flows.pipeline.store.base import (
+    DIFF_FIELDS,
+    INTEGER_INDEXES,
+    KEYWORD_INDEXES,
+    HnswParams,
+    VectorStore,
+)
 from flows.pipeline.store.collections import ensure_collection, resolve, switch_alias
 
 if TYPE_CHECKING:
     from tessera.settings import Settings
 
-__all__ = ["DIFF_FIELDS", "INTEGER_INDEXES", "KEYWORD_INDEXES", "VectorStore",
+__all__ = ["DIFF_FIELDS", "INTEGER_INDEXES", "KEYWORD_INDEXES", "HnswParams", "VectorStore",
            "ensure_collection", "open_store", "resolve", "switch_alias"]
 
 
@@ -23,7 +29,8 @@ def open_store(settings: Settings) -> VectorStore:
     if settings.store.kind == "qdrant":
         from flows.pipeline.store.server import ServerStore
 
-        return ServerStore(settings.store)
+        return ServerStore(settings.store)  # its HNSW graph: settings.store.hnsw_*
     from flows.pipeline.store.edge import EdgeStore
 
-    return EdgeStore(settings.store.path or settings.home / "qdrant", settings.store.lock_timeout)
+    return EdgeStore(settings.store.path or settings.home / "qdrant", settings.store.lock_timeout,
+                     hnsw=HnswParams(settings.store.hnsw_m, settings.store.hnsw_ef_construct))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -18,8 +19,19 @@ DIFF_FIELDS = ["doc_id", "chunk_index", "chunk_count", "content_hash", "model_id
                "sparse"]
 
 
+
+@dataclass(frozen=True)
+class HnswParams:
+    """A collection's HNSW graph: links per point (0: no graph) and build-time candidates."""
+
+    m: int = 16
+    ef_construct: int = 100
+
+
 class VectorStore(Protocol):
     """What the pipeline needs from Qdrant, whichever way it runs."""
+
+    hnsw: HnswParams  # the graph of the collections it creates
 
     def get_collection(self, name: str) -> CollectionInfo | None:
         """The collection's recorded model, or None if it does not exist."""
@@ -116,6 +128,14 @@ class VectorStore(Protocol):
 
     def adopt(self, plain: str, info: CollectionInfo) -> None:
         """Turn the plain collection `plain` into `info` (a versioned one) behind alias `plain`."""
+        ...
+
+    def index_params(self, name: str) -> HnswParams | None:
+        """The HNSW graph the collection is built with (None: not known)."""
+        ...
+
+    def build_index(self, name: str, hnsw: HnswParams) -> dict[str, Any]:
+        """Rebuild the collection's HNSW graph with `hnsw`; what was done."""
         ...
 
     def close(self) -> None:

@@ -49,7 +49,20 @@ def ensure_collection(store: VectorStore, info: CollectionInfo) -> CollectionInf
             "switches the name readers use."
         )
     check_sparse(existing, info)
+    check_index(store, info.name)
     return existing
+
+
+def check_index(store: VectorStore, name: str) -> None:
+    """Say, once per run, when the collection's HNSW graph is not the one configured: writes
+    keep the collection's own until `tessera optimize` rebuilds it."""
+    have = store.index_params(name)
+    if have is not None and have != store.hnsw:
+        logger.warning("collection %r has an HNSW graph with m=%d, ef_construct=%d; the config "
+                       "asks for m=%d, ef_construct=%d. Its segments keep their own until `tessera "
+                       "optimize --collection %s` rebuilds them%s", name, have.m, have.ef_construct,
+                       store.hnsw.m, store.hnsw.ef_construct, name,
+                       " (m=0: every search scans its vectors)" if have.m == 0 else "")
 
 
 def check_sparse(existing: CollectionInfo, wanted: CollectionInfo) -> None:

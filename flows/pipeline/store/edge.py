@@ -22,7 +22,12 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from flows.pipeline.store.base import INTEGER_INDEXES, KEYWORD_INDEXES, group_documents
+from flows.pipeline.store.base import (
+    INTEGER_INDEXES,
+    KEYWORD_INDEXES,
+    HnswParams,
+    group_documents,
+)
 from tessera.errors import DiskSpaceError, StoreLockedError, VectorStoreError
 from tessera.fs import (
     MIB,
@@ -48,6 +53,10 @@ _GENERATION = "generation"
 # an earlier release) is never optimized by a writer: its default optimizer would build an HNSW
 # graph over its whole appendable segment in memory.
 _SEALED = "sealed-layout"
+# The HNSW parameters a shard's sealed segments are built with ({"m", "ef_construct"}), written at
+# create and by build_index. A sealed shard without it was made with m = 0 (no graph).
+_INDEX = "index.json"
+LAYOUT_FILES = (_SEALED, _INDEX)  # what a copy of a shard takes along with tessera.json
 _SCROLL_PAGE = 2048
 WAL_SEGMENT = 32 * MIB
 # What a new shard's preallocated files may claim once written: two WAL segments, the first
@@ -66,10 +75,12 @@ FLUSH_BYTES = 32 * MIB
 # on demand), then reopens the shard so that the pages it wrote are no longer mapped.
 SEAL_BYTES = 64 * MIB
 # What the optimizer seals: an appendable segment over this much vector data (KB) (~13,000
-# 384-d vectors); sealed segments merge up to MAX_SEGMENT_KB. No HNSW graph is built (m = 0),
-# as before: searches scan each segment's vectors, which costs no build time or memory at ingest.
+# 384-d vectors); sealed segments merge up to MAX_SEGMENT_KB. Each sealed segment gets the
+# collection's HNSW graph (store.hnsw_m; 0: none, searches scan its vectors).
 INDEXING_THRESHOLD_KB = 20_000
 MAX_SEGMENT_KB = 64 * 1024
+# Below this much vector data (KB) a segment is searched by scanning even when it has a graph.
+FULL_SCAN_KB = 10_000
 # A sealed segment is rewritten without its deleted points once this share of them is deleted.
 # The engine's default, 0.2, rewrote every segment at almost every seal of a whole-source expiry
 # refresh (ids are hashes, so each page of moved points touches every segment).
@@ -132,9 +143,14 @@ def _read_json(path: Path, what: str) -> Any:
 class EdgeStore:
     """VectorStore over qdrant-edge-py: no server, data on disk, WAL-backed."""
 
-    def __init__(self, root: Path, lock_timeout: float = 600.0) -> None:
+    def __init__(self, root: Path, lock_timeout: float = 600.0, hnsw: HnswParams | None = None,
+                 search_threads: int | None = None) -> None:
         self.root = Path(root)
         self.lock_timeout = lock_timeout
+        self.hnsw = hnsw or HnswParams()  # for collections this store creates
+        # The engine's search pool size when opening a sealed shard; None: the engine's default.
+        # The open writes it into the shard's config, so only readers of a private copy set it.
+        self.search_threads = search_threads
         self._shards: dict[str, Any] = {}
         self._locks: dict[str, HeldLock] = {}
         self._copies: dict[str, Path] = {}
@@ -142,6 +158,7 @@ class EdgeStore:
         self._unflushed: dict[str, int] = {}  # bytes written to each shard since its last flush
         self._unsealed: dict[str, int] = {}  # ... and since it was last sealed
         self._alias_cache: tuple[tuple[int, int, int], dict[str, str]] | None = None
+        self._records: dict[str, tuple[tuple[int, int, int], CollectionInfo]] = {}
         self.read_only = self.root.exists() and not writable(self.root)
 
     def _dir(self, name: str) -> Path:
@@ -203,12 +220,27 @@ class EdgeStore:
         try:
             # Loading fills the open WAL segment's preallocated blocks.
             self._require_space(folder / "wal", 0, f"opening collection {name!r}")
-            shard = self._call(name, "open the shard", _qe().EdgeShard.load, str(folder))
+            shard = self._call(name, "open the shard", _qe().EdgeShard.load, str(folder),
+                               self._load_config(name))
         except BaseException:
             self._unlock(name)
             raise
         self._shards[name] = shard
         return shard
+
+    def _load_config(self, name: str, hnsw: HnswParams | None = None) -> Any:
+        """None (the shard's own config), or its vectors as created with another search pool
+        size or HNSW graph (the engine then records the change in the shard)."""
+        if (self.search_threads is None and hnsw is None) or not self._sealing(name):
+            return None
+        qe = _qe()
+        info = self._info(name)
+        graph = (qe.HnswIndexConfig(m=hnsw.m, ef_construct=hnsw.ef_construct,
+                                    full_scan_threshold=FULL_SCAN_KB, memory=qe.Memory.Cold)
+                 if hnsw is not None else None)
+        return qe.EdgeConfig(vectors={info.vector_name: qe.EdgeVectorParams(
+            size=info.dimension, distance=_distance(info.distance), memory=qe.Memory.Cold)},
+            hnsw_config=graph, max_search_threads=self.search_threads)
 
     def _private_copy(self, name: str) -> Path:
         """A copy of a read-only shard in a temp folder, for readers (the engine writes on open)."""
@@ -221,17 +253,26 @@ class EdgeStore:
         return target
 
     def get_collection(self, name: str) -> CollectionInfo | None:
-        """The model recorded beside the shard, or None."""
+        """The model recorded beside the shard, or None (re-read when the file changes: it is
+        only ever replaced whole, so its stat changes)."""
         meta = self._dir(name) / _META
-        if not meta.exists():
+        try:
+            st = meta.stat()
+        except FileNotFoundError:
             return None
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        cached = self._records.get(str(meta))
+        if cached is not None and cached[0] == key:
+            return cached[1]
         data = _read_json(meta, f"the record of collection {name!r}'s model")
         try:
-            return CollectionInfo.from_metadata(data)
+            info = CollectionInfo.from_metadata(data)
         except TypeError as exc:
             raise VectorStoreError(f"{meta} does not describe a collection ({exc}); restore it "
                                    f"from a backup, or delete {meta.parent} and ingest again"
                                    ) from None
+        self._records[str(meta)] = (key, info)
+        return info
 
     def create_collection(self, info: CollectionInfo) -> None:
         """Create the shard, its payload indexes, then record the model (last: marks it done)."""
@@ -254,11 +295,13 @@ class EdgeStore:
             # Vectors Cold (memory-mapped, not read in on open): the engine's default reads every
             # vector into the page cache each time a shard opens, 1.5 GiB of resident memory at a
             # million points for an ingest that mostly writes. A search faults in what it reads.
+            # The graph is the shard-wide HNSW config (none per vector), so that a reader can
+            # open it with its own search pool size without restating it.
             config = qe.EdgeConfig(
                 vectors={info.vector_name: qe.EdgeVectorParams(
-                    size=info.dimension, distance=_distance(info.distance), memory=cold,
-                    hnsw_config=qe.HnswIndexConfig(m=0, ef_construct=100,
-                                                   full_scan_threshold=10_000, memory=cold))},
+                    size=info.dimension, distance=_distance(info.distance), memory=cold)},
+                hnsw_config=qe.HnswIndexConfig(m=self.hnsw.m, ef_construct=self.hnsw.ef_construct,
+                                               full_scan_threshold=FULL_SCAN_KB, memory=cold),
                 sparse_vectors=sparse, payload_memory=cold, id_tracker_memory=cold,
                 optimizers=qe.EdgeOptimizersConfig(indexing_threshold=INDEXING_THRESHOLD_KB,
                                                    deleted_threshold=DELETED_THRESHOLD,
@@ -274,6 +317,7 @@ class EdgeStore:
                                                  enable_hnsw=False)))
             shard.flush()
             atomic_write(folder / _SEALED, "1\n")
+            self._record_index(info.name, self.hnsw)
             atomic_write(folder / _META, json.dumps(info.to_metadata(), indent=2))
             self._dirty.add(info.name)
         except BaseException:
@@ -346,7 +390,7 @@ class EdgeStore:
             return
         shard.close()
         self._shards[name] = self._call(name, "reopen the shard", _qe().EdgeShard.load,
-                                        str(folder))
+                                        str(folder), self._load_config(name))
 
     def upsert(self, name: str, points: list[PointRecord]) -> None:
         """One update operation for the whole batch."""
@@ -508,8 +552,61 @@ class EdgeStore:
         atomic_write(self._dir(info.name) / _META, json.dumps(info.to_metadata(), indent=2))
 
     def optimize(self, name: str) -> None:
-        """Merge segments and build the HNSW index (after large writes)."""
+        """Run the engine's optimizer now: seal, merge, and build each sealed segment's graph."""
         self._call(name, "optimize", self._shard(name).optimize)
+
+    def _record_index(self, name: str, hnsw: HnswParams) -> None:
+        atomic_write(self._dir(name) / _INDEX, json.dumps(
+            {"m": hnsw.m, "ef_construct": hnsw.ef_construct}) + "\n")
+
+    def index_params(self, name: str) -> HnswParams | None:
+        """The graph the sealed segments are built with; None for a shard of an earlier release
+        (one appendable segment, no graph)."""
+        if not self._sealing(name):
+            return None
+        path = self._dir(name) / _INDEX
+        if not path.exists():
+            return HnswParams(0, 100)  # sealed before graphs were built
+        data = _read_json(path, f"collection {name!r}'s HNSW parameters")
+        return HnswParams(int(data["m"]), int(data["ef_construct"]))
+
+    def build_index(self, name: str, hnsw: HnswParams) -> dict[str, Any]:
+        """Rebuild every sealed segment with the graph `hnsw` (m = 0: drop the graphs), under
+        the shard's writer lock; readers see the result when it is done."""
+        name = self.real_name(name)
+        if self.read_only:
+            raise VectorStoreError(f"{self.root} is read-only; cannot rebuild collection "
+                                   f"{name!r}'s index there")
+        self._info(name)
+        if not self._sealing(name):
+            raise VectorStoreError(
+                f"collection {name!r} was made by an earlier release as one appendable segment; "
+                "its graph would be built in memory all at once. Build a new collection with "
+                "this release instead: `tessera migrate --alias NAME --set chunking.overlap=N` "
+                "(any setting) or a fresh `collection` name")
+        started = time.perf_counter()
+        self._close_shard(name)
+        self._lock(name)
+        try:
+            folder = self._dir(name) / "shard"
+            segments = allocated_bytes(folder / "segments")
+            # The optimizer writes each rebuilt segment before it drops the old one.
+            self._require_space(folder, 2 * WAL_SEGMENT + min(segments, 2 * MAX_SEGMENT_KB * 1024),
+                                f"rebuilding collection {name!r}'s index")
+            shard = self._call(name, "open the shard", _qe().EdgeShard.load, str(folder),
+                               self._load_config(name, hnsw))
+            self._shards[name] = shard
+            self._dirty.add(name)
+            self._call(name, "build the index", shard.optimize)
+            self._record_index(name, hnsw)
+            points = int(shard.info().points_count)
+        finally:
+            if name in self._shards:
+                self._finish(name)  # flush, publish the generation, release the lock
+            else:
+                self._unlock(name)
+        return {"collection": name, "hnsw_m": hnsw.m, "ef_construct": hnsw.ef_construct,
+                "points": points, "seconds": round(time.perf_counter() - started, 1)}
 
     def generation(self, name: str) -> str:
         """A marker a writer rewrites, under the shard's lock, each time it closes the shard after
@@ -582,26 +679,30 @@ class EdgeStore:
             raise VectorStoreError(f"cannot adopt {plain!r}: no such collection in {self.root}")
         self.set_alias(plain, info.name)
 
+    def _finish(self, name: str) -> None:
+        """Seal, flush and close one open shard, publish its generation if it changed, unlock."""
+        try:
+            if (not self.read_only and name in self._dirty and self._unsealed.get(name)
+                    and self._sealing(name)):
+                try:
+                    self._seal(name, reopen=False)
+                except VectorStoreError as exc:  # the writes are safe; only memory is at stake
+                    logger.warning("%s; the shard stays as written", exc)
+            shard = self._shards.pop(name)
+            if not self.read_only:
+                shard.flush()
+            shard.close()
+            if name in self._dirty and not self.read_only and name in self._locks:
+                self._publish(name)  # still under the lock: readers copy a closed shard
+        finally:
+            self._dirty.discard(name)
+            self._unlock(name)
+
     def close(self) -> None:
         """Seal what was written (the optimizer leaves a small appendable segment as it is),
         flush and close every open shard, then release the locks and private copies."""
         for name in list(self._shards):
-            try:
-                if (not self.read_only and name in self._dirty and self._unsealed.get(name)
-                        and self._sealing(name)):
-                    try:
-                        self._seal(name, reopen=False)
-                    except VectorStoreError as exc:  # the writes are safe; only memory is at stake
-                        logger.warning("%s; the shard stays as written", exc)
-                shard = self._shards[name]
-                if not self.read_only:
-                    shard.flush()
-                shard.close()
-                if name in self._dirty and not self.read_only and name in self._locks:
-                    self._publish(name)  # still under the lock: readers copy a closed shard
-            finally:
-                self._dirty.discard(name)
-                self._unlock(name)
+            self._finish(name)
         self._shards.clear()
         for copy in self._copies.values():
             shutil.rmtree(copy, ignore_errors=True)

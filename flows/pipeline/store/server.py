@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from flows.pipeline.store.base import INTEGER_INDEXES, KEYWORD_INDEXES
+from flows.pipeline.store.base import INTEGER_INDEXES, KEYWORD_INDEXES, HnswParams
 from tessera.errors import ForeignCollectionError, StoreUnavailableError, VectorStoreError
 from tessera.query import StoreQuery
 from tessera.settings import StoreConfig
@@ -77,6 +77,7 @@ class ServerStore:
 
         config.check()
         self._where = config.url or str(config.path)
+        self.hnsw = HnswParams(config.hnsw_m, config.hnsw_ef_construct)
         api_key = config.api_key.get_secret_value() if config.api_key else None
         try:
             if config.url:
@@ -125,13 +126,27 @@ class ServerStore:
         self._call("create collection", self.client.create_collection, info.name,
                    vectors_config={info.vector_name: m.VectorParams(size=info.dimension,
                                                                     distance=distance)},
-                   sparse_vectors_config=sparse, metadata=info.to_metadata())
+                   sparse_vectors_config=sparse, metadata=info.to_metadata(),
+                   hnsw_config=m.HnswConfigDiff(m=self.hnsw.m,
+                                                ef_construct=self.hnsw.ef_construct))
         for field in KEYWORD_INDEXES:
             self._call("index payload", self.client.create_payload_index, info.name, field,
                        field_schema=m.PayloadSchemaType.KEYWORD)
         for field in INTEGER_INDEXES:
             self._call("index payload", self.client.create_payload_index, info.name, field,
                        field_schema=m.PayloadSchemaType.INTEGER)
+
+    def index_params(self, name: str) -> HnswParams | None:
+        """The collection's HNSW config, as the server reports it."""
+        hnsw = self._call("read the collection", self.client.get_collection, name).config.hnsw_config
+        return HnswParams(int(hnsw.m), int(hnsw.ef_construct)) if hnsw is not None else None
+
+    def build_index(self, name: str, hnsw: HnswParams) -> dict[str, Any]:
+        """Change the HNSW config; the server rebuilds the graph in the background."""
+        self._call("update the HNSW config", self.client.update_collection, name,
+                   hnsw_config=_m().HnswConfigDiff(m=hnsw.m, ef_construct=hnsw.ef_construct))
+        return {"collection": name, "hnsw_m": hnsw.m, "ef_construct": hnsw.ef_construct,
+                "rebuilt": "by the server, in the background"}
 
     def list_collections(self) -> list[str]:
         """Collections Tessera created. An outage raises: an empty list would read as "nothing
