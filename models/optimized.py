@@ -228,6 +228,16 @@ def _probe_cosine(spec: ModelSpec, model_dir: Path, ir_dir: Path) -> float:
 
 
 Infer = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+# Batches are padded to a multiple of this many tokens. Each new input shape costs OpenVINO a
+# re-plan: one query at a time, with SciFact's query lengths, 4.2 ms a query with exact widths
+# against 3.1 ms when the shape repeats (AMD EPYC, bf16, one thread). Padding is masked out of
+# the pooling, so the vectors do not change.
+PAD_MULTIPLE = 8
+
+
+def padded_width(width: int, max_length: int) -> int:
+    """`width` rounded up to a multiple of PAD_MULTIPLE, but not past the model's window."""
+    return max(width, min(-(-width // PAD_MULTIPLE) * PAD_MULTIPLE, max_length))
 
 
 class Batcher:
@@ -265,7 +275,7 @@ class Batcher:
         out = np.empty((len(ids), self.dimension), dtype=np.float32)
         for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
-            width = int(lengths[idx[0]])
+            width = padded_width(int(lengths[idx[0]]), self.max_length)
             batch = np.zeros((len(idx), width), dtype=np.int64)
             mask = np.zeros((len(idx), width), dtype=np.int64)
             for row, i in enumerate(idx):

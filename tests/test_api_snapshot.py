@@ -93,6 +93,28 @@ def test_a_reader_with_no_snapshot_yet_says_the_writer_holds_it(store_root: Path
         reader.close()
 
 
+def test_a_snapshot_searches_with_its_own_thread_pool_and_leaves_the_shard_as_it_was(
+        store_root: Path, tmp_path: Path) -> None:
+    """The reader opens its copy with `search_threads` engine threads (the engine's default was
+    8 on 2 cores); the open rewrites the copy's config, never the live shard's, and keeps its
+    layout (sealed, the same HNSW record)."""
+    config = store_root / "c" / "shard" / "edge_config.json"
+    live = config.read_bytes()
+    reader = SnapshotReader(store_root, tmp_path / "snaps", search_threads=3)
+    try:
+        with reader.reading("c") as store:
+            assert store.count("c") == 200
+            copy = store.root / "c"
+            assert json.loads((copy / "shard" / "edge_config.json").read_text())[
+                "max_search_threads"] == 3
+            assert store.index_params("c") == EdgeStore(store_root).index_params("c") is not None
+            query = _points("c", 0, 200)[7]
+            assert store.search("c", query.vector, 1)[0].id == query.id
+    finally:
+        reader.close()
+    assert config.read_bytes() == live
+
+
 def test_only_a_writer_that_changed_the_shard_publishes(store_root: Path) -> None:
     before = EdgeStore(store_root).generation("c")
     reader = EdgeStore(store_root)

@@ -219,3 +219,21 @@ def test_the_ingest_bar_shows_documents_chunks_rate_and_eta() -> None:
         bar.refresh()
     text = out.getvalue()
     assert "128/300" in text and "200 chunks" in text and "docs/s" in text and "ETA" in text
+
+
+def test_padding_batches_to_a_multiple_of_eight_tokens_leaves_the_vectors_as_they_were(
+        cache_dir: Path) -> None:
+    """Widths are rounded up (fewer shapes for OpenVINO to plan), never past the model's window;
+    the padding is masked out, so each vector equals the one from its exact-width input."""
+    from models.optimized import padded_width
+
+    assert [padded_width(w, 256) for w in (1, 8, 9, 17, 250, 256)] == [8, 8, 16, 24, 256, 256]
+    assert padded_width(13, 13) == 13 and padded_width(300, 256) == 300
+
+    backend = OpenVINOBackend(SPEC, resolve_model_path(SPEC), cache_dir, "f32", batch_size=1)
+    runner = backend.runner
+    for text in TEXTS[:2]:
+        ids = np.asarray([runner.batcher.tokenizer.encode(text).ids], dtype=np.int64)
+        assert ids.shape[1] % 8  # these texts' own widths are not multiples of 8
+        exact = runner._infer(ids, np.ones_like(ids), np.zeros_like(ids))
+        assert _cosines(backend.embed_queries([text]), exact).min() >= 0.99999

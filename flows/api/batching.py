@@ -1,17 +1,19 @@
-"""Micro-batching for query embedding: concurrent searches share one model call.
+"""Micro-batching for query embedding: concurrent searches share model calls.
 
-One worker thread owns the model. Each search thread queues its query and waits; the worker
-takes everything queued (up to `max_batch`) and embeds it in one call, so under load eight
-concurrent queries cost about one batch instead of eight calls, and nothing waits for a timer
-when the service is idle. The single owner is also the lock OpenVINO needs: one infer request
-must not run on two threads at once.
+Each worker thread owns one copy of the model. Each search thread queues its query and waits; a
+free worker takes everything queued (up to `max_batch`) and embeds it in one call, so under load
+eight concurrent queries cost a few batches instead of eight calls, and nothing waits for a
+timer when the service is idle. The single owner per copy is also the lock OpenVINO needs: one
+infer request must not run on two threads at once. With two copies of one thread each, two
+cores embed at once, at the CPU cost per query of one thread (a second OpenVINO thread on one
+query doubled its CPU and did not make it faster: flows/api/service.py).
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any
 
@@ -25,15 +27,22 @@ _STOP = object()
 class BatchingEmbedder:
     """An EmbeddingBackend that funnels queries and images through one worker thread."""
 
-    def __init__(self, backend: EmbeddingBackend, max_batch: int = 32) -> None:
+    def __init__(self, backend: EmbeddingBackend, max_batch: int = 32,
+                 more: Sequence[EmbeddingBackend] = ()) -> None:
+        """`backend` and each of `more` (copies of the same model) get a worker thread."""
         self.backend = backend
+        self.backends = [backend, *more]
         self.spec = backend.spec
         self.stats = backend.stats
         self.max_batch = max_batch
         self.batches = 0  # model calls made, for tests and the load report
+        self._count = threading.Lock()
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._loop, name="tessera-embed", daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._loop, args=(b,), daemon=True,
+                                          name=f"tessera-embed-{i}")
+                         for i, b in enumerate(self.backends)]
+        for thread in self._threads:
+            thread.start()
 
     def _submit(self, kind: str, items: list[Any]) -> np.ndarray:
         futures: list[Future[np.ndarray]] = []
@@ -57,7 +66,7 @@ class BatchingEmbedder:
         """Encoded images, through the same worker."""
         return self._submit("image", images)
 
-    def _loop(self) -> None:
+    def _loop(self, backend: EmbeddingBackend) -> None:
         while True:
             first = self._queue.get()
             if first is _STOP:
@@ -75,12 +84,12 @@ class BatchingEmbedder:
             for kind in ("query", "text", "image"):
                 group = [b for b in batch if b[0] == kind]
                 if group:
-                    self._run(kind, group)
+                    self._run(backend, kind, group)
 
-    def _run(self, kind: str, group: list[Any]) -> None:
+    def _run(self, backend: EmbeddingBackend, kind: str, group: list[Any]) -> None:
         embeds: dict[str, Callable[[Any], np.ndarray]] = {
-            "query": self.backend.embed_queries, "text": self.backend.embed_texts,
-            "image": self.backend.embed_images}
+            "query": backend.embed_queries, "text": backend.embed_texts,
+            "image": backend.embed_images}
         embed = embeds[kind]
         try:
             vectors = embed([item for _, item, _ in group])
@@ -88,12 +97,16 @@ class BatchingEmbedder:
             for _, _, future in group:
                 future.set_exception(exc)
             return
-        self.batches += 1
+        with self._count:
+            self.batches += 1
         for (_, _, future), vector in zip(group, vectors, strict=True):
             future.set_result(vector)
 
     def close(self) -> None:
-        """Stop the worker (after what is queued) and release the model."""
-        self._queue.put(_STOP)
-        self._thread.join(timeout=30)
-        self.backend.close()
+        """Stop the workers (after what is queued) and release the models."""
+        for _ in self._threads:
+            self._queue.put(_STOP)
+        for thread in self._threads:
+            thread.join(timeout=30)
+        for backend in self.backends:
+            backend.close()

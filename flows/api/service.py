@@ -10,6 +10,7 @@ import logging
 import os
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -23,6 +24,7 @@ from flows.api.search import SearchQuery, run_search
 from flows.api.snapshot import SnapshotReader
 from flows.pipeline.store import VectorStore, open_store
 from models import get_spec, make_backend
+from models.optimized import OpenVINOBackend
 from tessera.errors import PipelineError
 from tessera.fs import writable
 from tessera.settings import Settings
@@ -34,6 +36,10 @@ PROBE_TEXT = "Tessera readiness probe: is the model the one the collection was b
 DOCUMENT_FIELDS = ["doc_id", "chunk_index", "chunk_count", "source", "title", "uri", "modality",
                    "text"]
 _MAX_DOC_ID = 4096
+# A name found in the store's listing is trusted this long without listing again (a listing
+# reads every folder). A name not found lists again at once; a collection dropped meanwhile is
+# caught by `info`, which reads its record.
+LISTING_SECONDS = 1.0
 
 
 class NotFound(PipelineError):
@@ -103,12 +109,19 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0))
+
+
 def open_reader(settings: Settings) -> Reader:
     """Snapshots of the embedded store, or the Qdrant server directly."""
     if settings.store.kind == "qdrant":
         return DirectReader(open_store(settings), serialize=settings.store.url is None)
     root = settings.store.path or settings.home / "qdrant"
-    return SnapshotReader(root, _snapshot_dir(settings.home), settings.api.snapshot_check_seconds)
+    threads = settings.api.search_threads or _cores()
+    return SnapshotReader(root, _snapshot_dir(settings.home), settings.api.snapshot_check_seconds,
+                          threads)
 
 
 class SearchService:
@@ -120,6 +133,8 @@ class SearchService:
         self._embedders: dict[str, BatchingEmbedder] = {}
         self._probes: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
+        self._listed: set[str] = set()  # the last listing of collections, and when it was made
+        self._listed_at = 0.0
 
     # -- collections -------------------------------------------------------------------------
     def resolve(self, collection: str | None) -> str:
@@ -127,7 +142,11 @@ class SearchService:
         from a name this store does not list)."""
         name = collection or self.settings.collection
         target = self.reader.live.aliases().get(name, name)
+        now = time.monotonic()
+        if target in self._listed and now - self._listed_at < LISTING_SECONDS:
+            return str(target)
         known = self.reader.live.list_collections()
+        self._listed, self._listed_at = set(known), now
         if target not in known:
             raise NotFound(f"no collection or alias {name!r}; this index has "
                            f"{', '.join(known) or 'no collections yet (run `tessera ingest`)'}")
@@ -145,8 +164,19 @@ class SearchService:
         with self._lock:
             found = self._embedders.get(info.model_id)
             if found is None:
-                backend = make_backend(self.settings, get_spec(self.settings, info.model_name))
-                found = self._embedders[info.model_id] = BatchingEmbedder(backend)
+                settings = self.settings
+                embedding = settings.embedding.model_copy(
+                    update={"threads": settings.api.embed_threads})
+                settings = settings.model_copy(update={"embedding": embedding})
+                spec = get_spec(settings, info.model_name)
+                backend = make_backend(settings, spec)
+                # More copies only of a model that runs on a fixed number of threads (OpenVINO):
+                # torch spreads one call over every core already.
+                copies = (_cores() if settings.api.embed_workers is None
+                          else settings.api.embed_workers)
+                more = ([make_backend(settings, spec) for _ in range(copies - 1)]
+                        if isinstance(backend, OpenVINOBackend) else [])
+                found = self._embedders[info.model_id] = BatchingEmbedder(backend, more=more)
             return found
 
     def collections(self) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from flows.pipeline.store.edge import EdgeStore
+from flows.pipeline.store.edge import LAYOUT_FILES, EdgeStore
 from tessera.errors import DiskSpaceError, StoreLockedError
 from tessera.fs import MIB, HeldLock, LockBusy, allocated_bytes, free_bytes, writable
 
@@ -52,9 +52,10 @@ def _sparse_copy(src: str, dst: str) -> None:
 class _Snapshot:
     """One private copy of one collection, with a count of the searches using it."""
 
-    def __init__(self, name: str, generation: str, root: Path) -> None:
+    def __init__(self, name: str, generation: str, root: Path,
+                 search_threads: int | None = None) -> None:
         self.name, self.generation, self.root = name, generation, root
-        self.store = EdgeStore(root)
+        self.store = EdgeStore(root, search_threads=search_threads)
         self.store._shard(name)  # open now, in the background, not on the first search
         self.taken_at = time.time()
         self._users = 0
@@ -87,10 +88,12 @@ class _Snapshot:
 class SnapshotReader:
     """Read access to the embedded store at `root` through private snapshots under `workdir`."""
 
-    def __init__(self, root: Path, workdir: Path | None = None, check_seconds: float = 1.0) -> None:
+    def __init__(self, root: Path, workdir: Path | None = None, check_seconds: float = 1.0,
+                 search_threads: int | None = None) -> None:
         self.live = EdgeStore(root)  # metadata only (collections, aliases, generations)
         self.root = Path(root)
         self.check_seconds = check_seconds
+        self.search_threads = search_threads
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="tessera-snapshots-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._snaps: dict[str, _Snapshot] = {}
@@ -121,7 +124,9 @@ class SnapshotReader:
             target = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.workdir))
             try:
                 (target / name).mkdir()
-                shutil.copy2(folder / "tessera.json", target / name / "tessera.json")
+                for file in ("tessera.json", *LAYOUT_FILES):
+                    if (folder / file).exists():
+                        shutil.copy2(folder / file, target / name / file)
                 shutil.copytree(folder / "shard", target / name / "shard",
                                 copy_function=_sparse_copy)
             except BaseException:
@@ -131,7 +136,7 @@ class SnapshotReader:
             if lock is not None:
                 lock.release()
         try:
-            return _Snapshot(name, generation, target)
+            return _Snapshot(name, generation, target, self.search_threads)
         except BaseException:
             shutil.rmtree(target, ignore_errors=True)
             raise
