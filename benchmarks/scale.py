@@ -117,7 +117,8 @@ def _save(name: str, data: dict[str, Any]) -> None:
     (common.RESULTS / f"{name}.json").write_text(json.dumps(data, indent=1) + "\n")
 
 
-def folder(sizes: list[int], fraction: float, timeout: float) -> dict[str, Any]:
+def folder(sizes: list[int], fraction: float, timeout: float,
+           name: str = "scale-folder") -> dict[str, Any]:
     """First ingest, unchanged re-ingest, re-ingest after changing `fraction`, per size."""
     rows = []
     for n in sizes:
@@ -142,7 +143,9 @@ def folder(sizes: list[int], fraction: float, timeout: float) -> dict[str, Any]:
         row["unchanged_expiry_moved"] = ingest(config, timeout, ttl="31d")
         print(f"  unchanged, every expiry moved: {row['unchanged_expiry_moved']}", flush=True)
         rows.append(row)
-        _save("scale-folder", {"rows": rows, "fraction": fraction})
+        _save(name, {"rows": rows, "fraction": fraction,
+                     "store_env": {k: v for k, v in os.environ.items()
+                                   if k.startswith("TESSERA_STORE__")}})
         shutil.rmtree(work, ignore_errors=True)
     return {"rows": rows}
 
@@ -175,9 +178,13 @@ def main() -> None:
     parser.add_argument("--megabytes", default="20,2000")
     parser.add_argument("--blob-bytes", type=int, default=40_000)
     parser.add_argument("--timeout", type=float, default=6 * 3600)
+    parser.add_argument("--name", default=None,
+                        help="results file name (default scale-folder / scale-jsonl); e.g. to "
+                             "compare TESSERA_STORE__HNSW_M=0 with the default")
     args = parser.parse_args()
     if args.mode == "folder":
-        folder([int(s) for s in args.sizes.split(",")], args.fraction, args.timeout)
+        folder([int(s) for s in args.sizes.split(",")], args.fraction, args.timeout,
+               args.name or "scale-folder")
     else:
         jsonl([int(m) for m in args.megabytes.split(",")], args.blob_bytes, args.timeout)
 
