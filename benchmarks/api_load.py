@@ -8,8 +8,8 @@ documents embedded with the configured runtime, cycled under new ids with a smal
 each point carrying its document's title and text), starts `tessera api` in a second process on
 a free loopback port, and drives it from this process with an aiohttp asyncio client (closed loop): each level
 runs a fixed number of seconds after a short warm-up, so the run stops by itself. In the same
-run it times the same queries straight against the store (embed + `EdgeStore.search`, no HTTP)
-and reports the API's overhead at p50. Queries are the SciFact test queries, as text, in hybrid
+run it times the same queries through the service's own search code in-process (the same
+snapshot and embedding workers, no HTTP) and reports the API's overhead at p50. Queries are the SciFact test queries, as text, in hybrid
 mode (dense + BM25 fused in the engine): every point carries both vectors, as an ingest writes.
 """
 
@@ -100,34 +100,28 @@ def build(home: Path, points: int, base_docs: int) -> tuple[Path, Any]:
 
 
 def direct(settings: Any, queries: list[str], mode: str | None, seconds: float) -> dict[str, Any]:
-    """The same queries through `flows.api.search.run_search` on an open store: no HTTP."""
-    from flows.api.search import SearchQuery, run_search
-    from flows.pipeline.store import open_store
-    from models import get_spec, make_backend
+    """The same queries through the service's own search (`SearchService.search`: its snapshot,
+    its embedding workers) in this process, one at a time: everything the API runs but HTTP."""
+    from flows.api.schemas import SearchRequest
+    from flows.api.service import SearchService
 
-    store = open_store(settings)
-    backend = make_backend(settings, get_spec(settings))
+    service = SearchService(settings)
+    service.warm()
     total, embed, engine = [], [], []
-
-    def search(text: str, timings: dict[str, float] | None = None) -> None:
-        run_search(settings, SearchQuery(text=text, k=10, mode=mode), backend, store,
-                   timings=timings)
-
     try:
-        search(queries[0])
+        body = {"k": 10, **({"mode": mode} if mode else {})}
+        service.search(SearchRequest(query=queries[0], **body))
         deadline = time.perf_counter() + seconds
         i = 0
         while time.perf_counter() < deadline:
-            timings: dict[str, float] = {}
             t0 = time.perf_counter()
-            search(queries[i % len(queries)], timings)
+            _, timings = service.search(SearchRequest(query=queries[i % len(queries)], **body))
             total.append((time.perf_counter() - t0) * 1000)
             embed.append(timings["embed_ms"])
             engine.append(timings["engine_ms"])
             i += 1
     finally:
-        store.close()
-        backend.close()
+        service.close()
     return {"n": len(total), **_pct(total), "embed": _pct(embed), "engine": _pct(engine)}
 
 

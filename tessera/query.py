@@ -33,6 +33,10 @@ class SearchConfig(BaseModel):
     # Document results: chunks fetched per document asked for before grouping (doubled, up to
     # the collection's size, until k distinct documents are found).
     group_overfetch: int = Field(default=4, ge=1)
+    # Candidates the HNSW graph search keeps (more: closer to exact, slower). On the 50,000-point
+    # load-test shard of SciFact embeddings, recall@10 against exact search was 0.943 at the
+    # engine's default, 0.955 at 128 and 0.977 at 256, for 0.39 / 0.50 / 0.60 ms a query.
+    hnsw_ef: int = Field(default=256, ge=1, le=100_000)
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,7 @@ class StoreQuery:
     prefetch: int = 100
     fields: tuple[str, ...] | None = None  # payload keys to return (None: all)
     exact: bool = False  # dense side: exact search, skipping the HNSW index
+    hnsw_ef: int | None = None  # dense side: graph search candidates (None: the engine's default)
     overfetch: int = 4  # document results without engine grouping: chunks fetched per document
 
     @property

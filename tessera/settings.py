@@ -283,13 +283,12 @@ class ApiConfig(_Section):
     events_flush_seconds: float = Field(default=10.0, gt=0)
     # How often a reader on the embedded store looks for a newer snapshot to take.
     snapshot_check_seconds: float = Field(default=1.0, gt=0)
-    # OpenVINO threads for query embedding (embedding.threads is for ingests). One: a second
-    # thread did not shorten a query (3.9 ms either way, AMD EPYC) and doubled its CPU, which
-    # concurrent requests need for their own work. None: all cores.
-    embed_threads: int | None = Field(default=1, ge=1)
-    # Copies of an OpenVINO model embedding queries side by side, one worker thread each (None:
-    # one per core). Each copy holds its own compiled model (~50 MB for the default model).
-    embed_workers: int | None = Field(default=None, ge=1, le=64)
+    # Query embedding in a serving process: copies of an OpenVINO model, each with a worker
+    # thread, and OpenVINO threads per copy (None: all cores). On 2 cores, one copy on both
+    # cores served more requests at concurrency 8 and answered one request sooner than two
+    # single-thread copies (README, Performance); more copies are for machines with more cores.
+    embed_workers: int = Field(default=1, ge=1, le=64)
+    embed_threads: int | None = Field(default=None, ge=1)
     # Qdrant Edge's search threads per snapshot (None: the cores this process may run on). The
     # engine's own default on a 2-core machine was 8, which spent more CPU per search.
     search_threads: int | None = Field(default=None, ge=1)

@@ -89,7 +89,7 @@ def test_close_stops_every_worker(backends: list[OpenVINOBackend]) -> None:
     assert all(b._runner is None for b in backends)  # the compiled models were released
 
 
-def test_the_service_embeds_with_one_thread_per_copy_and_a_copy_per_setting(
+def test_the_service_makes_the_copies_and_threads_its_settings_ask_for(
         make_config: Callable[..., Path]) -> None:
     from flows.api.service import SearchService
     from flows.pipeline.ingest import run_ingest
@@ -98,7 +98,8 @@ def test_the_service_embeds_with_one_thread_per_copy_and_a_copy_per_setting(
 
     settings = load_settings(make_config(
         sources=[{"name": "docs", "path": str(EXAMPLES)}],
-        embedding={"runtime": "openvino", "device": "cpu"}, api={"embed_workers": 3}))
+        embedding={"runtime": "openvino", "device": "cpu"},
+        api={"embed_workers": 3, "embed_threads": 1}))
     run_ingest(settings)
     service = SearchService(settings)
     try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -262,7 +262,7 @@ def test_a_shard_from_an_earlier_release_is_never_optimized_by_a_writer(tmp_path
     try:
         assert store.count("c") == 3000
         assert store.index_params("c") is None
-        with pytest.raises(VectorStoreError, match="earlier release.*tessera migrate"):
+        with pytest.raises(VectorStoreError, match="earlier release.*tessera alias"):
             store.build_index("c", HnswParams(16, 100))
         assert _segments(root) == before
     finally:
@@ -314,3 +314,23 @@ def test_sealed_segments_get_the_configured_graph_and_optimize_rebuilds_it(
             assert store.search("c", p.vector, 1)[0].id == p.id
     finally:
         store.close()
+
+
+def test_tessera_optimize_rebuilds_the_configured_graph_and_refuses_an_unknown_collection(
+        tmp_path: Path, make_config: Callable[..., Path],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from flows.cli import main
+
+    root = tmp_path / "edge"
+    store = EdgeStore(root, hnsw=HnswParams(0, 100))
+    ensure_collection(store, INFO)
+    store.upsert("c", _points(300))
+    store.close()
+    config = make_config(store={"path": str(root), "hnsw_m": 8, "hnsw_ef_construct": 40})
+    assert main(["optimize", "--config", str(config), "--collection", "c", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["hnsw_m"], out["ef_construct"], out["points"]) == (8, 40, 300)
+    assert out["before"] == {"m": 0, "ef_construct": 100}
+    assert EdgeStore(root).index_params("c") == HnswParams(8, 40)
+    assert main(["optimize", "--config", str(config), "--collection", "nope", "--json"]) == 2
+    assert "'nope' does not exist" in json.loads(capsys.readouterr().out)["message"]

@@ -4,9 +4,8 @@ Each worker thread owns one copy of the model. Each search thread queues its que
 free worker takes everything queued (up to `max_batch`) and embeds it in one call, so under load
 eight concurrent queries cost a few batches instead of eight calls, and nothing waits for a
 timer when the service is idle. The single owner per copy is also the lock OpenVINO needs: one
-infer request must not run on two threads at once. With two copies of one thread each, two
-cores embed at once, at the CPU cost per query of one thread (a second OpenVINO thread on one
-query doubled its CPU and did not make it faster: flows/api/service.py).
+infer request must not run on two threads at once. One copy is the default (`api.embed_workers`);
+on 2 cores it did better than two single-thread copies.
 """
 
 from __future__ import annotations

@@ -109,7 +109,7 @@ def run_search(settings: Settings, q: SearchQuery, backend: EmbeddingBackend | N
                              match=replace(where or Match(), source=q.source,
                                            modality=q.modality),
                              fusion=cfg.fusion, rrf_k=cfg.rrf_k, prefetch=cfg.prefetch,
-                             overfetch=cfg.group_overfetch)
+                             overfetch=cfg.group_overfetch, hnsw_ef=cfg.hnsw_ef)
         encoded = time.perf_counter()
         hits = (store.query(name, request) if q.chunks else store.query_documents(name, request))
         if timings is not None:

@@ -165,16 +165,16 @@ class SearchService:
             found = self._embedders.get(info.model_id)
             if found is None:
                 settings = self.settings
-                embedding = settings.embedding.model_copy(
-                    update={"threads": settings.api.embed_threads})
-                settings = settings.model_copy(update={"embedding": embedding})
+                if settings.api.embed_threads is not None:
+                    embedding = settings.embedding.model_copy(
+                        update={"threads": settings.api.embed_threads})
+                    settings = settings.model_copy(update={"embedding": embedding})
                 spec = get_spec(settings, info.model_name)
                 backend = make_backend(settings, spec)
                 # More copies only of a model that runs on a fixed number of threads (OpenVINO):
                 # torch spreads one call over every core already.
-                copies = (_cores() if settings.api.embed_workers is None
-                          else settings.api.embed_workers)
-                more = ([make_backend(settings, spec) for _ in range(copies - 1)]
+                more = ([make_backend(settings, spec)
+                         for _ in range(settings.api.embed_workers - 1)]
                         if isinstance(backend, OpenVINOBackend) else [])
                 found = self._embedders[info.model_id] = BatchingEmbedder(backend, more=more)
             return found

@@ -500,7 +500,7 @@ class EdgeStore:
                                   using=info.vector_name) if q.dense is not None else None)
         sparse = (qe.Query.Nearest(_sparse(q.sparse), using=SPARSE_VECTOR)
                   if q.sparse is not None else None)
-        exact = qe.SearchParams(exact=q.exact)
+        exact = qe.SearchParams(exact=q.exact, hnsw_ef=q.hnsw_ef)
         if dense is not None and sparse is not None:
             fusion = qe.Fusion.Rrf(k=q.rrf_k) if q.fusion == "rrf" else qe.Fusion.Dbsf()
             return qe.QueryRequest(
@@ -581,9 +581,9 @@ class EdgeStore:
         if not self._sealing(name):
             raise VectorStoreError(
                 f"collection {name!r} was made by an earlier release as one appendable segment; "
-                "its graph would be built in memory all at once. Build a new collection with "
-                "this release instead: `tessera migrate --alias NAME --set chunking.overlap=N` "
-                "(any setting) or a fresh `collection` name")
+                "its graph would be built in memory all at once. Ingest into a new collection "
+                "with this release (a new `collection` name), then point readers at it with "
+                "`tessera alias`; until then it is searched as it is (a scan)")
         started = time.perf_counter()
         self._close_shard(name)
         self._lock(name)
@@ -597,8 +597,11 @@ class EdgeStore:
                                self._load_config(name, hnsw))
             self._shards[name] = shard
             self._dirty.add(name)
-            self._call(name, "build the index", shard.optimize)
+            # The open wrote the new config into the shard: from here every seal builds this
+            # graph, so the record says so even if the rebuild below is killed (running
+            # `tessera optimize` again finishes it).
             self._record_index(name, hnsw)
+            self._call(name, "build the index", shard.optimize)
             points = int(shard.info().points_count)
         finally:
             if name in self._shards:

@@ -262,7 +262,7 @@ class ServerStore:
                                    f"`tessera backfill-sparse --collection {info.name}`")
         flt = _filter(q.match)
         payload = list(q.fields) if q.fields is not None else True
-        exact = m.SearchParams(exact=q.exact)
+        exact = m.SearchParams(exact=q.exact, hnsw_ef=q.hnsw_ef)
         dense = np.asarray(q.dense, np.float32).tolist() if q.dense is not None else None
         sparse = _sparse(q.sparse) if q.sparse is not None else None
         if dense is not None and sparse is not None:
