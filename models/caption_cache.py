@@ -46,9 +46,22 @@ class CaptionCache:
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None)
-            conn.execute("pragma journal_mode=wal")
-            conn.execute(_SCHEMA)
+            # Two processes opening a new cache at once: switching it to WAL can fail at once
+            # with "database is locked", without waiting for the busy timeout (1 in ~75 tries
+            # with two threads). Try again until the timeout has passed.
+            deadline = time.monotonic() + self._timeout
+            while True:
+                conn = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None)
+                try:
+                    conn.execute("pragma journal_mode=wal")
+                    conn.execute(_SCHEMA)
+                    break
+                except sqlite3.OperationalError as exc:
+                    conn.close()
+                    busy = "locked" in str(exc) or "busy" in str(exc)
+                    if not busy or time.monotonic() >= deadline:
+                        raise
+                    time.sleep(0.01)
             self._conn = conn
         return self._conn
 
