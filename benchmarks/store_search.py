@@ -1,6 +1,7 @@
 """Search on a large embedded shard as an ingest leaves it: with and without the HNSW graph.
 
-    python -m benchmarks.store_search [--points 1000000] [--hnsw-m 16] [--queries 200]
+    python -m benchmarks.store_search [--points 1000000] [--hnsw-m 16] [--hnsw-ef 256]
+                                      [--queries 200]
 
 For each `--hnsw-m`, writes `--points` random unit 384-d vectors with the pipeline's payload
 (doc_id, source out of 10, modality, chunk fields, expires_at, a title and ~200 characters of
@@ -76,7 +77,7 @@ def _pct(values: list[float]) -> dict[str, float]:
     return {f"p{q}_ms": round(float(np.percentile(values, q)), 3) for q in (50, 99)}
 
 
-def measure(root: Path, points: int, queries: int) -> dict[str, Any]:
+def measure(root: Path, points: int, queries: int, ef: int | None) -> dict[str, Any]:
     """Dense and hybrid document searches on the shard, opened as the API opens a snapshot."""
     from flows.pipeline.store.edge import EdgeStore
     from tessera.query import StoreQuery
@@ -101,7 +102,7 @@ def measure(root: Path, points: int, queries: int) -> dict[str, Any]:
                 lat = []
                 for j, (v, s, source) in enumerate(asks):
                     q = StoreQuery(limit=10, dense=v, sparse=s if mode == "hybrid" else None,
-                                   match=Match(source=source if filtered else None))
+                                   match=Match(source=source if filtered else None), hnsw_ef=ef)
                     t = time.perf_counter()
                     store.query_documents("big", q)
                     if j >= 10:
@@ -112,7 +113,7 @@ def measure(root: Path, points: int, queries: int) -> dict[str, Any]:
             for v, _, source in asks[10:60]:
                 match = Match(source=source if filtered else None)
                 approx = {h.id for h in store.query_documents(
-                    "big", StoreQuery(limit=10, dense=v, match=match))}
+                    "big", StoreQuery(limit=10, dense=v, match=match, hnsw_ef=ef))}
                 exact = {h.id for h in store.query_documents(
                     "big", StoreQuery(limit=10, dense=v, match=match, exact=True))}
                 hits += len(approx & exact)
@@ -131,18 +132,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--hnsw-m", default="16",
                         help="comma-separated; run one per process for a clean peak RSS")
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--hnsw-ef", type=int, default=256,
+                        help="graph search candidates (search.hnsw_ef; 0: the engine's default)")
     args = parser.parse_args(argv)
     rows = []
     for m in (int(x) for x in args.hnsw_m.split(",")):
         root = common.OUT / f"store-search-{args.points}-m{m}"
         row: dict[str, Any] = {"points": args.points, "hnsw_m": m, **build(root, args.points, m)}
         print(json.dumps(row), flush=True)
-        row.update(measure(root, args.points, args.queries))
+        row.update(measure(root, args.points, args.queries, args.hnsw_ef or None),
+                   hnsw_ef=args.hnsw_ef or None)
         row["loadavg"] = os.getloadavg()
         print(json.dumps(row), flush=True)
         rows.append(row)
         shutil.rmtree(root, ignore_errors=True)
-        path = common.save_result(f"store_search-m{args.hnsw_m.replace(',', '-')}",
+        path = common.save_result(f"store_search-m{args.hnsw_m.replace(',', '-')}"
+                                  f"-ef{args.hnsw_ef or 'default'}",
                                   {"rows": rows, "machine": common.machine()})
     print(f"wrote {path}")
 
