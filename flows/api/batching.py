@@ -24,7 +24,8 @@ _STOP = object()
 
 
 class BatchingEmbedder:
-    """An EmbeddingBackend that funnels queries and images through one worker thread."""
+    """An EmbeddingBackend that funnels queries and images through a worker thread per copy of
+    the model."""
 
     def __init__(self, backend: EmbeddingBackend, max_batch: int = 32,
                  more: Sequence[EmbeddingBackend] = ()) -> None:

@@ -54,8 +54,9 @@ def ensure_collection(store: VectorStore, info: CollectionInfo) -> CollectionInf
 
 
 def check_index(store: VectorStore, name: str) -> None:
-    """Say, once per run, when the collection's HNSW graph is not the one configured: writes
-    keep the collection's own until `tessera optimize` rebuilds it."""
+    """Say, each time a run opens the collection, when its HNSW graph is not the one configured:
+    writes keep the collection's own until `tessera optimize` rebuilds it. (qdrant-client's local
+    mode ignores HNSW settings and reports the defaults, so there the warning can be wrong.)"""
     have = store.index_params(name)
     if have is not None and have != store.hnsw:
         logger.warning("collection %r has an HNSW graph with m=%d, ef_construct=%d; the config "
