@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import csv
 import json
+import lzma
+import os
+import shutil
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +29,27 @@ def check_layout(path: Path, needed: tuple[str, ...] = LAYOUT) -> Path:
             raise SourceError(f"{path} is not a BEIR-layout set: {rel} is missing "
                               f"(need {', '.join(needed)})")
     return path
+
+
+def unpack(packed: Path, dest: Path) -> Path:
+    """A plain BEIR folder at `dest` from one whose files may be xz-compressed (`name.xz`).
+
+    Files already unpacked are kept; each is written beside its final name and renamed into
+    place, so an interrupted unpack never leaves a truncated set that looks whole.
+    """
+    packed, dest = Path(packed), Path(dest)
+    for src in sorted(p for p in packed.rglob("*") if p.is_file() and p.name != "README.md"):
+        rel = src.relative_to(packed)
+        target = dest / (rel.with_suffix("") if src.suffix == ".xz" else rel)
+        if target.exists():
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.{os.getpid()}.part")
+        opener = lzma.open if src.suffix == ".xz" else open
+        with opener(src, "rb") as fin, open(partial, "wb") as fout:
+            shutil.copyfileobj(fin, fout, 1 << 20)
+        os.replace(partial, target)
+    return check_layout(dest)
 
 
 def read_corpus(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import signal
@@ -10,6 +11,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,18 @@ os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="tessera-tests-prefect-")
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples" / "corpus"
-SCIFACT = REPO.parent / "shared" / "datasets" / "scifact"
+# BEIR SciFact kept in the repo (xz-compressed; see its README): a clone needs nothing beside it.
+SCIFACT_PACKED = REPO / "tests" / "data" / "scifact"
+
+
+@cache
+def scifact_dir() -> Path:
+    """The SciFact set as a plain BEIR folder, unpacked once per session into a temp dir."""
+    from tessera.beir import unpack
+
+    dest = Path(tempfile.mkdtemp(prefix="tessera-tests-scifact-"))
+    atexit.register(shutil.rmtree, dest, True)
+    return unpack(SCIFACT_PACKED, dest)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -19,7 +19,7 @@ from tessera.query import StoreQuery
 from tessera.settings import Settings, load_settings
 from tessera.sparse import Bm25Encoder, SparseConfig
 from tessera.types import Match
-from tests.conftest import EXAMPLES, SCIFACT, write_config
+from tests.conftest import EXAMPLES, scifact_dir, write_config
 
 DOCS = 300
 # SciFact 654735 is the only one of these documents that names the gene PDCD4; MiniLM ranks it
@@ -33,7 +33,7 @@ def scifact(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("hybrid")
     data = root / "scifact-300"
     data.mkdir()
-    docs = [rec for _, rec in beir.read_corpus(SCIFACT)][:DOCS]
+    docs = [rec for _, rec in beir.read_corpus(scifact_dir())][:DOCS]
     (data / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
     config = write_config(root / "tessera.toml", {"home": str(root / "home"), "collection": "sf"},
                           {}, [{"name": "sf", "kind": "beir", "path": str(data)}])

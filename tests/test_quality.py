@@ -16,7 +16,7 @@ from tessera.errors import QualityGateError
 from tessera.events import EventLog, read_events, utcnow
 from tessera.settings import QualityConfig, Settings, load_settings
 from tessera.types import Hit
-from tests.conftest import SCIFACT, write_config
+from tests.conftest import scifact_dir, write_config
 
 SLICE_QUERIES = 12
 SLICE_DISTRACTORS = 40
@@ -26,15 +26,15 @@ SLICE_DISTRACTORS = 40
 
 def make_slice(target: Path, queries: int, distractors: int) -> Path:
     """A BEIR-layout slice of SciFact: the first judged queries, their documents, and others."""
-    qrels = beir.read_qrels(SCIFACT)
+    qrels = beir.read_qrels(scifact_dir())
     kept = {q: qrels[q] for q in list(qrels)[:queries]}
     judged = {d for docs in kept.values() for d in docs}
-    corpus = [rec for _, rec in beir.read_corpus(SCIFACT)]
+    corpus = [rec for _, rec in beir.read_corpus(scifact_dir())]
     docs = [d for d in corpus if d["_id"] in judged]
     docs += [d for d in corpus if d["_id"] not in judged][:distractors]
     (target / "qrels").mkdir(parents=True)
     (target / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
-    texts = beir.read_queries(SCIFACT, set(kept))
+    texts = beir.read_queries(scifact_dir(), set(kept))
     (target / "queries.jsonl").write_text(
         "".join(json.dumps({"_id": q, "text": texts[q]}) + "\n" for q in kept))
     (target / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
@@ -242,7 +242,7 @@ def test_scifact_matches_mteb(tmp_path: Path) -> None:
     reach 0.71 and keep at least dense's recall@100; sparse 0.675 (issue 15).
     """
     config = write_config(tmp_path / "tessera.toml", {"home": str(tmp_path / "home")}, {}, [])
-    result = quality_flow(dataset=str(SCIFACT), config=str(config))
+    result = quality_flow(dataset=str(scifact_dir()), config=str(config))
     assert result["queries"] == 300
     dense, sparse, hybrid = (result["modes"][m] for m in ("dense", "sparse", "hybrid"))
     assert abs(dense["ndcg@10"] - TORCH_FP32_PIPELINE_NDCG10) <= 0.005, result
@@ -253,5 +253,5 @@ def test_scifact_matches_mteb(tmp_path: Path) -> None:
     assert hybrid["ndcg@10"] >= 0.71, result
     assert hybrid["recall@100"] >= dense["recall@100"], result
     assert result["mode"] == "hybrid" and result["ndcg@10"] == hybrid["ndcg@10"]
-    first = first_chunk_ndcg(load_settings(config), SCIFACT, result["collection"])
+    first = first_chunk_ndcg(load_settings(config), scifact_dir(), result["collection"])
     assert abs(first - MTEB_SCIFACT_NDCG10_EXACT) <= 0.003, first
