@@ -35,10 +35,10 @@ test: install browser
 	$(BIN)/ruff check tessera flows models data_contracts infra tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -X faulthandler -m pytest -q --durations=15
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -X faulthandler -m pytest -q -m "not slow"
 
 lint: install
 	$(BIN)/ruff check tessera flows models data_contracts infra tests benchmarks

@@ -265,6 +265,9 @@ class MartsConfig(_Section):
 
     build_after_ingest: bool = False
     build_after_nightly: bool = True
+    # dbt runs in a child process; one running longer than this is stopped and the build fails
+    # (the warehouse stays as it was). A small project builds in 7-9 s.
+    timeout_seconds: float = Field(default=900.0, gt=0)
 
 
 class ApiConfig(_Section):

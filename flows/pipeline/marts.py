@@ -1,4 +1,9 @@
-"""Build the analysts' marts: `dbt build` in-process into TESSERA_HOME/warehouse.duckdb.
+"""Build the analysts' marts: `dbt build`, in a child process, into TESSERA_HOME/warehouse.duckdb.
+
+dbt runs as its own process (the venv's dbt CLI, `python -m dbt.cli.main`): dbt in-process, beside
+OpenVINO, Qdrant Edge, pyarrow and Prefect's threads, once took a whole test run down with a
+segfault in its manifest write. A child that crashes, hangs past `marts.timeout_seconds` or fills
+the disk fails only the build, with a MartsError that says which; no process of ours imports dbt.
 
 DuckDB allows one writer per file and analysts may have the warehouse open at any time, so the
 build never writes the live file. It holds an exclusive lock (TESSERA_HOME/locks/marts.lock),
@@ -10,11 +15,15 @@ never a half-built file; a failed build leaves the previous warehouse in place.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import time
-from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -63,6 +72,10 @@ class MartsBusyError(MartsError, TransientError):
     once that build is done, can succeed)."""
 
 
+class MartsTimeoutError(MartsError):
+    """dbt ran past `marts.timeout_seconds` and was stopped (not retried: it would hang again)."""
+
+
 def build_marts(
     settings: Settings, select: str | None = None, *, lock_timeout: float = LOCK_TIMEOUT_SECONDS
 ) -> dict[str, Any]:
@@ -81,8 +94,8 @@ def build_marts(
             ENV_EVENTS_DIR: str(settings.events_dir),
             ENV_CONFIG_DIR: str(config_dir),
         }
-        with _environ(env):
-            result = _invoke_dbt(_dbt_args("build", home, select))
+        result = _invoke_dbt(_dbt_args("build", home, select), env, home,
+                             settings.marts.timeout_seconds)
         summary = _summarize(result, home)
         if summary["errors"]:
             raise MartsError(_failure_message(summary["errors"], build_db, home))
@@ -112,11 +125,12 @@ def generate_docs(settings: Settings, *, lock_timeout: float = LOCK_TIMEOUT_SECO
             ENV_EVENTS_DIR: str(settings.events_dir),
             ENV_CONFIG_DIR: str(home / "marts" / "config"),
         }
-        with _environ(env):
-            result = _invoke_dbt(_dbt_args("docs", home, None) + ["--static"])
+        result = _invoke_dbt(_dbt_args("docs", home, None) + ["--static"], env, home,
+                             settings.marts.timeout_seconds)
         copy.unlink(missing_ok=True)
-        if not result.success:
-            raise MartsError(f"dbt docs generate failed: {result.exception}; see {home}/marts/logs")
+        if result.returncode != 0:
+            raise MartsError(f"dbt docs generate failed (exit {result.returncode}): "
+                             f"{result.last_error or 'no message'}; see {home}/marts/logs/dbt.log")
     return home / "marts" / "target" / "static_index.html"
 
 
@@ -150,21 +164,6 @@ def _exclusive_lock(path: Path, timeout: float) -> Any:
                               "again.")
 
     return locked(path, timeout, busy)
-
-
-@contextlib.contextmanager
-def _environ(values: dict[str, str]) -> Iterator[None]:
-    """Set environment variables for the length of the block, then restore them."""
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, old in saved.items():
-            if old is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = old
 
 
 def _prepare_events(events_dir: Path) -> None:
@@ -238,7 +237,9 @@ def _dbt_args(command: str, home: Path, select: str | None) -> list[str]:
         # Keep dbt's artifacts out of the repo and inside this home's lock.
         "--target-path", str(home / "marts" / "target"),
         "--log-path", str(home / "marts" / "logs"),
-        "--log-level", "none",
+        # Events as JSON lines on stdout (folded into our log), dbt's own log file beside.
+        "--log-format", "json",
+        "--log-level", "info",
         "--log-level-file", "info",
         "--no-use-colors",
         "--no-send-anonymous-usage-stats",
@@ -249,53 +250,107 @@ def _dbt_args(command: str, home: Path, select: str | None) -> list[str]:
     return args
 
 
-def _invoke_dbt(args: list[str]) -> Any:
-    """Run one dbt command in this process (dbt is imported here: it costs 3-4 s)."""
+@dataclass
+class DbtResult:
+    """What one dbt command did: its exit code, its node results (from run_results.json) and
+    the last error it logged."""
+
+    returncode: int
+    results: list[dict[str, Any]] = field(default_factory=list)
+    last_error: str | None = None
+
+
+def _invoke_dbt(args: list[str], env: dict[str, str], home: Path, timeout: float) -> DbtResult:
+    """Run one dbt command in a child process of this interpreter; its log lines are ours."""
+    run_results = home / "marts" / "target" / "run_results.json"
+    run_results.unlink(missing_ok=True)  # a stale file would pass an earlier build off as this one
+    command = [sys.executable, "-m", "dbt.cli.main", *args]
     try:
-        from dbt.cli.main import dbtRunner
-    except ImportError as exc:
-        raise MartsError(f"dbt is not importable ({exc}); reinstall with `make install`") from exc
-
+        child = subprocess.Popen(command, env={**os.environ, **env}, cwd=home,
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True, errors="replace",
+                                 start_new_session=True)
+    except OSError as exc:
+        raise MartsError(f"cannot start dbt ({exc.strerror}): {command[0]}; "
+                         "reinstall with `make install`") from exc
     try:
-        return dbtRunner().invoke(args)
-    finally:
-        _close_duckdb()
+        out, _ = child.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _stop(child)
+        raise MartsTimeoutError(
+            f"dbt ran longer than marts.timeout_seconds = {timeout:g} s and was stopped; the "
+            f"warehouse was left as it was. Its log: {home}/marts/logs/dbt.log") from None
+    except BaseException:  # Ctrl-C, a cancelled flow: the build must not outlive us
+        _stop(child)
+        raise
+    last_error = _fold_log(out)
+    if child.returncode != 0 and "No space left on device" in out:
+        free = shutil.disk_usage(home).free / 2**20
+        raise MartsError(f"the disk holding {home} is full ({free:.0f} MiB free): dbt could not "
+                         "write the build; the warehouse was left as it was. Free some space "
+                         "and run `tessera marts` again")
+    if child.returncode < 0:
+        raise MartsError(f"dbt died with signal {signal.Signals(-child.returncode).name}; the "
+                         f"warehouse was left as it was. Its log: {home}/marts/logs/dbt.log")
+    return DbtResult(child.returncode, _read_results(run_results), last_error)
 
 
-def _close_duckdb() -> None:
-    # dbt-duckdb caches its DuckDB handle per process; the profile sets keep_open: false, and this
-    # makes sure no handle outlives the build, since it would hold the file's lock after the swap.
-    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
-
-    env = getattr(DuckDBConnectionManager, "_ENV", None)
-    if env is not None:
-        with contextlib.suppress(Exception):
-            env.close()
-    DuckDBConnectionManager.close_all_connections()
+def _stop(child: subprocess.Popen[str]) -> None:
+    """Kill dbt and anything it started (it leads its own process group), and reap it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(child.pid, signal.SIGKILL)
+    child.communicate()
 
 
-def _summarize(result: Any, home: Path) -> dict[str, Any]:
+def _fold_log(out: str) -> str | None:
+    """Log dbt's JSON events through our logger (at info for its warnings and errors, which the
+    build's own error repeats; debug for the rest); returns the last error's text, else the last
+    line that was not JSON (a crash's own words)."""
+    last_error = last_raw = None
+    for line in out.splitlines():
+        try:
+            info = json.loads(line)["info"]
+            level, msg = str(info.get("level", "info")), str(info.get("msg", "")).strip()
+        except (ValueError, KeyError, TypeError):
+            level, msg = "raw", line.strip()
+        if not msg:
+            continue
+        if level == "error":
+            last_error = msg
+        elif level == "raw":
+            last_raw = msg
+        logger.log(logging.INFO if level in ("error", "warn") else logging.DEBUG, "dbt: %s", msg)
+    return last_error or last_raw
+
+
+def _read_results(path: Path) -> list[dict[str, Any]]:
+    """The node results of dbt's run_results.json ([] when dbt wrote none, e.g. a parse error)."""
+    try:
+        return list(json.loads(path.read_text(encoding="utf-8")).get("results") or [])
+    except (OSError, ValueError):
+        return []
+
+
+_KINDS = {"model": "models", "seed": "seeds", "test": "tests", "unit_test": "tests"}
+
+
+def _summarize(result: DbtResult, home: Path) -> dict[str, Any]:
     """Count what dbt built and tested; split blocking errors from warnings."""
     summary: dict[str, Any] = {"models": 0, "tests": 0, "seeds": 0, "failures": [], "errors": []}
-    if result.exception is not None:
-        summary["errors"].append({"node": "dbt", "status": "error", "message": str(result.exception)})
-        return summary
-    for node_result in getattr(result.result, "results", None) or []:
-        node = node_result.node
-        kind = {"model": "models", "seed": "seeds", "test": "tests", "unit_test": "tests"}.get(
-            str(node.resource_type)
-        )
+    for node in result.results:
+        unique_id = str(node.get("unique_id", ""))
+        kind = _KINDS.get(unique_id.split(".", 1)[0])
         if kind:
             summary[kind] += 1
-        status = str(node_result.status)
+        status = str(node.get("status"))
         if status in {"success", "pass", "skipped"}:
             continue
-        entry = {"node": node.unique_id, "status": status, "message": node_result.message or ""}
+        entry = {"node": unique_id, "status": status, "message": node.get("message") or ""}
         summary["failures" if status == "warn" else "errors"].append(entry)
-    if not result.success and not summary["errors"]:
-        summary["errors"].append(
-            {"node": "dbt", "status": "error", "message": f"see {home}/marts/logs/dbt.log"}
-        )
+    if result.returncode != 0 and not summary["errors"]:
+        message = result.last_error or f"dbt exited {result.returncode}"
+        summary["errors"].append({"node": "dbt", "status": "error",
+                                  "message": f"{message} (see {home}/marts/logs/dbt.log)"})
     return summary
 
 
