@@ -32,7 +32,7 @@ import numpy as np
 
 from benchmarks import common
 
-KEY = "bench-load-key"
+KEY = "bench-load-key-0123456789"  # api keys are at least 16 characters
 COLLECTION = "bench"
 MODE = "hybrid"
 

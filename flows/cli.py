@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from flows import cli_support, preflight
+from flows import cli_errors, cli_support, preflight
 from tessera.env import apply_offline_defaults
 from tessera.errors import PipelineError, UsageError
 
@@ -110,7 +110,25 @@ def cmd_caption(args: argparse.Namespace) -> dict[str, Any]:
     if missing:  # refused before the model loads
         raise UsageError(f"{', '.join(missing)}: no such file; give `tessera caption` image files")
     images = [NamedImage(p, Path(p).read_bytes()) for p in args.images]
-    return caption_images(_settings(args), images, args.captioner)
+    result = caption_images(_settings(args), images, args.captioner)
+    _some_captioned(result)
+    return result
+
+
+def _some_captioned(result: dict[str, Any]) -> None:
+    """Refuse a caption run where every image failed (some failing is a result: exit 0).
+    The checks turned them all away: the input's fault (UsageError). Else the captioner failed
+    on images that passed them: a CaptionError, which names the model's fault."""
+    rows = result["captions"]
+    if not rows or result["failed"] < len(rows):
+        return
+    why = "; ".join(f"{r['image']}: {r['error']}" for r in rows[:3])
+    why += f"; and {len(rows) - 3} more" if len(rows) > 3 else ""
+    if result["refused"] == len(rows):
+        raise UsageError(f"no image was captioned, every file failed the image checks: {why}")
+    from models.captioning import CaptionError
+
+    raise CaptionError(f"the captioner ({result['captioner']}) captioned none of the images: {why}")
 
 
 @command("status")
@@ -312,6 +330,9 @@ def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
     if not args.serve:
         out = Path(args.out) if args.out else settings.home / "report" / "index.html"
         return {"report": str(write_report(settings, out))}
+    from flows.api.server import check_exposure
+
+    check_exposure(args.host, keyed=bool(settings.api.key_list()))  # before the store opens
     preflight.check_store(settings)
     try:
         server = ReportServer(settings).make_server(args.host, args.port)
@@ -361,7 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=5, help="number of results")
     p.add_argument("--source", help="only results from this source")
     p.add_argument("--modality", choices=["text", "image"], help="only text or only image results")
-    p.add_argument("--collection", help="search this collection (default: from config)")
+    p.add_argument("--collection", type=cli_support.name_arg(declared=False),
+                   help="search this collection (default: from config)")
     p.add_argument("--mode", choices=["dense", "sparse", "hybrid"],
                    help="dense (model), sparse (BM25) or hybrid (both fused); default: search.mode")
     p.add_argument("--chunks", action="store_true",
@@ -372,15 +394,20 @@ def build_parser() -> argparse.ArgumentParser:
                    "blip-image-captioning-base)")
     add("status").add_argument("--last", type=int, default=5, help="how many recent runs to show")
     p = add("alias")
-    p.add_argument("alias", help="the name readers use, e.g. the configured collection name")
-    p.add_argument("collection", help="the collection it should point at")
+    p.add_argument("alias", type=cli_support.name_arg(declared=True),
+                   help="the name readers use, e.g. the configured collection name")
+    p.add_argument("collection", type=cli_support.name_arg(declared=False),
+                   help="the collection it should point at")
     p = add("backfill-sparse")
-    p.add_argument("--collection", help="the collection (or alias) to backfill (default: from config)")
+    p.add_argument("--collection", type=cli_support.name_arg(declared=False),
+                   help="the collection (or alias) to backfill (default: from config)")
     p.add_argument("--batch-size", type=int, default=512, help="points per write")
-    add("optimize").add_argument("--collection",
+    add("optimize").add_argument("--collection", type=cli_support.name_arg(declared=False),
                                  help="the collection (or alias) to rebuild (default: from config)")
     p = add("migrate")
-    p.add_argument("--alias", required=True, help="the name readers use, e.g. tessera")
+    # Any store name: a versioned one gets migrate's own advice (give the part before "--").
+    p.add_argument("--alias", required=True, type=cli_support.name_arg(declared=False),
+                   help="the name readers use, e.g. tessera")
     p.add_argument("--model", help="the model to move to (default: the configured one)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a setting to change, e.g. chunking.overlap=48 (repeatable)")
@@ -438,17 +465,55 @@ def main(argv: list[str] | None = None) -> int:
     cli_support.Parser.json_errors = cli_support.wants_json(argv)
     try:
         args = build_parser().parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
+    except SystemExit as exc:  # --help, --version or a mistake: already printed
+        code = int(exc.code or 0)
+        return _answer(lambda: code)
+    except BrokenPipeError:
+        return cli_errors.reader_hung_up()
     cli_support.configure_logging(-1 if args.quiet else args.verbose)
     try:
-        result = COMMANDS[args.command](args)
+        result = _run(args)
     except PipelineError as exc:
-        if args.json:
-            # A refused migration prints its decision record (metrics, reason), not just a message.
-            print(json.dumps(getattr(exc, "result", None) or preflight.error_object(exc), default=str))
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        refused = exc
+        return _answer(lambda: _refuse(args, refused))
+    return _answer(lambda: _print_result(args, result))
+
+
+def _run(args: argparse.Namespace) -> dict[str, Any]:
+    """The command's result. An OSError that is a state of the machine (a read-only or full disk,
+    a quota, a permission) is refused like a mistake; any other OSError is a bug, and shows."""
+    try:
+        return COMMANDS[args.command](args)
+    except OSError as exc:
+        home = getattr(getattr(args, "settings", None), "home", None)
+        refusal = cli_errors.storage_error(exc, args.command, home)
+        if refusal is None:
+            raise
+        raise refusal from exc
+
+
+def _answer(print_answer: Callable[[], int]) -> int:
+    """Print the answer and flush it here, where a reader that hung up (`| head`) can still be
+    answered quietly (at exit, Python would print "Exception ignored" and exit 120)."""
+    try:
+        code = print_answer()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return cli_errors.reader_hung_up()
+    return code
+
+
+def _refuse(args: argparse.Namespace, exc: PipelineError) -> int:
+    """One line on stderr (and one JSON object under --json); exit 2."""
+    if args.json:
+        # A refused migration prints its decision record (metrics, reason), not just a message.
+        print(json.dumps(getattr(exc, "result", None) or preflight.error_object(exc), default=str))
+    print(f"error: {exc}", file=sys.stderr)
+    return 2
+
+
+def _print_result(args: argparse.Namespace, result: dict[str, Any]) -> int:
+    """The result: one JSON object under --json, else the command's human form; exit 0."""
     if args.json:
         print(json.dumps(result, default=str))
     elif (args.command != "demo" and not args.quiet

@@ -13,9 +13,11 @@ import logging
 import os
 import re
 import sys
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 from flows.preflight import did_you_mean
+from tessera.types import name_problem
 
 EXAMPLES: dict[str, str] = {
     "ingest": "tessera ingest                      # every declared source\n"
@@ -50,6 +52,17 @@ def fail(message: str, as_json: bool, kind: str = "UsageError") -> NoReturn:
         print(json.dumps({"error": kind, "message": message}))
     print(f"error: {message}", file=sys.stderr)
     raise SystemExit(2)
+
+
+def name_arg(declared: bool) -> Callable[[str], str]:
+    """An argparse type for a collection or alias name: `declared` for a name the command
+    creates (an alias), else any name the store may hold (versioned ones too)."""
+    def check(value: str) -> str:
+        problem = name_problem(value, declared)
+        if problem:
+            raise argparse.ArgumentTypeError(f"{value!r}: {problem}")
+        return value
+    return check
 
 
 class Parser(argparse.ArgumentParser):
@@ -228,13 +241,16 @@ def _print_status(result: dict[str, Any]) -> None:
         cols.add_row(c["name"], str(c["model"]), str(c["dimension"]), str(c["distance"]),
                      f"{c['points']:,}", names)
     console.print(cols)
+    if result.get("unlisted"):
+        console.print(f"Unlisted: {', '.join(result['unlisted'])}: {result['unlisted_fix']}",
+                      style="yellow", markup=False)
     runs = Table(title="Last runs", title_justify="left")
     for name in ("run", "status", "started (UTC)", "s", "seen", "indexed", "unchanged",
                  "quarantined", "deleted"):
         runs.add_column(name, no_wrap=True,
                         justify="left" if name in ("run", "status", "started (UTC)") else "right")
     for r in result.get("last_runs") or []:
-        style = "red" if r.get("status") == "failed" else ("yellow" if r.get("status") == "failed_input" else "")
+        style = "red" if r.get("status") in ("failed", "killed") else ("yellow" if r.get("status") == "failed_input" else "")
         runs.add_row(str(r["run_id"]), str(r["status"]), str(r["started_at"])[:19],
                      f"{r.get('seconds') or 0:.1f}", *(str(r.get(k) or 0) for k in
                                                       ("seen", "indexed", "unchanged", "quarantined",

@@ -8,7 +8,7 @@ from typing import Any
 from flows.ingest import ingest_flow
 from flows.migrate import migrate_flow
 from flows.nightly import NIGHTLY_CRON, nightly_flow
-from tessera.errors import PipelineError
+from tessera.errors import PipelineError, UsageError
 from tessera.settings import Settings, default_config_path
 
 WORK_POOL = "tessera"
@@ -53,4 +53,33 @@ def serve_all(settings: Settings, config: str | None = None) -> None:
     deployments = build_deployments(settings, config)
     if not deployments:
         raise PipelineError("nothing to serve")
+    refuse_pool_bound(deployments)
     serve(*deployments)
+
+
+def refuse_pool_bound(deployments: list[Any]) -> None:
+    """Refuse to serve deployments that `prefect deploy` registered on this server for a work pool.
+
+    Prefect's `serve` updates a deployment of the same name in place, keeping its work pool and
+    the empty code path `prefect deploy` recorded, so the runs it picks up crash looking for their
+    code in `<cwd>/None`.
+    The two ways to run the deployments exclude each other: a worker, or this process."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    bound: dict[str, str] = {}
+    with get_client(sync_client=True) as client:
+        for deployment in deployments:
+            try:
+                found = client.read_deployment_by_name(deployment.full_name)
+            except ObjectNotFound:
+                continue
+            if found.work_pool_name:
+                bound[deployment.full_name] = found.work_pool_name
+    if bound:
+        pools = sorted(set(bound.values()))
+        raise UsageError(
+            f"deployments {', '.join(bound)} on this Prefect server run on work pool "
+            f"{', '.join(pools)} (made by `prefect deploy`), so `tessera serve` cannot serve them: "
+            f"run them with `prefect worker start --pool {pools[0]}` instead, or delete them "
+            f"(`prefect deployment delete {next(iter(bound))}`, and so on) and serve again")

@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flows.pipeline.selection import check_ttl
-from tessera.errors import ConfigError, UsageError
+from tessera.errors import ConfigError, StorageError, UsageError
 from tessera.settings import Settings
 
 
@@ -121,6 +121,8 @@ def error_object(exc: BaseException) -> dict[str, Any]:
     out: dict[str, Any] = {"error": type(exc).__name__, "message": str(exc)}
     if isinstance(exc, ConfigError):
         out["key"] = exc.key
+    if isinstance(exc, StorageError):
+        out["path"] = exc.path
     return out
 
 

@@ -13,9 +13,11 @@ from flows.steps import PrefectSteps
 
 
 @flow(name="prune", flow_run_name=prune_run_name, log_prints=True)
-def prune_flow(config: str | None = None, dry_run: bool = False) -> dict[str, Any]:
-    """Delete points whose expires_at has passed, in every collection (--dry-run: count only)."""
-    summary = run_prune(tessera_config.load(config), PrefectSteps(), dry_run)
+def prune_flow(config: str | None = None, dry_run: bool = False,
+               now: int | None = None) -> dict[str, Any]:
+    """Delete points whose expires_at has passed, in every collection (--dry-run: count only);
+    `now` (epoch seconds, default the current time) is the clock tests inject."""
+    summary = run_prune(tessera_config.load(config), PrefectSteps(), dry_run, now)
     tag_run(summary["run_id"])
     get_run_logger().info(describe_prune(summary))
     return summary

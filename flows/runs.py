@@ -84,8 +84,11 @@ def describe_prune(summary: dict[str, Any]) -> str:
     """One sentence for a prune run."""
     verb = "would delete" if summary.get("dry_run") else "deleted"
     expired = summary.get("expired", summary.get("deleted", 0))
-    return (f"Prune run {summary.get('run_id', '')} {verb} {summary.get('deleted', 0)} of "
+    line = (f"Prune run {summary.get('run_id', '')} {verb} {summary.get('deleted', 0)} of "
             f"{expired} expired points.").replace("run  ", "run ")
+    if summary.get("unlisted"):
+        line += f" Not pruned: {', '.join(summary['unlisted'])} ({summary['unlisted_fix']})."
+    return line
 
 
 def describe_nightly(out: dict[str, Any]) -> str:

@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from models.base import EmbedStats
+from models.base import EmbedStats, require_images
 from models.registry import ModelSpec
 from tessera.errors import EmbeddingError
 from tessera.fs import file_sha256, locked, replace_dir
@@ -378,7 +378,9 @@ class OpenVINOBackend:
         return self.embed_texts(texts)
 
     def embed_images(self, images: list[bytes]) -> np.ndarray:
-        """Images need a CLIP-style model on the torch runtime."""
+        """Refused: this runtime runs text models only, and a text model embeds no images on
+        any runtime (CLIP-style models run on torch)."""
+        require_images(self.spec)
         raise EmbeddingError(f"runtime 'openvino' embeds text only; set runtime = 'torch' for "
                              f"{self.spec.name!r} images")
 

@@ -96,3 +96,11 @@ class MigrationRefused(PipelineError):
 
 class MartsError(PipelineError):
     """The dbt build of the marts failed or could not start."""
+
+
+class StorageError(PipelineError):
+    """The machine refused a file: a read-only or full disk, a used-up quota, no permission."""
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        self.path = path
+        super().__init__(message)

@@ -68,6 +68,10 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("items", pa.int64()),
             ("seconds", pa.float64()),
             ("recorded_at", _TS),
+            # On the start row only: the machine and process running the run, so a run with no
+            # summary can be told running (that process lives) from killed.
+            ("host", pa.string()),
+            ("pid", pa.int64()),
         ]
     ),
     # One row per document the run saw (and per document it removed).

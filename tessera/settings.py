@@ -23,11 +23,20 @@ from tessera.errors import ConfigError
 from tessera.formats import ALL_SUFFIXES
 from tessera.query import SearchConfig
 from tessera.sparse import SparseConfig
-from tessera.types import VERSION_MARK  # re-exported: names users declare may not contain it
+from tessera.types import (
+    VERSION_MARK as VERSION_MARK,  # re-exported: names users declare may not contain it
+)
+from tessera.types import name_problem
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_NO_TTL = {"none", "never", "0", ""}
+_NO_TTL = {"none", "never"}
+# A shorter TTL is a typo, not a wish: "0s" expired every point of a run as it was written (and
+# "0" used to mean the opposite, never).
+MIN_TTL_SECONDS = 60
+# Ad-hoc runs (`tessera ingest PATH`) are sources named `adhoc-<name>-<hash>`; declared sources
+# may not use the prefix, or one could take over (and delete) an ad-hoc run's documents.
+ADHOC_PREFIX = "adhoc-"
 
 
 def parse_ttl(value: str | int | None) -> int | None:
@@ -35,13 +44,19 @@ def parse_ttl(value: str | int | None) -> int | None:
     if value is None:
         return None
     if isinstance(value, int):
-        return value if value > 0 else None
-    if value.strip().lower() in _NO_TTL:
+        seconds = value
+    elif value.strip().lower() in _NO_TTL:
         return None
-    match = _DURATION.match(value.lower())
-    if not match:
-        raise ValueError(f"{value!r} is not a duration; write it like '7d', '12h', '30m' or 'none'")
-    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    else:
+        match = _DURATION.match(value.lower())
+        if not match:
+            raise ValueError(f"{value!r} is not a duration; write it like '7d', '12h', '30m' "
+                             "or 'none'")
+        seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds < MIN_TTL_SECONDS:
+        raise ValueError(f"{value!r} is shorter than a minute; a TTL must be at least a minute "
+                         "('1m'), or 'none' (or 'never') for points that never expire")
+    return seconds
 
 
 class _Section(BaseModel):
@@ -270,6 +285,10 @@ class MartsConfig(_Section):
     timeout_seconds: float = Field(default=900.0, gt=0)
 
 
+# A search API key shorter than this is refused: a one-character key was accepted.
+MIN_API_KEY_CHARS = 16
+
+
 class ApiConfig(_Section):
     """The search service (`tessera api`, `tessera mcp`, the Modal `api` function)."""
 
@@ -283,6 +302,9 @@ class ApiConfig(_Section):
     max_k: int = Field(default=100, ge=1)
     cors_origins: list[str] = []  # none: CORS off
     log_queries: bool = False  # write query text into the search_requests events
+    # Results show `uri` as `source:path` (relative to the source's root): the server's absolute
+    # paths say how its disks are laid out. True shows the absolute path stored at ingest.
+    absolute_uris: bool = False
     events_flush_seconds: float = Field(default=10.0, gt=0)
     # How often a reader on the embedded store looks for a newer snapshot to take.
     snapshot_check_seconds: float = Field(default=1.0, gt=0)
@@ -301,9 +323,17 @@ class ApiConfig(_Section):
     modal_proxy_auth: bool = False
 
     def key_list(self) -> list[str]:
-        """The configured keys, blanks dropped."""
+        """The configured keys, blanks dropped; a ConfigError (never showing a key) for one shorter
+        than MIN_API_KEY_CHARS."""
         raw = self.keys.get_secret_value() if self.keys is not None else ""
-        return [k.strip() for k in raw.split(",") if k.strip()]
+        keys = [k.strip() for k in raw.split(",") if k.strip()]
+        short = [i for i, k in enumerate(keys, 1) if len(k) < MIN_API_KEY_CHARS]
+        if short:
+            raise ConfigError("TESSERA_API__KEYS", None, f"key {short[0]} of {len(keys)} is "
+                              f"shorter than {MIN_API_KEY_CHARS} characters, short enough to "
+                              "guess; use long random keys (e.g. `openssl rand -hex 24`) in "
+                              "TESSERA_API__KEYS or the api.keys_block Secret")
+        return keys
 
 
 class Settings(BaseSettings):
@@ -390,7 +420,27 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
             qs["path"] = str(base / qs["path"])
     if "home" in data and not Path(data["home"]).is_absolute():
         data["home"] = str(base / data["home"])
+    store = data.get("store")
+    if isinstance(store, dict) and store.get("path") and store["path"] != ":memory:" and (
+            not Path(store["path"]).is_absolute()):
+        store["path"] = str(base / store["path"])
     return data
+
+
+# Secrets a config file may not hold (it is committed and copied around): where each goes instead.
+_FILE_SECRETS = {("store", "api_key"): ("TESSERA_STORE__API_KEY", "store.api_key_block"),
+                 ("api", "keys"): ("TESSERA_API__KEYS", "api.keys_block")}
+
+
+def _refuse_file_secrets(data: dict[str, Any]) -> None:
+    """Refuse a secret written in the file, naming where it belongs (never showing it)."""
+    for (section, key), (variable, block) in _FILE_SECRETS.items():
+        table = data.get(section)
+        if isinstance(table, dict) and key in table:
+            raise ConfigError(f"{section}.{key}", "(hidden)", "secrets may not be written in the "
+                              f"config file; set {variable} in the environment, or name a "
+                              f"Prefect Secret block in {block}, and remove {section}.{key} "
+                              "from the file (and rotate the key if the file was shared)")
 
 
 def load_settings(config: Path | str | None = None, **overrides: Any) -> Settings:
@@ -404,6 +454,7 @@ def load_settings(config: Path | str | None = None, **overrides: Any) -> Setting
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError("config", str(path), f"not valid TOML: {exc}") from exc
+        _refuse_file_secrets(data)
         data = _resolve_paths(data, path.parent.resolve())
     data.update(overrides)
     try:
@@ -415,20 +466,32 @@ def load_settings(config: Path | str | None = None, **overrides: Any) -> Setting
     if dupes:
         raise ConfigError("sources", dupes, "source names must be unique")
     settings.store.check()
+    _check_source_names(settings)
     _check_collection_names(settings)
     settings.home = settings.home.resolve()
     return settings
 
 
+def _check_source_names(settings: Settings) -> None:
+    """Refuse a declared source named like an ad-hoc run's (see ADHOC_PREFIX)."""
+    for i, src in enumerate(settings.sources):
+        if src.name.startswith(ADHOC_PREFIX):
+            raise ConfigError(f"sources.{i}.name", src.name, "declared source names may not "
+                              f"start with {ADHOC_PREFIX!r}: `tessera ingest PATH` names its "
+                              "ad-hoc sources that way, and a declared one would delete their "
+                              "documents; rename the source")
+
+
 def _check_collection_names(settings: Settings) -> None:
-    """Refuse declared collection names that look like a versioned collection's."""
+    """Refuse declared collection names the store cannot hold as one folder, or that look like
+    a versioned collection's (tessera.types.name_problem)."""
     declared = [("collection", settings.collection)] + [
-        (f"sources.{s.name}.collection", s.collection) for s in settings.sources if s.collection]
+        (f"sources.{s.name}.collection", s.collection) for s in settings.sources
+        if s.collection is not None]
     for key, name in declared:
-        if VERSION_MARK in name:
-            raise ConfigError(key, name, f"collection names may not contain {VERSION_MARK!r}: "
-                              "Tessera names the versions behind an alias that way; pick a name "
-                              "without it")
+        problem = name_problem(name)
+        if problem:
+            raise ConfigError(key, name, problem)
 
 
 def _config_error(exc: ValidationError) -> ConfigError:

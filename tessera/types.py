@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
@@ -76,6 +77,27 @@ class Chunk:
 
 # Between a collection's alias and its version: `docs--<model>-<tag>` (refused in user names).
 VERSION_MARK = "--"
+
+# Collection and alias names. The embedded store keeps a collection in a folder of that name,
+# so a name is one file name: no "/", and a letter or digit first (never "..", nor a hidden
+# folder like the store's own `.writers`). Stored names go to 255 characters (a file name's
+# limit) because Tessera makes `<name>--<model>-<tag>` and `quality-<set>` itself; names users
+# declare stop at 64, leaving room for that suffix, and may not hold VERSION_MARK.
+_NAME_FIRST, _NAME_REST = "A-Za-z0-9", "A-Za-z0-9_.-"
+STORED_NAME_PATTERN = f"^[{_NAME_FIRST}][{_NAME_REST}]{{0,254}}$"
+DECLARED_NAME_PATTERN = f"^[{_NAME_FIRST}][{_NAME_REST}]{{0,63}}$"
+
+
+def name_problem(name: str, declared: bool = True) -> str | None:
+    """Why `name` cannot name a collection or alias (declared: one a user picks), or None."""
+    pattern = DECLARED_NAME_PATTERN if declared else STORED_NAME_PATTERN
+    if not re.fullmatch(pattern, name):
+        return (f"a collection or alias name must match {pattern.strip('^$')} (letters, digits, "
+                "'_', '.', '-'; a letter or digit first; no '/'), as it names a folder of the store")
+    if declared and VERSION_MARK in name:
+        return (f"a collection or alias name may not contain {VERSION_MARK!r}: Tessera names the "
+                "versions behind an alias that way; pick a name without it")
+    return None
 
 
 def point_id(collection: str, doc_id: str, chunk_index: int) -> str:

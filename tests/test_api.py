@@ -188,6 +188,7 @@ def test_filters_narrow_the_hits(served: Served, indexed: Settings) -> None:
     ({"query": "x", "filters": {"ranges": {"expires_at": {"gte": 5, "lte": 1}}}},
      "filters.ranges"),
     ({"query": "x", "colour": "red"}, "colour"),
+    ({"query": "x", "collection": "team/docs"}, "collection"),
 ])
 def test_invalid_fields_get_422_naming_the_field(served: Served, body: dict[str, Any],
                                                   field: str) -> None:
@@ -206,10 +207,17 @@ def test_image_query_on_a_text_collection_is_refused(served: Served) -> None:
 
 def test_unknown_collection_is_404_and_builds_no_path(served: Served) -> None:
     with served.client() as client:
-        for name in ("nope", "../home", "/etc"):
-            response = _search(client, query="x", collection=name)
-            assert response.status_code == 404, name
-            assert "no collection or alias" in response.json()["detail"]
+        response = _search(client, query="x", collection="nope")
+        assert response.status_code == 404
+        assert "no collection or alias" in response.json()["detail"]
+        # A name no collection can have is refused before any lookup, naming the pattern.
+        for name in ("../home", "/etc", ".writers"):
+            for response in (_search(client, query="x", collection=name),
+                             client.get("/v1/documents/docs/tides.txt",
+                                        params={"collection": name})):
+                assert response.status_code == 422, (name, response.text)
+                detail = response.json()["detail"]
+                assert "collection" in detail and "[A-Za-z0-9][A-Za-z0-9_.-]" in detail
 
 
 def test_keys(served: Served) -> None:
@@ -279,7 +287,9 @@ def test_documents_round_trip_ids_with_slashes(served: Served, indexed: Settings
     assert body["chunk_count"] > 1 and "bolt number 0 " in body["chunks"][0]["text"]
 
 
-def test_unknown_and_traversing_ids_are_404_without_touching_files(served: Served) -> None:
+def test_unknown_and_traversing_ids_are_refused_without_touching_files(served: Served) -> None:
+    """Unknown and traversing document ids are 404; a collection name outside the one safe
+    pattern is 422 naming the field (it is refused before any lookup)."""
     opened: list[str] = []
     watching = threading.Event()
 
@@ -297,7 +307,8 @@ def test_unknown_and_traversing_ids_are_404_without_touching_files(served: Serve
             dotted = client.get("/v1/documents/x", params={"collection": "../../../../etc/passwd"})
     finally:
         watching.clear()
-    assert codes == [404, 404, 404, 404] and dotted.status_code == 404
+    assert codes == [404, 404, 404, 404] and dotted.status_code == 422
+    assert "collection" in dotted.text
     assert opened == []
 
 

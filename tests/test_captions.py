@@ -461,6 +461,29 @@ def test_caption_command(make_config: Callable[..., Path], blip_dir: Path, photo
     assert "no such file" in json.loads(capsys.readouterr().out)["message"]
 
 
+def test_caption_exits_2_when_no_file_was_an_image(
+        make_config: Callable[..., Path], blip_dir: Path, photos: Path,
+        capsys: pytest.CaptureFixture[str], blip: LocalCaptioner) -> None:
+    """Every image failed its checks: the input's fault, so exit 2, naming each file and why;
+    one good image among them is exit 0, with the others' failures listed."""
+    from flows.cli import main
+
+    cfg = _config(make_config, blip_dir, photos)
+    (photos / "notes.txt").write_text("words, not pixels")
+    (photos / "bad.png").write_bytes(b"not an image either")
+    bad = [str(photos / "notes.txt"), str(photos / "bad.png")]
+    assert main(["caption", *bad, "--captioner", "tiny-blip", "--config", str(cfg), "--json"]) == 2
+    out, err = capsys.readouterr()
+    answer = json.loads(out)
+    assert answer["error"] == "UsageError" and err.strip() == f"error: {answer['message']}"
+    assert all(p in answer["message"] for p in bad) and "not a readable image" in answer["message"]
+    assert main(["caption", str(photos / "p1.png"), *bad, "--captioner", "tiny-blip",
+                 "--config", str(cfg)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3 and lines[0].startswith(f"{photos / 'p1.png'}: ")
+    assert all(line.startswith(f"{p}: error: ") for p, line in zip(bad, lines[1:], strict=True))
+
+
 # --- Modal: the container's own code, and the client --------------------------------------
 
 @pytest.mark.filterwarnings("ignore:The .* function is executing locally:UserWarning")

@@ -104,6 +104,19 @@ def test_search_for_a_source_the_index_never_saw_is_an_error(
     assert json.loads(capsys.readouterr().out)["results"][0]["doc_id"] == "examples/tides.txt"
 
 
+def test_image_search_on_a_text_only_model_says_so_not_which_runtime(
+        indexed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """MiniLM embeds no images on any runtime: the advice is the API's, and no model loads."""
+    from PIL import Image
+
+    image = tmp_path / "dot.png"
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(image)
+    obj, err = _refused(capsys, "search", "--image", str(image), "--config", str(indexed))
+    assert obj is not None and obj["error"] == "UsageError"
+    assert "embeds text only; search it with a text query" in err and "all-minilm-l6-v2" in err
+    assert "runtime" not in err and "torch" not in err
+
+
 def test_modal_backend_without_a_token(indexed: Path, tmp_path: Path,
                                        monkeypatch: pytest.MonkeyPatch,
                                        capsys: pytest.CaptureFixture[str]) -> None:
@@ -152,6 +165,47 @@ def test_parse_mistakes_are_one_line(argv: list[str], hint: str,
                                      capsys: pytest.CaptureFixture[str]) -> None:
     obj, err = _refused(capsys, *argv)
     assert obj is not None and hint in err
+
+
+@pytest.mark.parametrize(("toml", "key"), [
+    ('[[sources]]\nname = "adhoc-docs-85c5f7e4"\npath = "."\n', "sources.0.name"),
+    ('collection = "team/docs"\n', "collection"),
+    ('[[sources]]\nname = "a"\npath = "."\nttl = "0s"\n', "sources.0.ttl"),
+    ('[api]\nkeys = "committed-secret-0123456789"\n', "api.keys"),
+    ('[store]\nkind = "qdrant"\nurl = "http://q:6333"\napi_key = "committed-secret-0123456789"\n',
+     "store.api_key"),
+])
+def test_config_guards_exit_2_in_one_line(toml: str, key: str, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """An ad-hoc source name, an unsafe collection name, a TTL under a minute and a secret in
+    the file are refused at load, naming the key (and never showing the secret)."""
+    config = tmp_path / "guarded.toml"
+    config.write_text(f'home = "{tmp_path / "home"}"\n{toml}')
+    obj, err = _refused(capsys, "status", "--config", str(config))
+    assert obj is not None and obj["error"] == "ConfigError" and obj["key"] == key
+    assert "committed-secret" not in err + json.dumps(obj)
+    assert not (tmp_path / "home").exists()  # refused before any work
+
+
+@pytest.mark.parametrize(("argv", "flag"), [
+    (["search", "tides", "--collection", "../../escapedcoll"], "argument --collection"),
+    (["alias", "team/docs", "test"], "argument alias"),
+    (["alias", "docs", "../escapedcoll"], "argument collection"),
+    (["backfill-sparse", "--collection", "team/docs"], "argument --collection"),
+    (["optimize", "--collection", ".."], "argument --collection"),
+    (["migrate", "--alias", "../docs"], "argument --alias"),
+])
+def test_collection_and_alias_arguments_must_be_safe_names(
+        argv: list[str], flag: str, make_config: Callable[..., Path],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    obj, err = _refused(capsys, *argv, "--config", str(make_config()))
+    assert obj is not None and flag in err and "[A-Za-z0-9][A-Za-z0-9_.-]{0," in err
+
+
+def test_ingest_ttl_under_a_minute_is_refused(make_config: Callable[..., Path],
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    obj, err = _refused(capsys, "ingest", "--ttl", "0s", "--config", str(make_config()))
+    assert obj is not None and "--ttl '0s'" in err and "at least a minute" in err
 
 
 def test_the_console_script_prints_one_line_and_exits_2(indexed: Path) -> None:

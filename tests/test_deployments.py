@@ -209,3 +209,93 @@ def test_deploy_and_run_on_a_prefect_server(tmp_path: Path) -> None:
                            "order by 1").fetchall() == [("dense", 4), ("hybrid", 4), ("sparse", 4)]
         assert con.execute("select count(*) from fct_prune_runs").fetchone()[0] >= 1
         assert con.execute("select count(*) from fct_ingest_runs").fetchone()[0] >= 2
+
+
+# ------------------------------------------- `prefect deploy` and `tessera serve` on one server
+
+
+def _deploy_like_prefect_deploy(url: str) -> list[str]:
+    """What `prefect deploy --all --prefect-file infra/prefect.yaml` registers, through the same
+    Prefect calls (prefect/cli/deploy/_core.py): each deployment bound to the `tessera` pool,
+    with the YAML's pull steps. Returns their full names."""
+    from prefect.cli.deploy._storage import _PullStepStorage
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.deployments.runner import RunnerDeployment
+    from prefect.exceptions import ObjectAlreadyExists
+    from prefect.flows import load_flow_from_entrypoint
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    names = []
+    with temporary_settings({PREFECT_API_URL: url}):
+        with get_client(sync_client=True) as client, contextlib.suppress(ObjectAlreadyExists):
+            client.create_work_pool(WorkPoolCreate(name=WORK_POOL, type="process"))
+        for decl in _declared().values():
+            flow = load_flow_from_entrypoint(str(REPO / decl["entrypoint"]))
+            deployment = RunnerDeployment(
+                name=decl["name"], flow_name=flow.name, entrypoint=decl["entrypoint"],
+                work_pool_name=decl["work_pool"]["name"],
+                work_queue_name=decl["work_pool"]["work_queue_name"],
+                parameters=decl["parameters"], description=decl["description"],
+                tags=decl["tags"], storage=_PullStepStorage([{
+                    "prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}]))
+            deployment._set_defaults_from_flow(flow)
+            deployment.apply()
+            names.append(f"{flow.name}/{decl['name']}")
+    return names
+
+
+def _delete_deployments(url: str, names: list[str]) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: url}), get_client(sync_client=True) as client:
+        for name in names:
+            with contextlib.suppress(ObjectNotFound):
+                client.delete_deployment(client.read_deployment_by_name(name).id)
+
+
+def test_serve_refuses_deployments_that_prefect_deploy_bound_to_a_work_pool(
+        tmp_path: Path) -> None:
+    """`prefect deploy --all`, then `tessera serve` on the same server: serve would take over
+    deployments still bound to the pool (their runs crash); it exits 2 with one line naming them
+    and what to do. Once they are deleted, as it says, serve's own deployments pass the check."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from tests.test_prefect_runs import TESSERA, _api_url
+
+    config = write_config(tmp_path / "tessera.toml", {"home": str(tmp_path / "home")}, {},
+                          [{"name": "examples", "path": str(EXAMPLES), "schedule": "*/30 * * * *"}])
+    url = _api_url()
+    names = _deploy_like_prefect_deploy(url)
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "TESSERA_"))}
+        env.update({**OFFLINE_DEFAULTS, "PREFECT_API_URL": url,
+                    "PREFECT_HOME": str(tmp_path / "prefect-home")})
+        serve = subprocess.Popen([str(TESSERA), "serve", "--config", str(config)], env=env,
+                                 cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True, start_new_session=True)
+        try:
+            out, err = serve.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            _stop(serve, terms=2)  # type: ignore[arg-type]
+            serve.communicate()
+            pytest.fail("`tessera serve` served the work pool's deployments instead of refusing")
+        assert serve.returncode == 2, err[-3000:]
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in err, err[-3000:]
+        assert all(name in lines[0] for name in names)
+        assert f"prefect worker start --pool {WORK_POOL}" in lines[0]
+        assert "prefect deployment delete" in lines[0]
+
+        _delete_deployments(url, names)
+        from flows.deployments import refuse_pool_bound
+
+        with temporary_settings({PREFECT_API_URL: url}):
+            served = build_deployments(load_settings(config), str(config))
+            for deployment in served:
+                deployment.apply()  # what serve registers: no work pool
+            refuse_pool_bound(served)  # a second `tessera serve` is not refused
+    finally:
+        _delete_deployments(url, names)

@@ -50,6 +50,13 @@ def _env() -> dict[str, str]:
     return env
 
 
+def _listed_runs(config: Path) -> dict[str, str]:
+    """run id -> status, of the runs `tessera status` lists."""
+    from flows.api.status import status
+
+    return {r["run_id"]: r["status"] for r in status(load_settings(config), last=5)["last_runs"]}
+
+
 @pytest.mark.slow
 def test_sigkill_mid_upsert_then_rerun_leaves_one_point_per_chunk(
     make_config: Callable[..., Path], tmp_path: Path
@@ -79,11 +86,21 @@ def test_sigkill_mid_upsert_then_rerun_leaves_one_point_per_chunk(
         out = json.loads(second.stdout)
         assert out["error"] == "StoreLockedError"
         assert f"pid {child.pid}" in out["message"] and "in use by another Tessera process" in out["message"]
+        # No summary yet and its process lives: running. (Only the events are read: `tessera
+        # status` would wait for the store the child holds.)
+        from flows.api.status import unfinished_runs
+        from tessera.events import read_events
+
+        events = load_settings(config).events_dir
+        finished = {r["run_id"] for r in read_events(events, "ingest_runs")}  # the refused one
+        assert [r["status"] for r in unfinished_runs(events, finished)] == ["running"]
     finally:
         os.kill(child.pid, signal.SIGKILL)
         child.wait(timeout=30)
         assert child.stderr is not None
         child.stderr.close()
+    # The killed run is listed as killed; the refused second writer wrote its summary: failed.
+    assert sorted(_listed_runs(config).values()) == ["failed", "killed"]
 
     summary = ingest_flow(config=str(config))
     assert summary["seen"] == 40 and summary["quarantined"] == 0

@@ -414,3 +414,92 @@ def test_an_adoption_killed_before_its_alias_is_finished_by_the_next_migration(
         assert plan.live.collection == renamed and store.aliases() == {"test": renamed}
     finally:
         store.close()
+
+
+class _SearchesAtTheSwitch(PlainSteps):
+    """Plain steps that, right after the alias moves (while the migration still holds both
+    collections open), let a searching client get a few answers before going on."""
+
+    def __init__(self, answered: Callable[[], int]) -> None:
+        super().__init__()
+        self.answered = answered
+        self.windows: list[tuple[int, int]] = []  # answers given while the migration held on
+
+    def run(self, name: str, fn: Callable[..., Any], *args: Any, io: bool = False,
+            **kwargs: Any) -> Any:
+        out = super().run(name, fn, *args, io=io, **kwargs)
+        if name == "switch-alias":
+            start = self.answered()
+            deadline = time.monotonic() + 60
+            while self.answered() < start + 3 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            self.windows.append((start, self.answered()))
+        return out
+
+
+def test_searches_never_fail_across_a_switch_and_a_rollback(setup: Callable[..., Path]) -> None:
+    """A search API on the embedded store, searched in a loop while `migrate` switches the alias
+    and rolls it back: every answer is a 200, from the old collection until the new one can be
+    opened, then from the new one."""
+    import threading
+
+    import httpx
+    from pydantic import SecretStr
+
+    from flows.api.app import create_app
+    from tests.test_api import KEY, Served
+
+    settings = load_settings(setup("edge", model="tiny-text",
+                                   quality={"max_drop": 1.0, "min_ndcg_at_10": 0.0}))
+    run_ingest(settings)
+    old = _alias(settings)
+    settings = settings.model_copy(update={"api": settings.api.model_copy(update={
+        "keys": SecretStr(KEY), "rate_limit": 10_000.0, "burst": 10_000,
+        "snapshot_check_seconds": 0.05})})
+    server = Served(create_app(settings))
+    seen: list[str] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def search_in_a_loop() -> None:
+        with server.client() as client:
+            while not stop.is_set():
+                try:
+                    response = client.post("/v1/search", json={"query": "tides and the moon",
+                                                               "k": 3})
+                except httpx.HTTPError as exc:  # a hang or a dropped connection is a failure too
+                    failures.append(repr(exc))
+                    continue
+                if response.status_code == 200:
+                    seen.append(response.json()["collection"])
+                else:
+                    failures.append(f"{response.status_code} {response.text[:300]}")
+
+    def settles_on(collection: str | None) -> None:
+        count = len(seen)
+        deadline = time.monotonic() + 60
+        while seen[count:][-3:] != [collection] * 3:
+            assert time.monotonic() < deadline, f"searches never moved to {collection}"
+            time.sleep(0.05)
+
+    searcher = threading.Thread(target=search_in_a_loop, daemon=True)
+    searcher.start()
+    try:
+        settles_on(old)
+        steps = _SearchesAtTheSwitch(lambda: len(seen) + len(failures))
+        result = run_migrate(settings, "test", overrides=["chunking.overlap=16"], steps=steps)
+        assert result["decision"] == "switched" and result["from"] == old
+        settles_on(result["to"])
+        back = run_rollback(settings, "test", steps=steps)
+        assert back["decision"] == "rolled_back"
+        settles_on(old)
+    finally:
+        stop.set()
+        searcher.join(timeout=60)
+        server.stop()
+    assert failures == []
+    (a, b), (c, d) = steps.windows
+    assert b - a >= 3 and d - c >= 3
+    # At the switch the new collection has no snapshot yet: the old one answers. At the rollback
+    # the old one's snapshot is still open, so searches may move back at once.
+    assert set(seen[a:b]) == {old} and set(seen[c:d]) <= {old, result["to"]}

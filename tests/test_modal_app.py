@@ -186,7 +186,7 @@ def test_api_function_serves_the_search_app_against_a_qdrant_store(
                           [{"name": "docs", "path": str(corpus), "ttl": "7d"}])
     run_ingest(load_settings(config))
     monkeypatch.setenv("TESSERA_CONFIG", str(config))
-    monkeypatch.setenv("TESSERA_API__KEYS", "modal-key-1")
+    monkeypatch.setenv("TESSERA_API__KEYS", "modal-key-1-0123456789")
 
     app = modal_app.api.local()
 
@@ -194,7 +194,7 @@ def test_api_function_serves_the_search_app_against_a_qdrant_store(
         async with app.router.lifespan_context(app), httpx.AsyncClient(
                 transport=httpx.ASGITransport(app=app), base_url="http://modal") as client:
             hits = await client.post("/v1/search", json={"query": "volcano eruption", "k": 2},
-                                     headers={"Authorization": "Bearer modal-key-1"})
+                                     headers={"Authorization": "Bearer modal-key-1-0123456789"})
             denied = await client.post("/v1/search", json={"query": "volcano"})
             ready = await client.get("/readyz")
             return hits, denied, ready

@@ -122,6 +122,17 @@ def test_ingest_hands_ids_only_to_a_backend_with_the_chunkers_tokenizer(
     assert token_ids(torch, torch_backend, SPEC, chunks) is None  # s-t tokenizes the texts
 
 
+def test_a_text_model_on_openvino_embeds_no_images_and_says_why(tmp_path: Path) -> None:
+    """Not "set runtime = 'torch'": MiniLM embeds no images on any runtime."""
+    from tessera.errors import EmbeddingError
+
+    backend = OpenVINOBackend(SPEC, resolve_model_path(SPEC), tmp_path)  # nothing compiled
+    with pytest.raises(EmbeddingError, match="embeds text only; images need a CLIP-style model"
+                       ) as err:
+        backend.embed_images([b"x"])
+    assert "torch" not in str(err.value)
+
+
 def test_runtime_option_picks_the_backend(make_config: Callable[..., Path],
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     ov = load_settings(make_config(embedding={"runtime": "openvino", "precision": "bf16",

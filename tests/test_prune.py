@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -10,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from flows.api.status import status
+from flows.cli_support import print_human
 from flows.pipeline.indexer import NEVER_EXPIRES
 from flows.pipeline.prune import run_prune
 from flows.pipeline.store import ensure_collection, open_store
@@ -106,11 +109,12 @@ def test_prune_flow_and_cli_report_json(make_config: Callable[..., Path],
 
 
 def test_source_ttl_and_ingest_override(make_config: Callable[..., Path], corpus: Path) -> None:
-    """A source's TTL sets expires_at; --ttl overrides it for one run; prune honours both."""
+    """A source's TTL sets expires_at; --ttl overrides it for one run; prune honours both. The
+    clock is injected (`now=`): nothing sleeps, and the TTL is a legal one (at least a minute)."""
     from flows.ingest import ingest_flow
 
     config = make_config(sources=[
-        {"name": "short", "path": str(corpus), "ttl": "1s"},
+        {"name": "short", "path": str(corpus), "ttl": "1h"},
         {"name": "forever", "path": str(corpus), "ttl": "none"},
     ])
     settings = load_settings(config)
@@ -123,8 +127,9 @@ def test_source_ttl_and_ingest_override(make_config: Callable[..., Path], corpus
         store.close()
     assert short > 0 and forever == short
 
-    time.sleep(1.2)  # the 1 s TTL passes
-    pruned = prune_flow(config=str(config))
+    assert prune_flow(config=str(config), now=int(time.time()))["deleted"] == 0  # not yet
+    later = int(time.time()) + 3600 + 60  # the 1 h TTL has passed
+    pruned = prune_flow(config=str(config), now=later)
     assert pruned["deleted"] == short
     store = open_store(settings)
     try:
@@ -135,8 +140,31 @@ def test_source_ttl_and_ingest_override(make_config: Callable[..., Path], corpus
 
     # --ttl for one run: the same source's points now never expire.
     ingest_flow(config=str(config), sources=["short"], ttl="none")
-    time.sleep(1.2)
-    assert prune_flow(config=str(config))["deleted"] == 0
+    assert prune_flow(config=str(config), now=later + 3600)["deleted"] == 0
     snapshots = read_events(settings.events_dir, "index_snapshots")
     assert any(r["run_id"] == pruned["run_id"] and r["source"] == "short" and r["points"] == 0
                for r in snapshots)
+
+
+def test_collections_no_valid_name_reaches_are_reported(make_config: Callable[..., Path],
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """A collection stored under a name with '/' (`collection = "team/docs"` made
+    qdrant/team/docs before names were checked) or outside the name pattern is named by
+    `status` and `prune`, not silently skipped."""
+    settings = load_settings(make_config())
+    for name in ("kept", "nested", "odd"):
+        _seed(settings, name, {f"{name}-doc": NOW - 10})
+    root = settings.home / "qdrant"
+    (root / "team").mkdir()
+    os.replace(root / "nested", root / "team" / "docs")
+    os.replace(root / "odd", root / "odd name")
+
+    shown = status(settings)
+    assert [c["name"] for c in shown["collections"]] == ["kept"]
+    assert shown["unlisted"] == ["odd name", "team/docs"]
+    pruned = run_prune(settings, now=NOW)
+    assert pruned["collections"] == {"kept": {"expired": 1, "deleted": 1}}
+    assert pruned["unlisted"] == ["odd name", "team/docs"]
+    for command, result in (("status", shown), ("prune", pruned)):
+        print_human(command, result)
+        assert "team/docs" in capsys.readouterr().out

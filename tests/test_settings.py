@@ -79,3 +79,105 @@ def test_missing_config_file_and_bad_toml(tmp_path: Path) -> None:
                                                 ("none", None), ("2w", 1209600), (None, None)])
 def test_parse_ttl(text: str | None, seconds: int | None) -> None:
     assert parse_ttl(text) == seconds
+
+
+# ------------------------------------------------------------ guards on what a config may hold
+
+
+def _load(tmp_path: Path, toml: str) -> ConfigError:
+    cfg = tmp_path / "guard.toml"
+    cfg.write_text(toml)
+    with pytest.raises(ConfigError) as err:
+        load_settings(cfg)
+    return err.value
+
+
+def test_declared_source_names_may_not_take_the_adhoc_prefix(tmp_path: Path) -> None:
+    """`tessera ingest adhoc/docs` runs as source `adhoc-docs-<hash>`: a declared source by that
+    name would delete the ad-hoc run's documents on its first ingest."""
+    err = _load(tmp_path, '[[sources]]\nname = "adhoc-docs-85c5f7e4"\npath = "."\n')
+    assert err.key == "sources.0.name" and "'adhoc-'" in str(err)
+    cfg = tmp_path / "ok.toml"
+    cfg.write_text('[[sources]]\nname = "docs-adhoc"\npath = "."\n')
+    assert load_settings(cfg).sources[0].name == "docs-adhoc"
+
+
+@pytest.mark.parametrize(("toml", "key"), [
+    ('collection = "team/docs"\n', "collection"),
+    ('collection = "../../escapedcoll"\n', "collection"),
+    ('collection = ".hidden"\n', "collection"),
+    ('collection = ""\n', "collection"),
+    (f'collection = "{"c" * 65}"\n', "collection"),
+    ('collection = "docs--v2"\n', "collection"),
+    ('[[sources]]\nname = "a"\npath = "."\ncollection = "team/docs"\n', "sources.a.collection"),
+])
+def test_collection_names_must_match_one_safe_pattern(tmp_path: Path, toml: str, key: str) -> None:
+    err = _load(tmp_path, toml)
+    assert err.key == key
+    assert "[A-Za-z0-9][A-Za-z0-9_.-]{0,63}" in str(err) or "'--'" in str(err)
+
+
+def test_a_safe_collection_name_loads(tmp_path: Path) -> None:
+    cfg = tmp_path / "ok.toml"
+    cfg.write_text(f'collection = "Team_docs.v2-{"c" * 51}"\n')
+    assert len(load_settings(cfg).collection) == 64
+
+
+@pytest.mark.parametrize(("toml", "key"), [
+    ('[[sources]]\nname = "a"\npath = "."\nttl = "0s"\n', "sources.0.ttl"),
+    ('[[sources]]\nname = "a"\npath = "."\nttl = "59s"\n', "sources.0.ttl"),
+    ('[[sources]]\nname = "a"\npath = "."\nttl = "0"\n', "sources.0.ttl"),
+    ('[[sources]]\nname = "a"\npath = "."\nttl = "0m"\n', "sources.0.ttl"),
+    ('[migrate]\nkeep_previous = "0s"\n', "migrate.keep_previous"),
+])
+def test_a_ttl_is_at_least_a_minute(tmp_path: Path, toml: str, key: str) -> None:
+    """`ttl = "0s"` expired every document at once; "none" or "never" mean no expiry."""
+    err = _load(tmp_path, toml)
+    assert err.key == key and "'none'" in str(err)  # "0" once meant never: it is refused too
+    assert "at least a minute" in str(err) or "'0' is not a duration" in str(err)
+    assert (parse_ttl("1m"), parse_ttl("60s"), parse_ttl("never"), parse_ttl("none")) == (
+        60, 60, None, None)
+    with pytest.raises(ValueError, match="at least a minute"):
+        parse_ttl(0)
+
+
+@pytest.mark.parametrize(("toml", "key", "where"), [
+    ('[store]\nkind = "qdrant"\nurl = "http://q:6333"\napi_key = "file-secret-123456789"\n',
+     "store.api_key", ("TESSERA_STORE__API_KEY", "store.api_key_block")),
+    ('[api]\nkeys = "file-secret-123456789"\n', "api.keys", ("TESSERA_API__KEYS", "api.keys_block")),
+])
+def test_secrets_in_the_config_file_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                toml: str, key: str, where: tuple[str, str]) -> None:
+    """A key committed with tessera.toml must not work silently; the message never shows it."""
+    err = _load(tmp_path, toml)
+    assert err.key == key and all(w in str(err) for w in where)
+    assert "file-secret-123456789" not in str(err) and "file-secret" not in repr(err.value)
+    # The environment still works.
+    monkeypatch.setenv("TESSERA_API__KEYS", "env-key-0123456789abcdef")
+    cfg = tmp_path / "env.toml"
+    cfg.write_text('collection = "x"\n')
+    assert load_settings(cfg).api.key_list() == ["env-key-0123456789abcdef"]
+
+
+def test_api_keys_have_a_minimum_length(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TESSERA_API__KEYS", "k, long-enough-key-1234")
+    settings = load_settings(None, home=str(tmp_path))
+    with pytest.raises(ConfigError) as err:
+        settings.api.key_list()
+    assert err.value.key == "TESSERA_API__KEYS" and "16" in str(err.value)
+    assert "long-enough-key-1234" not in str(err.value) and "'k'" not in str(err.value)
+    monkeypatch.setenv("TESSERA_API__KEYS", "long-enough-key-1234,second-long-key-5678")
+    assert load_settings(None, home=str(tmp_path)).api.key_list() == [
+        "long-enough-key-1234", "second-long-key-5678"]
+
+
+def test_store_path_is_relative_to_the_config_file(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    cfg = tmp_path / "conf" / "t.toml"
+    cfg.write_text('[store]\npath = "shards"\n')
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert load_settings(cfg).store.path == tmp_path / "conf" / "shards"
+    cfg.write_text('[store]\nkind = "qdrant"\npath = ":memory:"\n')
+    assert load_settings(cfg).store.in_memory

@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from flows.api.guard import ANONYMOUS, BodyLimit, KeyGuard
+from flows.api.guard import ANONYMOUS, UNAUTHORIZED, BodyLimit, KeyCheck, KeyGuard
 from flows.api.metrics import Metrics
 from flows.api.request_log import RequestLog
 from flows.api.schemas import (
@@ -37,6 +37,7 @@ from flows.api.schemas import (
 from flows.api.service import InvalidRequest, NotFound, SearchService
 from tessera.errors import ConfigError, PipelineError, StoreLockedError
 from tessera.settings import Settings
+from tessera.types import STORED_NAME_PATTERN
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": Problem, "description": "body over api.max_body_bytes"},
     422: {"model": Problem, "description": "a field is invalid; the message names it"},
     429: {"model": Problem, "description": "rate limit; see Retry-After"},
-    503: {"model": Problem, "description": "the store is not readable yet; see Retry-After"},
+    503: {"model": Problem, "description": "the store is not readable yet, or too many request "
+                                           "bodies are in flight; see Retry-After"},
 }
 
 
@@ -74,9 +76,7 @@ async def _authorized(request: Request,
     if guard.enabled:
         found = guard.identify(f"Bearer {credentials.credentials}" if credentials else None)
         if found is None:
-            raise ApiError(401, "unauthorized", "missing or invalid API key; send "
-                           "`Authorization: Bearer KEY` with a key from TESSERA_API__KEYS",
-                           {"WWW-Authenticate": "Bearer"})
+            raise ApiError(401, "unauthorized", UNAUTHORIZED, {"WWW-Authenticate": "Bearer"})
         key = found
     wait = guard.take(key)
     if wait > 0:
@@ -193,7 +193,8 @@ def _routes(app: FastAPI) -> None:
     @app.get("/v1/documents/{doc_id:path}", response_model=DocumentResponse,
              dependencies=guarded, responses={**_ERRORS, 404: {"model": Problem}}, tags=["index"])
     async def document(doc_id: str, request: Request,
-                       collection: str | None = Query(default=None, max_length=200)
+                       collection: str | None = Query(default=None, max_length=255,
+                                                      pattern=STORED_NAME_PATTERN)
                        ) -> dict[str, Any]:
         """A document's chunks, in order. Ids may hold slashes (`source/relative/path`)."""
         service: SearchService = request.app.state.service
@@ -287,13 +288,19 @@ def create_app(settings: Settings, *, auth: bool = True,
     app.state.log = log
     _handlers(app)
     _routes(app)
+    # The last added runs first: observe, CORS, the key (from headers), then the body reader.
+    app.add_middleware(BodyLimit, limit=settings.api.max_body_bytes,
+                       on_reject=lambda: metrics.errors.labels("body_too_large").inc(),
+                       on_busy=lambda: metrics.errors.labels("bodies_in_flight").inc())
+    app.add_middleware(KeyCheck, guard=app.state.guard, router=app.router,
+                       on_reject=lambda: metrics.errors.labels("unauthorized").inc())
     if settings.api.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
+        # Outside the key check: a browser's preflight carries no key, and a 401 needs the
+        # CORS headers for the page to read it.
         app.add_middleware(CORSMiddleware, allow_origins=settings.api.cors_origins,
                            allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
-    app.add_middleware(BodyLimit, limit=settings.api.max_body_bytes,
-                       on_reject=lambda: metrics.errors.labels("body_too_large").inc())
     app.add_middleware(_Observe, metrics=metrics, log=log)
     return app

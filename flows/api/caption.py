@@ -42,7 +42,8 @@ class CaptionService:
 
     def caption(self, images: list[NamedImage]) -> dict[str, Any]:
         """{"captioner", "captions": [{"image", "sha256", "caption", "cached"} or
-        {"image", "sha256", "error"}], "made", "reused", "failed"}, in input order."""
+        {"image", "sha256", "error"}], "made", "reused", "failed", "refused"}, in input order
+        ("refused": the failed images the checks turned away before the captioner saw them)."""
         checked: list[tuple[NamedImage, str | None]] = [(img, _problem(img.data, self.limits))
                                                         for img in images]
         good = [img for img, problem in checked if problem is None]
@@ -59,7 +60,7 @@ class CaptionService:
         return {"captioner": self.backend.spec.id, "captions": rows,
                 "made": sum("caption" in r and not r["cached"] for r in rows),
                 "reused": sum(bool(r.get("cached")) for r in rows),
-                "failed": sum("error" in r for r in rows)}
+                "failed": sum("error" in r for r in rows), "refused": len(images) - len(good)}
 
     def close(self) -> None:
         """Release the model and the cache."""

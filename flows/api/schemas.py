@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from flows.pipeline.store import INTEGER_INDEXES, KEYWORD_INDEXES
+from tessera.types import STORED_NAME_PATTERN
 
 # Fields a filter may name: the ones with a payload index (an unindexed filter scans).
 EQUALITY_FIELDS = tuple(f for f in KEYWORD_INDEXES if f not in ("source", "modality"))
@@ -87,7 +88,7 @@ class SearchRequest(BaseModel):
     k: int = Field(default=5, ge=1, description="number of results (at most api.max_k)")
     mode: Literal["dense", "sparse", "hybrid"] | None = Field(
         default=None, description="dense, sparse (BM25) or hybrid (fused); default: the index's")
-    collection: str | None = Field(default=None, max_length=200,
+    collection: str | None = Field(default=None, max_length=255, pattern=STORED_NAME_PATTERN,
                                    description="a collection or an alias (default: from config)")
     filters: Filters = Field(default_factory=Filters)
     with_text: bool = Field(default=True, description="include each hit's text")
@@ -120,7 +121,8 @@ class Hit(BaseModel):
     title: str | None = None
     text: str | None = None
     modality: str | None = None
-    uri: str | None = None
+    uri: str | None = Field(default=None, description="`source:path`, relative to the source's "
+                            "root (absolute only with api.absolute_uris)")
     score: float
 
 
@@ -130,7 +132,7 @@ class SearchResponse(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"results": [
         {"doc_id": "docs/guides/vaccines.md", "chunk_index": 0, "source": "docs",
          "title": "Vaccines", "text": "Vaccines train the immune system ...", "modality": "text",
-         "uri": "file:///data/docs/guides/vaccines.md", "score": 0.71}],
+         "uri": "docs:guides/vaccines.md", "score": 0.71}],
         "mode": "hybrid", "grouped": True, "collection": "tessera", "warning": None}]})
 
     results: list[Hit]
@@ -176,7 +178,7 @@ class DocumentResponse(BaseModel):
 
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "doc_id": "docs/guides/vaccines.md", "collection": "tessera", "source": "docs",
-        "title": "Vaccines", "uri": "file:///data/docs/guides/vaccines.md", "modality": "text",
+        "title": "Vaccines", "uri": "docs:guides/vaccines.md", "modality": "text",
         "chunk_count": 2, "chunks": [{"chunk_index": 0, "text": "Vaccines train ..."},
                                      {"chunk_index": 1, "text": "... memory cells."}]}]})
 

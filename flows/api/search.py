@@ -12,11 +12,12 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, replace
+from pathlib import PurePath
 from typing import Any
 
 from flows.pipeline.store import VectorStore, open_store, resolve
 from models import EmbeddingBackend, get_spec, make_backend
-from tessera.errors import ConfigError, VectorStoreError
+from tessera.errors import ConfigError, UsageError, VectorStoreError
 from tessera.query import MODES, StoreQuery
 from tessera.settings import Settings
 from tessera.sparse import Bm25Encoder, config_from_identity, sparse_signature
@@ -66,12 +67,38 @@ def effective_mode(info: CollectionInfo, asked: str, image: bool) -> tuple[str, 
     return asked, None
 
 
+def image_refusal(info: CollectionInfo) -> str | None:
+    """Why an image cannot query this collection (its model embeds text only, on any runtime),
+    or None: the one wording the CLI, the HTTP API and the MCP server give."""
+    if "image" in info.modalities:
+        return None
+    return (f"collection {info.name!r} holds {info.model_name}, which embeds text only; search "
+            "it with a text query")
+
+
 def encoder(identity: dict[str, Any]) -> Bm25Encoder:
     """The BM25 encoder of a recorded sparse config (cached: cheap, but queries are many)."""
     key = sparse_signature(identity)
     if key not in _ENCODERS:
         _ENCODERS[key] = Bm25Encoder(config_from_identity(identity))
     return _ENCODERS[key]
+
+
+def public_uri(settings: Settings, payload: dict[str, Any]) -> str | None:
+    """The uri a reader is shown: `source:path`, the file relative to its source's root with a
+    record's `#line=N` kept, so no answer tells where the server keeps its files; the stored
+    absolute uri only with api.absolute_uris. The payload itself is never changed."""
+    uri = payload.get("uri")
+    if not uri or settings.api.absolute_uris:
+        return uri
+    uri, rel = str(uri), payload.get("path")
+    at = uri.rfind(f"/{rel}") if rel else -1
+    if at >= 0:  # directory and image sources: `path` is the file under the root
+        shown = uri[at + 1:]
+    else:  # a BEIR corpus (`corpus.jsonl#id`): the file's name and the record
+        file, mark, record = uri.partition("#")
+        shown = PurePath(file).name + mark + record
+    return f"{payload.get('source')}:{shown}"
 
 
 def run_search(settings: Settings, q: SearchQuery, backend: EmbeddingBackend | None = None,
@@ -90,6 +117,9 @@ def run_search(settings: Settings, q: SearchQuery, backend: EmbeddingBackend | N
         info = store.get_collection(name)
         if info is None:
             raise VectorStoreError(f"collection {name!r} does not exist; run `tessera ingest` first")
+        refused = image_refusal(info) if q.image is not None else None
+        if refused:  # before the model loads
+            raise UsageError(refused)
         mode, warning = effective_mode(info, asked, q.image is not None)
         if warning:
             logger.warning("%s", warning)
@@ -118,8 +148,8 @@ def run_search(settings: Settings, q: SearchQuery, backend: EmbeddingBackend | N
     finally:
         if own:
             store.close()
-    results = [{**{f: h.payload.get(f) for f in RESULT_FIELDS}, "score": round(h.score, 6)}
-               for h in hits]
+    results = [{**{f: h.payload.get(f) for f in RESULT_FIELDS},
+                "uri": public_uri(settings, h.payload), "score": round(h.score, 6)} for h in hits]
     return {"results": results, "mode": mode, "grouped": not q.chunks, "collection": name,
             "warning": warning}
 

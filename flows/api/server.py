@@ -22,6 +22,15 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def check_exposure(host: str, keyed: bool) -> None:
+    """Refuse to serve the index without API keys anywhere but on a loopback address (the one
+    rule for `tessera api` and `tessera report --serve`)."""
+    if not keyed and not is_loopback(host):
+        raise UsageError(f"serving without API keys would let anyone who reaches {host} read "
+                         "the index; that is allowed on loopback addresses only. Set "
+                         "TESSERA_API__KEYS, or serve on 127.0.0.1")
+
+
 def check_port(host: str, port: int) -> None:
     """Refuse, with advice, a port this process cannot listen on."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -40,9 +49,7 @@ def serve_api(settings: Settings, host: str, port: int, no_auth: bool = False) -
 
     from flows.api.app import create_app
 
-    if no_auth and not is_loopback(host):
-        raise UsageError(f"--no-auth would let anyone who reaches {host} read the index; it is "
-                         "allowed on loopback addresses only. Set TESSERA_API__KEYS instead")
+    check_exposure(host, keyed=not no_auth)
     check_port(host, port)
     app = create_app(settings, auth=not no_auth)  # refuses a keyless start before loading
     if no_auth:

@@ -20,7 +20,7 @@ import numpy as np
 
 from flows.api.batching import BatchingEmbedder
 from flows.api.schemas import SearchRequest
-from flows.api.search import SearchQuery, run_search
+from flows.api.search import SearchQuery, image_refusal, public_uri, run_search
 from flows.api.snapshot import SnapshotReader
 from flows.pipeline.store import VectorStore, open_store
 from models import get_spec, make_backend
@@ -33,8 +33,8 @@ from tessera.types import CollectionInfo, Match
 logger = logging.getLogger(__name__)
 
 PROBE_TEXT = "Tessera readiness probe: is the model the one the collection was built with?"
-DOCUMENT_FIELDS = ["doc_id", "chunk_index", "chunk_count", "source", "title", "uri", "modality",
-                   "text"]
+DOCUMENT_FIELDS = ["doc_id", "chunk_index", "chunk_count", "source", "title", "uri", "path",
+                   "modality", "text"]
 _MAX_DOC_ID = 4096
 # A name found in the store's listing is trusted this long without listing again (a listing
 # reads every folder). A name not found lists again at once; a collection dropped meanwhile is
@@ -63,6 +63,10 @@ class Reader(Protocol):
         """A context manager giving the store to search `name` in."""
         ...
 
+    def ready(self, name: str) -> bool:
+        """Whether `reading(name)` can start now without waiting on a writer."""
+        ...
+
     def close(self) -> None:
         """Release the store."""
         ...
@@ -81,6 +85,10 @@ class DirectReader:
         """The store itself."""
         with self._lock or nullcontext():
             yield self.live
+
+    def ready(self, name: str) -> bool:
+        """Always: a server switches aliases atomically."""
+        return True
 
     def close(self) -> None:
         """Close the client."""
@@ -135,6 +143,7 @@ class SearchService:
         self._lock = threading.Lock()
         self._listed: set[str] = set()  # the last listing of collections, and when it was made
         self._listed_at = 0.0
+        self._serving: dict[str, str] = {}  # name asked for -> the collection last searched
 
     # -- collections -------------------------------------------------------------------------
     def resolve(self, collection: str | None) -> str:
@@ -144,13 +153,23 @@ class SearchService:
         target = self.reader.live.aliases().get(name, name)
         now = time.monotonic()
         if target in self._listed and now - self._listed_at < LISTING_SECONDS:
-            return str(target)
+            return self._settled(name, str(target))
         known = self.reader.live.list_collections()
         self._listed, self._listed_at = set(known), now
         if target not in known:
             raise NotFound(f"no collection or alias {name!r}; this index has "
                            f"{', '.join(known) or 'no collections yet (run `tessera ingest`)'}")
-        return str(target)
+        return self._settled(name, str(target))
+
+    def _settled(self, name: str, target: str) -> str:
+        """`target`; or, while an alias has just moved to a collection the reader cannot open
+        yet (the migration that moved it still holds it), the collection it served before."""
+        before = self._serving.get(name)
+        if (before is not None and before != target and not self.reader.ready(target)
+                and self.reader.live.get_collection(before) is not None):
+            return before
+        self._serving[name] = target
+        return target
 
     def info(self, name: str) -> CollectionInfo:
         """The model recorded for a collection."""
@@ -205,9 +224,9 @@ class SearchService:
             raise InvalidRequest("k", f"at most {self.settings.api.max_k} (api.max_k)")
         name = self.resolve(req.collection)
         info = self.info(name)
-        if req.image is not None and "image" not in info.modalities:
-            raise InvalidRequest("image", f"collection {name!r} holds {info.model_name}, which "
-                                 "embeds text only; search it with a text query")
+        refused = image_refusal(info) if req.image is not None else None
+        if refused:
+            raise InvalidRequest("image", refused)
         where = Match(equals=tuple(req.filters.equals.items()),
                       ranges=tuple((f, r.gte, r.lte) for f, r in req.filters.ranges.items()))
         timings: dict[str, float] = {}
@@ -235,7 +254,7 @@ class SearchService:
         rows.sort(key=lambda r: r.get("chunk_index") or 0)
         first = rows[0]
         return {"doc_id": doc_id, "collection": name, "source": first.get("source"),
-                "title": first.get("title"), "uri": first.get("uri"),
+                "title": first.get("title"), "uri": public_uri(self.settings, first),
                 "modality": first.get("modality"),
                 "chunk_count": int(first.get("chunk_count") or len(rows)),
                 "chunks": [{"chunk_index": r.get("chunk_index"), "text": r.get("text")}

@@ -10,6 +10,10 @@ background thread and swaps it in. Searches in flight finish on the copy they st
 
 What a reader sees mid-ingest: the index as the last finished write left it. A new snapshot
 appears within a check interval of the writer closing the shard (plus the copy's time).
+
+Across an alias switch (`tessera migrate`, a rollback) the service keeps searching the collection
+it served before until `ready` has a snapshot of the new one: the migration holds the new
+collection open for a moment after it moves the alias.
 """
 
 from __future__ import annotations
@@ -160,6 +164,34 @@ class SnapshotReader:
             old.retire()
         logger.info("searching a fresh snapshot of collection %r (generation %s)", name,
                     fresh.generation)
+
+    def ready(self, name: str) -> bool:
+        """Whether `name` has a snapshot to search now; if not, one is taken in the background
+        (an alias just moved to a collection its writer still holds: search the old one meanwhile)."""
+        with self._lock:
+            if name in self._snaps:
+                return True
+            start = name not in self._refreshing
+            self._refreshing.add(name)
+        if start:
+            threading.Thread(target=self._take_ahead, args=(name,), daemon=True,
+                             name=f"tessera-snapshot-{name}").start()
+        return False
+
+    def _take_ahead(self, name: str) -> None:
+        snap = None
+        try:
+            snap = self._take(name)
+        except StoreLockedError:
+            pass  # the writer still holds it; the next search asks again
+        except Exception:  # noqa: BLE001 - the caller keeps searching the old one, say why
+            logger.exception("could not take a snapshot of collection %r", name)
+        with self._lock:
+            self._refreshing.discard(name)
+            if snap is not None and name not in self._snaps:
+                self._snaps[name], snap = snap, None
+        if snap is not None:  # a search took one meanwhile
+            snap.retire()
 
     def _current(self, name: str) -> _Snapshot:
         now = time.monotonic()

@@ -11,6 +11,7 @@ import base64
 import html
 import inspect
 import io
+import math
 import re
 import threading
 import time
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+from flows.api.guard import KeyGuard
 from flows.api.report_data import ReportData, gather
 from tessera.errors import PipelineError
 from tessera.settings import Settings
@@ -82,6 +84,26 @@ def thumbnail(uri: str | None, size: int = 96) -> str | None:
     except Exception:  # noqa: BLE001 - an unreadable image shows no thumbnail, not an error
         return None
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def thumbnail_of(settings: Settings, hit: dict[str, Any]) -> str | None:
+    """An image hit's thumbnail, its file found from the uri search shows: `source:path` under
+    that source's configured root (nothing outside it is read), or the stored absolute path
+    with api.absolute_uris."""
+    from flows.pipeline.sources.base import safe_path
+    from tessera.errors import RecordError
+
+    uri = str(hit.get("uri") or "")
+    if settings.api.absolute_uris:
+        return thumbnail(uri)
+    name, colon, rel = uri.partition(":")
+    root = next((s.path for s in settings.sources if s.name == name == hit.get("source")), None)
+    if not colon or root is None:
+        return None
+    try:
+        return thumbnail(str(safe_path(root, rel)))  # an image's uri has no #fragment
+    except RecordError:
+        return None
 
 
 # ------------------------------------------------------------------------------------ charts
@@ -168,7 +190,7 @@ def _search_section(query: str, mode: str, modality: str, modes: list[str],
     elif results is not None:
         rows = []
         for hit in results:
-            thumb = thumbnail(hit.get("uri")) if hit.get("modality") == "image" else None
+            thumb = hit.get("thumbnail")  # made by the server, which knows the source roots
             img = f'<img src="{thumb}" alt="{_e(hit.get("title") or hit["doc_id"])}">' if thumb else ""
             rows.append(f'<div class="hit" data-doc-id="{_e(hit["doc_id"])}">{img}'
                         f'<span class="score">{hit["score"]:.3f}</span><div>'
@@ -231,6 +253,18 @@ def write_report(settings: Settings, out: Path) -> Path:
     return out
 
 
+def _as_bearer(authorization: str | None) -> str | None:
+    """`Basic base64(user:KEY)`, what a browser sends, as `Bearer KEY`; anything else as is."""
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "basic":
+        return authorization
+    try:
+        decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
+    except ValueError:  # bad base64 (binascii.Error) or bad UTF-8 (UnicodeDecodeError)
+        return None
+    return "Bearer " + decoded.partition(":")[2]
+
+
 def search_modes(search: SearchFn) -> list[str]:
     """The modes the search function offers (dense only, unless it takes `mode`)."""
     if "mode" in inspect.signature(search).parameters:
@@ -239,7 +273,9 @@ def search_modes(search: SearchFn) -> list[str]:
 
 
 class ReportServer:
-    """Serves the page; each search is timed for the latency chart."""
+    """Serves the page; each search is timed for the latency chart. With API keys configured,
+    every request needs one, as the API's do: a browser signs in with any user name and the key
+    as password (HTTP Basic), a script sends `Authorization: Bearer KEY`."""
 
     def __init__(self, settings: Settings, search: SearchFn | None = None) -> None:
         if search is None:
@@ -251,6 +287,24 @@ class ReportServer:
         self.latencies: list[float] = []
         self.backend: Any = None
         self._lock = threading.Lock()
+        api = settings.api
+        self.guard = KeyGuard(api.key_list(), api.rate_limit, api.burst)
+
+    def refusal(self, authorization: str | None) -> tuple[int, str, dict[str, str]] | None:
+        """(status, message, headers) for a request refused by the key check or the key's rate
+        limit; None when keys are off or the request may go on."""
+        if not self.guard.enabled:
+            return None
+        key = self.guard.identify(_as_bearer(authorization))
+        if key is None:
+            return 401, ("missing or invalid API key: sign in with any user name and a key from "
+                         "TESSERA_API__KEYS as the password, or send `Authorization: Bearer KEY`"
+                         ), {"WWW-Authenticate": 'Basic realm="Tessera report", charset="UTF-8"'}
+        wait = self.guard.take(key)
+        if wait > 0:
+            return 429, (f"rate limit reached ({self.guard.rate:g} requests/s; api.rate_limit); "
+                         "retry after the delay"), {"Retry-After": str(max(1, math.ceil(wait)))}
+        return None
 
     def page(self, params: dict[str, str]) -> str:
         """The page for one GET's query string."""
@@ -269,6 +323,9 @@ class ReportServer:
                 with self._lock:  # one search at a time: the embedded store is one process's
                     results = self.search(self.settings, **kwargs)
                 self.latencies.append((time.perf_counter() - start) * 1000)
+                for hit in results:
+                    if hit.get("modality") == "image":
+                        hit["thumbnail"] = thumbnail_of(self.settings, hit)
             except PipelineError as exc:
                 error = str(exc)
         return render_page(gather(self.settings, self.latencies), query=query, mode=mode,
@@ -280,14 +337,24 @@ class ReportServer:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - the http.server API
+                refused = owner.refusal(self.headers.get("Authorization"))
+                if refused is not None:
+                    status, message, headers = refused
+                    self._reply(status, (message + "\n").encode(), "text/plain", headers)
+                    return
                 parts = urlsplit(self.path)
                 if parts.path not in ("/", "/index.html"):
                     self.send_error(404)
                     return
                 params = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-                body = owner.page(params).encode("utf-8")
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self._reply(200, owner.page(params).encode("utf-8"), "text/html")
+
+            def _reply(self, status: int, body: bytes, kind: str,
+                       headers: dict[str, str] | None = None) -> None:
+                self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                self.send_header("Content-Type", f"{kind}; charset=utf-8")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)

@@ -8,6 +8,8 @@ tasks. The per-batch steps are in flows/pipeline/batch.py.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -165,7 +167,7 @@ def run_ingest(settings: Settings, steps: Steps | None = None, sources: list[str
     for source, items in selection:
         run.events.add("ingest_batches", source=source.name, stage="start", batch_index=-1,
                        items=len(items) if items is not None else None, seconds=0.0,
-                       recorded_at=run.started)
+                       recorded_at=run.started, host=socket.gethostname(), pid=os.getpid())
     run.events.flush()
     store = open_store(settings)
     status, error = "completed", None

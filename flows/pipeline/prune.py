@@ -7,6 +7,7 @@ a second run finds nothing expired and deletes nothing.
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -14,10 +15,13 @@ from typing import Any
 from flows.pipeline.migration import prune_previous
 from flows.pipeline.state import expire_states
 from flows.pipeline.store import VectorStore, open_store
+from flows.pipeline.store.collections import UNLISTED_FIX
 from tessera.events import EventLog, new_run_id, utcnow
 from tessera.settings import Settings
 from tessera.steps import PlainSteps, Steps
 from tessera.types import Match
+
+logger = logging.getLogger(__name__)
 
 
 def prune_collection(store: VectorStore, collection: str, now: int, dry_run: bool,
@@ -59,15 +63,20 @@ def run_prune(settings: Settings, steps: Steps | None = None, dry_run: bool = Fa
         # Collections a migration replaced, once migrate.keep_previous has passed.
         dropped = steps.run("prune-previous", prune_previous, settings, store, now, dry_run,
                             io=True)
+        unlisted = store.unlisted()
     finally:
         store.close()
         events.flush()
-    return {"run_id": events.run_id, "expired": sum(r["expired"] for r in results),
-            "previous_dropped": dropped,
-            "deleted": sum(r["deleted"] for r in results), "dry_run": dry_run,
-            "seconds": round(time.perf_counter() - clock, 3),
-            "collections": {r["collection"]: {"expired": r["expired"], "deleted": r["deleted"]}
-                            for r in results}}
+    summary = {"run_id": events.run_id, "expired": sum(r["expired"] for r in results),
+               "previous_dropped": dropped,
+               "deleted": sum(r["deleted"] for r in results), "dry_run": dry_run,
+               "seconds": round(time.perf_counter() - clock, 3),
+               "collections": {r["collection"]: {"expired": r["expired"], "deleted": r["deleted"]}
+                               for r in results}}
+    if unlisted:  # pruned by no one: said in the summary and the log, not skipped in silence
+        logger.warning("not pruned: %s; %s", ", ".join(unlisted), UNLISTED_FIX)
+        summary.update(unlisted=unlisted, unlisted_fix=UNLISTED_FIX)
+    return summary
 
 
 def _snapshot(settings: Settings, store: VectorStore, events: EventLog, collection: str) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from flows.pipeline.sources import make_source
 from tessera.errors import ConfigError, UsageError
-from tessera.settings import Settings, SourceConfig, parse_ttl
+from tessera.settings import ADHOC_PREFIX, Settings, SourceConfig, parse_ttl
 
 # (source, the items to load, or None for the source's whole listing)
 Selection = list[tuple[SourceConfig, list[str] | None]]
@@ -47,7 +47,7 @@ def adhoc_name(target: Path) -> str:
     stem = target.stem if target.is_file() else target.name
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-.") or "root"
     digest = hashlib.sha256(str(target).encode("utf-8", "surrogatepass")).hexdigest()[:8]
-    return f"adhoc-{slug[:40]}-{digest}"
+    return f"{ADHOC_PREFIX}{slug[:40]}-{digest}"
 
 
 def _path_selection(settings: Settings, names: list[str], given: Path

@@ -45,6 +45,10 @@ class VectorStore(Protocol):
         """Names of the collections this store holds."""
         ...
 
+    def unlisted(self) -> list[str]:
+        """Collections the store holds that no valid name reaches (reported, never skipped)."""
+        ...
+
     def scan(self, name: str, match: Match, fields: list[str]) -> Iterator[tuple[str, dict[str, Any]]]:
         """(point id, payload subset) for every point matching `match`."""
         ...

@@ -9,6 +9,10 @@ from tessera.errors import ModelMismatchError, SparseConfigMismatchError, Vector
 from tessera.types import CollectionInfo
 
 logger = logging.getLogger(__name__)
+# What to do about a collection no valid name reaches (`status` and `prune` list them).
+UNLISTED_FIX = ("no search, status or prune reaches these collections (their folder names are "
+                "not collection names): move each to a folder directly under the store with a "
+                "name like team-docs, or delete it")
 _MIGRATE = ("write to a new collection (set `collection` in tessera.toml), score it with "
             "`tessera quality`, then point readers at it with `tessera alias`")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -40,7 +41,7 @@ from tessera.fs import (
 )
 from tessera.query import StoreQuery
 from tessera.sparse import SPARSE_VECTOR, SparseVec
-from tessera.types import CollectionInfo, Hit, Match, PointRecord
+from tessera.types import STORED_NAME_PATTERN, CollectionInfo, Hit, Match, PointRecord
 
 logger = logging.getLogger(__name__)
 
@@ -138,6 +139,22 @@ def _read_json(path: Path, what: str) -> Any:
         raise VectorStoreError(
             f"{path} ({what}) cannot be read: {exc}. Restore it from a backup, or delete "
             f"{path.parent} and ingest again") from None
+
+
+def _metas_below(folder: Path, depth: int) -> Iterator[Path]:
+    """Collection records in sub-folders of `folder`, `depth` levels down at most (a found
+    collection's own folder is not searched further: its shard is large)."""
+    if depth <= 0:
+        return
+    try:
+        children = [p for p in folder.iterdir() if p.is_dir()]
+    except OSError:
+        return
+    for child in children:
+        if (child / _META).exists():
+            yield child / _META
+        else:
+            yield from _metas_below(child, depth - 1)
 
 
 class EdgeStore:
@@ -326,10 +343,27 @@ class EdgeStore:
         self._shards[info.name] = shard
 
     def list_collections(self) -> list[str]:
-        """Folders under the root that hold a finished collection."""
+        """Folders under the root that hold a finished collection under a valid name."""
         if not self.root.exists():
             return []
-        return sorted(p.name for p in self.root.iterdir() if (p / _META).exists())
+        return sorted(p.name for p in self.root.iterdir()
+                      if re.fullmatch(STORED_NAME_PATTERN, p.name) and (p / _META).exists())
+
+    def unlisted(self) -> list[str]:
+        """Collections under the root that no valid name reaches, as paths relative to it: one
+        made under a name with "/" (`team/docs`, before names were checked) or outside the
+        pattern. Dot folders are the store's own (`.writers`, a drop's `.dropped-*`)."""
+        found: list[str] = []
+        if self.root.exists():
+            for top in self.root.iterdir():
+                if top.name.startswith(".") or not top.is_dir():
+                    continue
+                if not re.fullmatch(STORED_NAME_PATTERN, top.name) and (top / _META).exists():
+                    found.append(top.name)
+                elif not (top / _META).exists():
+                    found += [str(meta.parent.relative_to(self.root))
+                              for meta in _metas_below(top, depth=4)]
+        return sorted(found)
 
     def scan(self, name: str, match: Match, fields: list[str]) -> Iterator[tuple[str, dict[str, Any]]]:
         """Page through matching points with only `fields` of their payload."""

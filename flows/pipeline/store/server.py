@@ -154,6 +154,10 @@ class ServerStore:
         names = [c.name for c in self._call("list collections", self.client.get_collections).collections]
         return sorted(n for n in names if self._ours(n))
 
+    def unlisted(self) -> list[str]:
+        """None: a server's collections are names, not folders; every one is listed."""
+        return []
+
     def _ours(self, name: str) -> bool:
         try:
             return self.get_collection(name) is not None
