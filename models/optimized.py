@@ -14,6 +14,7 @@ in benchmarks/REPORT.md; elsewhere OpenVINO emulates or falls back to fp32).
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -30,7 +31,7 @@ import numpy as np
 from models.base import EmbedStats, require_images
 from models.registry import ModelSpec
 from tessera.errors import EmbeddingError
-from tessera.fs import file_sha256, locked, replace_dir
+from tessera.fs import MIB, file_sha256, free_bytes, locked, replace_dir
 
 logger = logging.getLogger(__name__)
 
@@ -144,10 +145,21 @@ def export_openvino(spec: ModelSpec, model_dir: Path, cache_dir: Path) -> Path:
             return _link_copy(made, target)
         logger.info("exporting %s to OpenVINO in %s (once per model cache, ~10 s)", spec.name,
                     target)
+        _require_room(model_dir, target.parent)
         with _quiet_transformers():
             _export(spec, model_dir, target, key)
     _MADE[json.dumps(key, sort_keys=True)] = target
     return target
+
+
+def _require_room(model_dir: Path, folder: Path) -> None:
+    """Refuse an export the disk cannot hold, before OpenVINO writes: its save and the probe's
+    compile of a truncated IR are native code, and a process died of SIGSEGV on a full disk."""
+    weights = sum(p.stat().st_size for p in model_dir.rglob("*") if p.is_file())
+    need, free = weights + 64 * MIB, free_bytes(folder)  # an fp32 IR is about the weights' size
+    if free < need:
+        raise OSError(errno.ENOSPC, f"the OpenVINO export needs about {need // MIB} MiB and "
+                      f"{free // MIB} MiB are free", str(folder))
 
 
 def _export_lock(target: Path) -> Any:

@@ -83,6 +83,24 @@ def test_stale_export_is_made_again(cache_dir: Path, tmp_path: Path) -> None:
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".tmp")]
 
 
+def test_an_export_the_disk_cannot_hold_is_refused_before_openvino_writes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 64 MiB disk cannot hold the ~90 MB IR: ENOSPC naming the folder, nothing written (a
+    native save or compile of a truncated IR once took a process down with SIGSEGV)."""
+    import errno
+
+    from models import optimized
+    from tests.test_data_safety import _tmpfs
+
+    monkeypatch.setattr(optimized, "_MADE", {})  # no in-process copy of an earlier export
+    with _tmpfs(tmp_path / "disk", 64) as disk:
+        with pytest.raises(OSError, match="OpenVINO export needs about") as refused:
+            export_openvino(SPEC, resolve_model_path(SPEC), disk / "cache")
+        assert refused.value.errno == errno.ENOSPC
+        assert refused.value.filename == str(export_dir(SPEC, disk / "cache").parent)
+        assert not export_dir(SPEC, disk / "cache").exists()
+
+
 def test_embedding_from_the_chunkers_ids_equals_embedding_the_text(cache_dir: Path) -> None:
     from flows.pipeline.chunking import Chunker
     from tessera.types import Document

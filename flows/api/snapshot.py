@@ -24,7 +24,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -171,12 +171,17 @@ class SnapshotReader:
         with self._lock:
             if name in self._snaps:
                 return True
+        self._in_background(name, self._take_ahead)
+        return False
+
+    def _in_background(self, name: str, work: Callable[[str], None]) -> None:
+        """Run `work(name)` on a thread of its own, unless one for `name` is already running."""
+        with self._lock:
             start = name not in self._refreshing
             self._refreshing.add(name)
         if start:
-            threading.Thread(target=self._take_ahead, args=(name,), daemon=True,
+            threading.Thread(target=work, args=(name,), daemon=True,
                              name=f"tessera-snapshot-{name}").start()
-        return False
 
     def _take_ahead(self, name: str) -> None:
         snap = None
@@ -209,12 +214,7 @@ class SnapshotReader:
                 else:
                     self._snaps[name] = snap
         elif due and self.live.generation(name) != snap.generation:
-            with self._lock:
-                start = name not in self._refreshing
-                self._refreshing.add(name)
-            if start:
-                threading.Thread(target=self._refresh, args=(name,), daemon=True,
-                                 name=f"tessera-snapshot-{name}").start()
+            self._in_background(name, self._refresh)
         return snap
 
     @contextmanager
