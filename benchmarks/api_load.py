@@ -61,11 +61,11 @@ def _base_vectors(settings: Any, records: list[dict[str, Any]]) -> np.ndarray:
 
 def build(home: Path, points: int, base_docs: int) -> tuple[Path, Any]:
     """A config and an optimised collection of `points` SciFact-derived points under `home`."""
-    from flows.pipeline.store.edge import EdgeStore
     from models import get_spec
-    from tessera.settings import load_settings
-    from tessera.sparse import Bm25Encoder, sparse_identity, sparse_signature
-    from tessera.types import CollectionInfo, PointRecord, point_id
+    from tessera.core.settings import load_settings
+    from tessera.core.sparse import Bm25Encoder, sparse_identity, sparse_signature
+    from tessera.core.types import CollectionInfo, PointRecord, point_id
+    from tessera.store.edge import EdgeStore
 
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
@@ -102,8 +102,8 @@ def build(home: Path, points: int, base_docs: int) -> tuple[Path, Any]:
 def direct(settings: Any, queries: list[str], mode: str | None, seconds: float) -> dict[str, Any]:
     """The same queries through the service's own search (`SearchService.search`: its snapshot,
     its embedding workers) in this process, one at a time: everything the API runs but HTTP."""
-    from flows.api.schemas import SearchRequest
-    from flows.api.service import SearchService
+    from tessera.service.schemas import SearchRequest
+    from tessera.service.service import SearchService
 
     service = SearchService(settings)
     service.warm()
@@ -218,7 +218,7 @@ def run(points: int = 50_000, base_docs: int = 1000, seconds: float = 10.0,
         levels: tuple[int, ...] = (1, 8, 32), warmup: float = 2.0,
         queries_limit: int = 300) -> dict[str, Any]:
     """Build, serve, load each level, time the store directly; the figures as a dict."""
-    from tessera.beir import load_test_set
+    from tessera.core.beir import load_test_set
 
     home = common.OUT / "api-load-home"
     started = time.perf_counter()
@@ -231,7 +231,7 @@ def run(points: int = 50_000, base_docs: int = 1000, seconds: float = 10.0,
     env = {**os.environ, "TESSERA_CONFIG": str(config), "TESSERA_API__KEYS": KEY,
            "TESSERA_API__RATE_LIMIT": "1000000", "TESSERA_API__BURST": "1000000",
            "PYTHONPATH": str(common.REPO)}
-    server = subprocess.Popen([sys.executable, "-m", "flows.cli", "api", "--port", str(port)],
+    server = subprocess.Popen([sys.executable, "-m", "tessera.cli.main", "api", "--port", str(port)],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     rows = []
     try:

@@ -134,8 +134,8 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         from models.registry import BUILTIN, resolve_model_path
-        from tessera.errors import EmbeddingError
-        from tessera.settings import Settings
+        from tessera.core.errors import EmbeddingError
+        from tessera.core.settings import Settings
         from tests.tiny_blip import build_tiny_blip
 
         paths: dict[str, tuple[Path | None, int | None]] = {

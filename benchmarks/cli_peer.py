@@ -132,7 +132,7 @@ def _config(home: Path, corpus: Path) -> Path:
 
 
 def _cli(config: Path, *argv: str) -> list[str]:
-    return [sys.executable, "-m", "flows.cli", *argv, "--config", str(config), "--json"]
+    return [sys.executable, "-m", "tessera.cli.main", *argv, "--config", str(config), "--json"]
 
 
 def run(docs: int, rounds: int, skip_before: bool, skip_peer: bool) -> dict[str, Any]:

@@ -13,8 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tessera.beir import read_corpus, unpack
-from tessera.env import apply_offline_defaults
+from tessera.core.beir import read_corpus, unpack
+from tessera.core.env import apply_offline_defaults
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "benchmarks"

@@ -30,7 +30,7 @@ from benchmarks import common
 
 
 def _ingest(config: Path) -> dict[str, Any]:
-    proc = subprocess.run([sys.executable, "-m", "flows.cli", "ingest", "--config", str(config),
+    proc = subprocess.run([sys.executable, "-m", "tessera.cli.main", "ingest", "--config", str(config),
                            "--json"], cwd=common.REPO, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-3000:])
@@ -69,7 +69,7 @@ def _source_points(home: Path) -> tuple[np.ndarray, list[str]]:
     """Every chunk vector and text of the SciFact quality collection in `home`."""
     import qdrant_edge as qe
 
-    from flows.pipeline.store.edge import EdgeStore
+    from tessera.store.edge import EdgeStore
 
     store = EdgeStore(home / "qdrant")
     names = store.list_collections()
@@ -103,13 +103,13 @@ def _timed(fn: Any, queries: list[Any], passes: int) -> dict[str, float]:
 
 def search(points: int, vectors_from: Path, passes: int = 2) -> dict[str, Any]:
     """p50/p99 per mode on `points` points, chunk hits and documents."""
-    from flows.pipeline.store.edge import EdgeStore
     from models import get_spec, make_backend
-    from tessera.beir import load_test_set
-    from tessera.query import StoreQuery
-    from tessera.settings import load_settings
-    from tessera.sparse import Bm25Encoder, SparseConfig, sparse_identity
-    from tessera.types import CollectionInfo, PointRecord, point_id
+    from tessera.core.beir import load_test_set
+    from tessera.core.query import StoreQuery
+    from tessera.core.settings import load_settings
+    from tessera.core.sparse import Bm25Encoder, SparseConfig, sparse_identity
+    from tessera.core.types import CollectionInfo, PointRecord, point_id
+    from tessera.store.edge import EdgeStore
 
     base, texts = _source_points(vectors_from)
     bm25 = Bm25Encoder(SparseConfig())

@@ -21,13 +21,13 @@ from benchmarks import common
 
 def grid(home: Path) -> dict[str, Any]:
     """Score every (fusion, k, prefetch) variant and the two single modes."""
-    from flows.pipeline.quality import TOP_DOCS, best_per_doc, embed_queries, mean_metrics, score
-    from flows.pipeline.store.edge import EdgeStore
-    from tessera.beir import load_test_set
-    from tessera.query import StoreQuery
-    from tessera.settings import load_settings
-    from tessera.sparse import Bm25Encoder, config_from_identity
-    from tessera.types import Match
+    from tessera.core.beir import load_test_set
+    from tessera.core.query import StoreQuery
+    from tessera.core.settings import load_settings
+    from tessera.core.sparse import Bm25Encoder, config_from_identity
+    from tessera.core.types import Match
+    from tessera.jobs.quality import TOP_DOCS, best_per_doc, embed_queries, mean_metrics, score
+    from tessera.store.edge import EdgeStore
 
     settings = load_settings(None, home=str(home))
     store = EdgeStore(home / "qdrant")

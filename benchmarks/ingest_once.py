@@ -68,7 +68,7 @@ def ingest(config: Path, repeat: int, ttl: str | None = None) -> dict[str, Any]:
     """Run the ingest job `repeat` times on the same config, as `tessera ingest` does (`ttl`: as
     `--ttl` overrides the sources' TTL for the run); time each."""
     from flows.config import load
-    from flows.pipeline.ingest import run_ingest
+    from tessera.ingest.run import run_ingest
 
     runs = []
     with PeakSplit() as split:
@@ -99,11 +99,11 @@ def _stage_seconds(events: Path, run_id: str) -> dict[str, float]:
 
 def chunk_texts(corpus_dir: Path) -> tuple[list[str], int]:
     """The chunk texts ingest embeds for this corpus, and the number of documents."""
-    from flows.pipeline.chunking import Chunker
-    from flows.pipeline.sources import make_source
     from models.registry import BUILTIN
-    from tessera.settings import SourceConfig
-    from tessera.types import Document
+    from tessera.core.settings import SourceConfig
+    from tessera.core.types import Document
+    from tessera.ingest.chunking import Chunker
+    from tessera.sources import make_source
 
     source = make_source(SourceConfig(name="scifact", kind="beir", path=corpus_dir))
     docs = [d for d in source.load(source.discover()) if isinstance(d, Document)]

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks import common
-from tessera import beir
+from tessera.core import beir
 
 
 def load_test_set() -> tuple[dict[str, str], dict[str, dict[str, int]]]:

@@ -21,7 +21,7 @@ ALL = ("runtimes", "ndcg", "overhead", "scaling", "search", "api_load")
 def _default_runtime() -> tuple[str, str]:
     """The runtime the report recommends (fastest at equal nDCG), unless the config default is
     already something other than torch."""
-    from tessera.settings import EmbeddingConfig
+    from tessera.core.settings import EmbeddingConfig
 
     conf = EmbeddingConfig()
     return (conf.runtime, conf.precision) if conf.runtime != "torch" else ("openvino", "bf16")

@@ -20,9 +20,9 @@ from benchmarks import common
 
 def run(vectors: Path, queries: Path, points: int = 50_000, passes: int = 3) -> dict[str, Any]:
     """Build the collection, optimise it, then time every query `passes` times."""
-    from flows.pipeline.store.edge import EdgeStore
     from models.registry import BUILTIN
-    from tessera.types import CollectionInfo, Match, PointRecord, point_id
+    from tessera.core.types import CollectionInfo, Match, PointRecord, point_id
+    from tessera.store.edge import EdgeStore
 
     base = np.load(vectors)
     qv = np.load(queries)

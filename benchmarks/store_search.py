@@ -35,7 +35,7 @@ WORDS = 30_000
 
 
 def _points(lo: int, hi: int, rng: np.random.Generator) -> tuple[np.ndarray, list[Any]]:
-    from tessera.sparse import SparseVec
+    from tessera.core.sparse import SparseVec
 
     vectors = rng.normal(size=(hi - lo, DIM)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -47,9 +47,9 @@ def _points(lo: int, hi: int, rng: np.random.Generator) -> tuple[np.ndarray, lis
 
 def build(root: Path, points: int, m: int) -> dict[str, Any]:
     """Write the shard; seconds and this process's peak RSS so far."""
-    from flows.pipeline.store.base import HnswParams
-    from flows.pipeline.store.edge import EdgeStore
-    from tessera.types import CollectionInfo, PointRecord, point_id
+    from tessera.core.types import CollectionInfo, PointRecord, point_id
+    from tessera.store.base import HnswParams
+    from tessera.store.edge import EdgeStore
 
     shutil.rmtree(root, ignore_errors=True)
     store = EdgeStore(root, hnsw=HnswParams(m, 100))
@@ -79,10 +79,10 @@ def _pct(values: list[float]) -> dict[str, float]:
 
 def measure(root: Path, points: int, queries: int, ef: int | None) -> dict[str, Any]:
     """Dense and hybrid document searches on the shard, opened as the API opens a snapshot."""
-    from flows.pipeline.store.edge import EdgeStore
-    from tessera.query import StoreQuery
-    from tessera.sparse import SparseVec
-    from tessera.types import Match
+    from tessera.core.query import StoreQuery
+    from tessera.core.sparse import SparseVec
+    from tessera.core.types import Match
+    from tessera.store.edge import EdgeStore
 
     store = EdgeStore(root, search_threads=len(os.sched_getaffinity(0)))
     rng = np.random.default_rng(11)

@@ -17,7 +17,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-from tessera.errors import ConfigError, ContractViolation
+from tessera.core.errors import ConfigError, ContractViolation
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -18,7 +18,7 @@ import numpy as np
 if TYPE_CHECKING:
     import pandas as pd
 
-    from tessera.types import Chunk, Document, PointRecord
+    from tessera.core.types import Chunk, Document, PointRecord
 
 Row = dict[str, Any]
 ImageCheck = Callable[[bytes], "str | None"]

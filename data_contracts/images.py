@@ -8,8 +8,8 @@ import warnings
 from dataclasses import dataclass
 from typing import Protocol
 
-from tessera.errors import RecordError
-from tessera.settings import SourceOptions
+from tessera.core.errors import RecordError
+from tessera.core.settings import SourceOptions
 
 FORMATS = {"PNG", "JPEG", "WEBP", "GIF"}
 # Modes that convert to RGB without losing meaning; 16-bit and float images do not.

@@ -17,17 +17,17 @@ from typing import TYPE_CHECKING, Any
 
 from data_contracts import engine, frames
 from data_contracts.engine import Outcome, Severity
-from tessera.errors import ConfigError, ContractViolation
-from tessera.steps import PlainSteps, Steps
-from tessera.types import Document, Quarantined
+from tessera.core.errors import ConfigError, ContractViolation
+from tessera.core.steps import PlainSteps, Steps
+from tessera.core.types import Document, Quarantined
 
 if TYPE_CHECKING:
     import numpy as np
 
     from models.registry import ModelSpec
-    from tessera.events import EventLog
-    from tessera.settings import Settings, SourceConfig
-    from tessera.types import Chunk, PointRecord
+    from tessera.core.events import EventLog
+    from tessera.core.settings import Settings, SourceConfig
+    from tessera.core.types import Chunk, PointRecord
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ class ContractRunner:
         return f"contract {suite}/{o.spec.name} failed{count}: {_reason(o, row, context)}"
 
     def _record(self, suite: str, source: str, outcomes: list[Outcome]) -> None:
-        from tessera.events import utcnow
+        from tessera.core.events import utcnow
 
         now = utcnow()
         for o in outcomes:

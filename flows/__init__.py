@@ -1,6 +1,7 @@
-"""The pipeline and its Prefect flows. Importing any of it applies the offline defaults first."""
+"""Prefect only: the flows, deployments, Prefect steps and secret blocks over tessera's jobs.
+Importing any of it applies the offline defaults first."""
 
-from tessera.env import apply_offline_defaults
+from tessera.core.env import apply_offline_defaults
 
 # A Prefect worker imports a flow's module in a fresh process: the defaults must hold there too,
 # before any Hugging Face library reads them.

@@ -8,8 +8,8 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from tessera.errors import ConfigError
-from tessera.settings import Settings, load_settings
+from tessera.core.errors import ConfigError
+from tessera.core.settings import Settings, load_settings
 
 
 def load(config: Path | str | None = None, **overrides: Any) -> Settings:

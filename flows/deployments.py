@@ -8,8 +8,8 @@ from typing import Any
 from flows.ingest import ingest_flow
 from flows.migrate import migrate_flow
 from flows.nightly import NIGHTLY_CRON, nightly_flow
-from tessera.errors import PipelineError, UsageError
-from tessera.settings import Settings, default_config_path
+from tessera.core.errors import PipelineError, UsageError
+from tessera.core.settings import Settings, default_config_path
 
 WORK_POOL = "tessera"
 

@@ -1,4 +1,4 @@
-"""The ingest flow: the ingest job (flows/pipeline/ingest.py) with each step a Prefect task."""
+"""The ingest flow: the ingest job (tessera/ingest/run.py) with each step a Prefect task."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows import config as tessera_config
-from flows.pipeline.ingest import run_ingest
-from flows.pipeline.marts import build_and_report
-from flows.pipeline.quality import dataset_settings
 from flows.runs import describe_ingest, ingest_run_name, tag_run
 from flows.steps import PrefectSteps
-from tessera.events import new_run_id
+from tessera.core.events import new_run_id
+from tessera.ingest.run import run_ingest
+from tessera.jobs.marts import build_and_report
+from tessera.jobs.quality import dataset_settings
 
 
 @flow(name="ingest", flow_run_name=ingest_run_name, log_prints=True)

@@ -1,4 +1,4 @@
-"""The migrate flow: blue/green migration of an alias (flows/pipeline/migration.py), or rollback.
+"""The migrate flow: blue/green migration of an alias (tessera/jobs/migration/job.py), or rollback.
 
 A refusal (quality gate, missing documents) fails the flow run; the markdown artifact compares
 live and shadow per metric either way.
@@ -11,8 +11,8 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows import config as tessera_config
-from flows.pipeline.migration import run_migrate, run_rollback
 from flows.steps import PrefectSteps
+from tessera.jobs.migration.job import run_migrate, run_rollback
 
 
 @flow(name="migrate", log_prints=True)

@@ -1,7 +1,7 @@
 """Nightly operations: prune -> refresh models -> quality sets -> marts.
 
 Each step is its own flow run (a subflow), so the Prefect UI shows which one failed; the sequence
-and its failure rules are flows/pipeline/nightly.py's.
+and its failure rules are tessera/jobs/nightly.py's.
 """
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows import config as tessera_config
-from flows.pipeline.marts import build_and_report
-from flows.pipeline.models import run_refresh_models
-from flows.pipeline.nightly import NightlySteps, run_nightly
 from flows.prune import prune_flow
 from flows.quality import quality_flow
 from flows.runs import describe_nightly, plain_run_name, tag_run
 from flows.steps import PrefectSteps
-from tessera.errors import PipelineError
+from tessera.core.errors import PipelineError
+from tessera.jobs.marts import build_and_report
+from tessera.jobs.model_cache import run_refresh_models
+from tessera.jobs.nightly import NightlySteps, run_nightly
 
 NIGHTLY_CRON = "0 2 * * *"  # 02:00 in Settings.timezone; infra/prefect.yaml says the same
 
@@ -49,7 +49,7 @@ def nightly_flow(config: str | None = None) -> dict[str, Any]:
         quality=lambda qs: subflow(quality_flow(dataset=str(qs.path), config=config, name=qs.name,
                                                 return_state=True)),
         marts=lambda: build_and_report(settings, PrefectSteps())))
-    from flows.api.report_data import publish
+    from tessera.service.report_data import publish
 
     publish(settings, PrefectSteps())  # the web page's tables, where the Prefect UI shows them
     get_run_logger().info(describe_nightly(out))

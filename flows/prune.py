@@ -1,4 +1,4 @@
-"""The prune flow: delete expired points in every collection (flows/pipeline/prune.py)."""
+"""The prune flow: delete expired points in every collection (tessera/jobs/prune.py)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows import config as tessera_config
-from flows.pipeline.prune import run_prune
 from flows.runs import describe_prune, prune_run_name, tag_run
 from flows.steps import PrefectSteps
+from tessera.jobs.prune import run_prune
 
 
 @flow(name="prune", flow_run_name=prune_run_name, log_prints=True)

@@ -8,10 +8,10 @@ from prefect import flow
 
 from flows import config as tessera_config
 from flows.ingest import ingest_flow
-from flows.pipeline.quality import score_quality
 from flows.runs import quality_run_name, tag_run
 from flows.steps import PrefectSteps
-from tessera.events import utcnow
+from tessera.core.events import utcnow
+from tessera.jobs.quality import score_quality
 
 
 @flow(name="quality", flow_run_name=quality_run_name, log_prints=True)

@@ -1,6 +1,6 @@
 """The pipeline's steps as Prefect tasks: what `PlainSteps` does, visible in the Prefect UI.
 
-Each named step becomes a task run; I/O steps retry on the one policy (`tessera.steps`), and
+Each named step becomes a task run; I/O steps retry on the one policy (`tessera.core.steps`), and
 reports become artifacts. Arguments reach the task unchanged and unwalked (`quote`): Prefect
 would otherwise visit every element of a batch looking for futures (0.76 s for one batch's
 1,846 chunk texts).
@@ -15,7 +15,7 @@ from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 from prefect.utilities.annotations import quote
 
-from tessera.steps import RETRY_DELAYS, is_transient
+from tessera.core.steps import RETRY_DELAYS, is_transient
 
 T = TypeVar("T")
 _TASKS: dict[tuple[Callable[..., Any], str, bool], Task[Any, Any]] = {}

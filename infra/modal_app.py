@@ -21,9 +21,9 @@ import modal
 from models.caption_modal import CaptionBatch
 from models.modal_backend import EmbedResult, spec_from_json, spec_to_json
 from models.registry import ModelSpec
-from tessera.errors import ConfigError
-from tessera.fs import file_sha256
-from tessera.settings import ApiConfig, ModalConfig, load_settings
+from tessera.core.errors import ConfigError
+from tessera.core.fs import file_sha256
+from tessera.core.settings import ApiConfig, ModalConfig, load_settings
 
 MINUTES = 60
 MODEL_DIR = "/models"  # the Volume's mount point; one folder per model, named by vector name
@@ -237,7 +237,7 @@ api_image = (
 @modal.asgi_app(requires_proxy_auth=API.modal_proxy_auth)
 def api() -> Any:
     """The search API over the Qdrant server in the Secret (`TESSERA_STORE__URL`)."""
-    from flows.api.app import create_app
+    from tessera.service.app import create_app
 
     settings = load_settings()
     if settings.store.kind != "qdrant":

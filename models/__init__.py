@@ -11,12 +11,13 @@ from models.base import EmbeddingBackend, EmbedStats
 from models.registry import ModelSpec, get_spec, resolve_model_path
 
 if TYPE_CHECKING:
-    from tessera.settings import Settings
+    from models.captioning import CaptionBackend
+    from tessera.core.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["EmbedStats", "EmbeddingBackend", "ModelSpec", "get_spec", "make_backend",
-           "resolve_model_path"]
+           "make_captioner", "resolve_model_path"]
 
 
 def choose_backend(settings: Settings, pending_chunks: int) -> str:
@@ -57,3 +58,18 @@ def make_backend(settings: Settings, spec: ModelSpec | None = None,
         return OpenVINOBackend(spec, path, settings.model_cache_dir, emb.precision,
                                emb.batch_size, emb.threads)
     return LocalBackend(spec, path, emb.device, emb.batch_size)
+
+
+def make_captioner(settings: Settings, spec: ModelSpec) -> CaptionBackend:
+    """The captioning backend the config asks for (local transformers, or Modal)."""
+    from models.captioning import Generation, LocalCaptioner
+
+    cfg = settings.captioning
+    generation = Generation.from_config(cfg)
+    if cfg.backend == "modal":
+        from models.caption_modal import ModalCaptioner
+
+        return ModalCaptioner(spec, generation, settings.embedding.modal, cfg.class_name,
+                              cfg.batch_size)
+    path = resolve_model_path(spec, settings.model_cache_dir)
+    return LocalCaptioner(spec, path, generation, cfg.device, cfg.batch_size)

@@ -10,7 +10,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from models.registry import ModelSpec
-from tessera.errors import EmbeddingError
+from tessera.core.errors import EmbeddingError
 
 
 @dataclass

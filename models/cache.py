@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from models.registry import ModelSpec, resolve_model_path
-from tessera.errors import EmbeddingError
-from tessera.fs import atomic_write, file_sha256, replace_dir
+from tessera.core.errors import EmbeddingError
+from tessera.core.fs import atomic_write, file_sha256, replace_dir
 
 logger = logging.getLogger(__name__)
 

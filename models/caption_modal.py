@@ -18,10 +18,10 @@ from models.base import EmbedStats
 from models.captioning import CaptionError, Generation
 from models.modal_backend import Lookup, explain_modal_error, modal_lookup, spec_to_json
 from models.registry import ModelSpec
-from tessera.errors import EmbeddingError
+from tessera.core.errors import EmbeddingError
 
 if TYPE_CHECKING:
-    from tessera.settings import ModalConfig
+    from tessera.core.settings import ModalConfig
 
 logger = logging.getLogger(__name__)
 

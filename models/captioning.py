@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from models.base import EmbedStats
-from models.registry import ModelSpec, get_spec, resolve_model_path
-from tessera.errors import ConfigError, EmbeddingError
+from models.registry import ModelSpec, get_spec
+from tessera.core.errors import ConfigError, EmbeddingError
 
 if TYPE_CHECKING:
-    from tessera.settings import CaptioningConfig, Settings
+    from tessera.core.settings import CaptioningConfig, Settings
 
 logger = logging.getLogger(__name__)
 
@@ -111,19 +111,6 @@ def caption_each(backend: CaptionBackend, images: list[bytes]) -> list[Outcome]:
         return [(None, f"{type(failure).__name__}: {failure}")]
     mid = len(images) // 2
     return caption_each(backend, images[:mid]) + caption_each(backend, images[mid:])
-
-
-def make_captioner(settings: Settings, spec: ModelSpec) -> CaptionBackend:
-    """The captioning backend the config asks for (local transformers, or Modal)."""
-    cfg = settings.captioning
-    generation = Generation.from_config(cfg)
-    if cfg.backend == "modal":
-        from models.caption_modal import ModalCaptioner
-
-        return ModalCaptioner(spec, generation, settings.embedding.modal, cfg.class_name,
-                              cfg.batch_size)
-    path = resolve_model_path(spec, settings.model_cache_dir)
-    return LocalCaptioner(spec, path, generation, cfg.device, cfg.batch_size)
 
 
 def _decode(data: bytes) -> Any:

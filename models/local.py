@@ -12,7 +12,7 @@ import numpy as np
 
 from models.base import EmbedStats, require_images
 from models.registry import ModelSpec
-from tessera.errors import EmbeddingError
+from tessera.core.errors import EmbeddingError
 
 logger = logging.getLogger(__name__)
 

@@ -19,10 +19,10 @@ import numpy as np
 
 from models.base import EmbedStats, require_images
 from models.registry import ModelSpec
-from tessera.errors import EmbeddingError, EmbeddingUnavailableError
+from tessera.core.errors import EmbeddingError, EmbeddingUnavailableError
 
 if TYPE_CHECKING:
-    from tessera.settings import ModalConfig
+    from tessera.core.settings import ModalConfig
 
 logger = logging.getLogger(__name__)
 

@@ -30,8 +30,8 @@ import numpy as np
 
 from models.base import EmbedStats, require_images
 from models.registry import ModelSpec
-from tessera.errors import EmbeddingError
-from tessera.fs import MIB, file_sha256, free_bytes, locked, replace_dir
+from tessera.core.errors import EmbeddingError
+from tessera.core.fs import MIB, file_sha256, free_bytes, locked, replace_dir
 
 logger = logging.getLogger(__name__)
 

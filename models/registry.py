@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from tessera.errors import ConfigError, EmbeddingError
+from tessera.core.errors import ConfigError, EmbeddingError
 
 if TYPE_CHECKING:
-    from tessera.settings import Settings
+    from tessera.core.settings import Settings
 
 Distance = Literal["cosine", "dot", "euclid"]
 Modality = Literal["text", "image"]

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tessera.env import apply_offline_defaults
+from tessera.core.env import apply_offline_defaults
 
 # Before Prefect or Hugging Face import: offline, quiet, state in a per-session temp dir.
 apply_offline_defaults(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120",
@@ -36,7 +36,7 @@ SCIFACT_PACKED = REPO / "tests" / "data" / "scifact"
 @cache
 def scifact_dir() -> Path:
     """The SciFact set as a plain BEIR folder, unpacked once per session into a temp dir."""
-    from tessera.beir import unpack
+    from tessera.core.beir import unpack
 
     dest = Path(tempfile.mkdtemp(prefix="tessera-tests-scifact-"))
     atexit.register(shutil.rmtree, dest, True)

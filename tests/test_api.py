@@ -19,13 +19,13 @@ import httpx
 import pytest
 import uvicorn
 
-from flows.api.app import create_app
-from flows.api.search import SearchQuery, run_search
-from flows.api.search import search as search_fn
-from flows.api.service import SearchService
-from flows.pipeline.ingest import run_ingest
-from tessera.events import read_events
-from tessera.settings import Settings, load_settings
+from tessera.core.events import read_events
+from tessera.core.settings import Settings, load_settings
+from tessera.ingest.run import run_ingest
+from tessera.service.app import create_app
+from tessera.service.search import SearchQuery, run_search
+from tessera.service.search import search as search_fn
+from tessera.service.service import SearchService
 
 KEY = "tk-live-6b1f0c9e2d7a4835aa11"
 OTHER_KEY = "tk-live-second-key-77"
@@ -258,7 +258,7 @@ def test_body_limit_answers_413_declared_or_streamed(limited: Served) -> None:
 
 
 def test_collections(served: Served, indexed: Settings) -> None:
-    from flows.pipeline.store import open_store
+    from tessera.store import open_store
 
     with served.client() as client:
         body = client.get("/v1/collections").json()
@@ -379,7 +379,7 @@ def test_the_key_never_reaches_logs_or_events(served: Served, indexed: Settings,
 def test_cli_refuses_a_bad_start_in_one_line(indexed: Settings, tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str],
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    from flows.cli import main
+    from tessera.cli.main import main
 
     config = str(tmp_path / "c.toml")
     Path(config).write_text(f'home = "{indexed.home}"\ncollection = "test"\n')
@@ -407,7 +407,7 @@ def test_search_requests_reach_the_mart(served: Served, indexed: Settings) -> No
     """The events the tests above wrote, through dbt, into fct_search_requests."""
     import duckdb
 
-    from flows.pipeline.marts import build_marts
+    from tessera.jobs.marts import build_marts
 
     with served.client() as client, served.client(key=None) as anonymous:
         for _ in range(3):

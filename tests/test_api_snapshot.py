@@ -16,11 +16,11 @@ import httpx
 import numpy as np
 import pytest
 
-from flows.api.snapshot import SnapshotReader
-from flows.pipeline.store.edge import EdgeStore
 from models.registry import BUILTIN
-from tessera.errors import StoreLockedError
-from tessera.types import CollectionInfo, Match, PointRecord, point_id
+from tessera.core.errors import StoreLockedError
+from tessera.core.types import CollectionInfo, Match, PointRecord, point_id
+from tessera.service.snapshot import SnapshotReader
+from tessera.store.edge import EdgeStore
 from tests.test_api import KEY, Served
 
 REPO = Path(__file__).resolve().parents[1]
@@ -131,7 +131,7 @@ def test_only_a_writer_that_changed_the_shard_publishes(store_root: Path) -> Non
 
 @pytest.fixture(scope="module")
 def busy_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Any]]:
-    from tessera.settings import load_settings
+    from tessera.core.settings import load_settings
     from tests.conftest import EXAMPLES, write_config
 
     base = tmp_path_factory.mktemp("busy")
@@ -147,7 +147,7 @@ def busy_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, 
                           [{"name": "seed", "path": str(EXAMPLES), "ttl": "7d"},
                            {"name": "bulk", "path": str(bulk), "ttl": "7d"}])
     settings = load_settings(config)
-    from flows.pipeline.ingest import run_ingest
+    from tessera.ingest.run import run_ingest
 
     run_ingest(settings, sources=["seed"])
     yield config, settings
@@ -158,7 +158,7 @@ def test_searches_never_wait_for_an_ingest_of_5000_documents(
         busy_home: tuple[Path, Any], capsys: pytest.CaptureFixture[str]) -> None:
     from pydantic import SecretStr
 
-    from flows.api.app import create_app
+    from tessera.service.app import create_app
 
     config, settings = busy_home
     settings = settings.model_copy(update={"api": settings.api.model_copy(update={
@@ -170,7 +170,7 @@ def test_searches_never_wait_for_an_ingest_of_5000_documents(
     failures: list[str] = []
     try:
         # A batch job beside a latency-sensitive service runs at a lower CPU priority.
-        ingest = subprocess.Popen(["nice", "-n", "10", sys.executable, "-m", "flows.cli", "ingest",
+        ingest = subprocess.Popen(["nice", "-n", "10", sys.executable, "-m", "tessera.cli.main", "ingest",
                                    "--source", "bulk", "--json"], env=env, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True)
         with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {KEY}"},

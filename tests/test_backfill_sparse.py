@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from flows.ingest import ingest_flow
-from tessera.events import read_events
-from tessera.settings import load_settings
-from tessera.sparse import SparseConfig, sparse_identity, sparse_signature
+from tessera.core.events import read_events
+from tessera.core.settings import load_settings
+from tessera.core.sparse import SparseConfig, sparse_identity, sparse_signature
 from tests.conftest import kill_when_marked
 
 # Runs the real backfill in a child; after its second batch is marked it announces itself and
@@ -23,7 +23,7 @@ from tests.conftest import kill_when_marked
 CHILD = r"""
 import os, sys, time
 from pathlib import Path
-from flows.pipeline.store.edge import EdgeStore
+from tessera.store.edge import EdgeStore
 marker = Path(sys.argv[2])
 real = EdgeStore.set_payload
 calls = []
@@ -34,13 +34,13 @@ def set_payload(self, name, ids, payload):
         marker.write_text(str(os.getpid()))
         time.sleep(600)
 EdgeStore.set_payload = set_payload
-from flows.cli import main
+from tessera.cli.main import main
 main(["backfill-sparse", "--config", sys.argv[1], "--batch-size", "8", "--json"])
 """
 # The same backfill through the CLI, then proof that no embedding model was ever imported.
 NO_MODEL = r"""
 import sys
-from flows.cli import main
+from tessera.cli.main import main
 code = main(["backfill-sparse", "--config", sys.argv[1], "--batch-size", "8", "--json"])
 loaded = sorted(m for m in ("models.local", "models.optimized", "openvino", "sentence_transformers",
                             "torch", "transformers") if m in sys.modules)
@@ -59,7 +59,7 @@ def _sparse_state(config: Path) -> tuple[int, int, set[str], dict | None]:
     """(points, points holding a bm25 vector, payload signatures, recorded sparse config)."""
     import qdrant_edge as qe
 
-    from flows.pipeline.store.edge import EdgeStore
+    from tessera.store.edge import EdgeStore
 
     settings = load_settings(config)
     store = EdgeStore(settings.home / "qdrant")
@@ -68,7 +68,7 @@ def _sparse_state(config: Path) -> tuple[int, int, set[str], dict | None]:
         total = shard.count(qe.CountRequest(exact=True))
         with_sparse = shard.count(qe.CountRequest(exact=True, filter=qe.Filter(
             must=[qe.HasVectorCondition("bm25")])))
-        from tessera.types import Match
+        from tessera.core.types import Match
 
         sigs = {str(p.get("sparse")) for _, p in store.scan("test", Match(), ["sparse"])}
         info = store.get_collection("test")
@@ -109,7 +109,7 @@ def test_backfill_sigkill_then_rerun_gives_every_point_one_sparse_vector(
 
     identity = sparse_identity(SparseConfig())
     assert _sparse_state(config) == (total, total, {sparse_signature(identity)}, identity)
-    again = subprocess.run([sys.executable, "-m", "flows.cli", "backfill-sparse", "--config",
+    again = subprocess.run([sys.executable, "-m", "tessera.cli.main", "backfill-sparse", "--config",
                             str(config), "--json"], env=_env(), capture_output=True, text=True,
                            timeout=300)
     assert json.loads(again.stdout)["updated"] == 0  # idempotent
@@ -118,7 +118,7 @@ def test_backfill_sigkill_then_rerun_gives_every_point_one_sparse_vector(
 
     # The collection is hybrid now: ingest writes nothing new, hybrid search runs.
     assert ingest_flow(config=str(config))["chunks_embedded"] == 0
-    from flows.api.search import SearchQuery, run_search
+    from tessera.service.search import SearchQuery, run_search
 
     res = run_search(load_settings(config), SearchQuery(text="topic3", k=3))
     assert res["mode"] == "hybrid" and res["warning"] is None and res["results"]
@@ -126,7 +126,7 @@ def test_backfill_sigkill_then_rerun_gives_every_point_one_sparse_vector(
 
 def test_backfill_refuses_bad_requests_before_work(make_config: Callable[..., Path],
                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    from flows.cli import main
+    from tessera.cli.main import main
 
     off = make_config(sparse={"enabled": False})
     assert main(["backfill-sparse", "--config", str(off), "--json"]) == 2

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from flows.pipeline.sources import make_source
-from tessera.settings import Settings, SourceConfig, load_settings
-from tessera.types import Quarantined
+from tessera.core.settings import Settings, SourceConfig, load_settings
+from tessera.core.types import Quarantined
+from tessera.sources import make_source
 
 NAN_TRIGGER = "faulty-model-returns-nan"
 GOOD_TEXT = "Tides rise and fall twice a day because the moon pulls on the oceans."
@@ -89,7 +89,7 @@ def _config(root: Path, src: Path) -> Path:
 
 def _ingest(config: Path, backend: FaultyBackend) -> tuple[dict[str, Any], Any]:
     from flows import ingest
-    from flows.pipeline import ingest as ingest_job
+    from tessera.ingest import run as ingest_job
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(ingest_job, "make_backend", lambda *a, **k: backend)
@@ -101,8 +101,8 @@ def _ingest(config: Path, backend: FaultyBackend) -> tuple[dict[str, Any], Any]:
 def runs(tmp_path_factory: pytest.TempPathFactory, minilm: Any) -> dict[str, Any]:
     """Two ingests: the first over all the bad input with a faulty model; the second after the
     empty file was given text and the model was fixed."""
-    from flows.api.status import quarantine_rows
-    from tessera.events import read_events
+    from tessera.core.events import read_events
+    from tessera.service.status import quarantine_rows
 
     root = tmp_path_factory.mktemp("bad-input")
     src = root / "src"
@@ -210,7 +210,7 @@ def test_quarantined_documents_are_tried_again_on_a_later_run(runs: dict[str, An
 
 
 def test_quarantine_command_lists_a_run(runs: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
-    from flows.cli import main
+    from tessera.cli.main import main
 
     assert main(["quarantine", "--run", runs["first"]["run_id"], "--json",
                  "--config", str(runs["config"])]) == 0
@@ -224,7 +224,7 @@ def test_suite_runs_are_events_and_an_artifact(runs: dict[str, Any]) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    from tessera.events import read_events
+    from tessera.core.events import read_events
 
     results = [r for r in read_events(runs["settings"].events_dir, "contract_results")
                if r["run_id"] == runs["first"]["run_id"]]
@@ -249,7 +249,7 @@ def test_suite_runs_are_events_and_an_artifact(runs: dict[str, Any]) -> None:
 
 
 def _quarantine(runs: dict[str, Any]) -> list[dict[str, Any]]:
-    from flows.api.status import quarantine_rows
+    from tessera.service.status import quarantine_rows
 
     settings: Settings = runs["settings"]
     return quarantine_rows(settings, runs["first"]["run_id"])
@@ -258,8 +258,8 @@ def _quarantine(runs: dict[str, Any]) -> list[dict[str, Any]]:
 def test_truncated_png_and_fake_image_in_an_image_source(tmp_path: Path) -> None:
     from PIL import Image
 
-    from flows.api.status import quarantine_rows
     from flows.ingest import ingest_flow
+    from tessera.service.status import quarantine_rows
     from tests.tiny_clip import DIMENSION, build_tiny_clip
 
     clip = build_tiny_clip(tmp_path / "clip")

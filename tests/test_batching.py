@@ -13,10 +13,10 @@ import pytest
 
 pytest.importorskip("openvino", reason="the service's copies are of the OpenVINO runtime")
 
-from flows.api.batching import BatchingEmbedder  # noqa: E402
 from models.optimized import OpenVINOBackend  # noqa: E402
 from models.registry import BUILTIN, resolve_model_path  # noqa: E402
-from tessera.errors import EmbeddingError  # noqa: E402
+from tessera.core.errors import EmbeddingError  # noqa: E402
+from tessera.service.batching import BatchingEmbedder  # noqa: E402
 
 SPEC = BUILTIN["all-minilm-l6-v2"]
 QUERIES = [f"{w} and the {i % 7}th effect on cell growth" for i, w in enumerate(
@@ -91,9 +91,9 @@ def test_close_stops_every_worker(backends: list[OpenVINOBackend]) -> None:
 
 def test_the_service_makes_the_copies_and_threads_its_settings_ask_for(
         make_config: Callable[..., Path]) -> None:
-    from flows.api.service import SearchService
-    from flows.pipeline.ingest import run_ingest
-    from tessera.settings import load_settings
+    from tessera.core.settings import load_settings
+    from tessera.ingest.run import run_ingest
+    from tessera.service.service import SearchService
     from tests.conftest import EXAMPLES
 
     settings = load_settings(make_config(

@@ -13,13 +13,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from flows.pipeline import captions as captions_step
-from flows.pipeline.ingest import run_ingest
 from models.caption_cache import CaptionCache, image_hash
 from models.captioning import CaptionError, Generation, LocalCaptioner, cache_key, caption_each
-from tessera.errors import ConfigError
-from tessera.events import read_events
-from tessera.settings import load_settings
+from tessera.core.errors import ConfigError
+from tessera.core.events import read_events
+from tessera.core.settings import load_settings
+from tessera.ingest import captioning as captions_step
+from tessera.ingest.run import run_ingest
 from tests.tiny_blip import build_tiny_blip, tiny_blip_spec, tiny_blip_toml
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:transformers.*")
@@ -180,7 +180,7 @@ def test_a_failing_image_is_found_by_halving_and_the_rest_are_captioned(blip: Lo
 
 
 def test_a_missing_captioner_is_raised_not_blamed_on_images(tmp_path: Path) -> None:
-    from tessera.errors import EmbeddingError
+    from tessera.core.errors import EmbeddingError
 
     absent = LocalCaptioner(tiny_blip_spec(tmp_path), tmp_path, Generation(), "cpu")
     with pytest.raises(EmbeddingError, match="could not load the captioner") as err:
@@ -211,8 +211,8 @@ def _config(make_config: Callable[..., Path], blip_dir: Path, photos: Path, extr
 
 
 def _points(settings: Any, collection: str) -> dict[str, dict[str, Any]]:
-    from flows.pipeline.store import open_store
-    from tessera.types import Match
+    from tessera.core.types import Match
+    from tessera.store import open_store
 
     fields = ["doc_id", "text", "caption", "caption_source", "captioner", "modality"]
     store = open_store(settings)
@@ -266,7 +266,7 @@ def test_the_cost_mart_counts_captions_made_and_reused(make_config: Callable[...
                                                        blip_dir: Path, photos: Path) -> None:
     import duckdb
 
-    from flows.pipeline.marts import build_marts
+    from tessera.jobs.marts import build_marts
 
     settings = load_settings(_config(make_config, blip_dir, photos))
     run_ingest(settings)
@@ -329,7 +329,7 @@ def test_an_image_without_sidecar_is_found_by_words(make_config: Callable[..., P
                                                     blip_dir: Path, photos: Path,
                                                     blip: LocalCaptioner,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    from flows.api.search import search
+    from tessera.service.search import search
 
     texts = {(photos / f"p{i}.png").read_bytes(): t for i, t in enumerate(
         ["a red car parked on a city street", "a grey cat asleep on a sofa",
@@ -354,7 +354,7 @@ def test_an_image_without_sidecar_is_found_by_words(make_config: Callable[..., P
 def test_blank_captions_are_quarantined_and_one_caption_for_everything_stops_the_run(
         make_config: Callable[..., Path], blip_dir: Path, photos: Path, blip: LocalCaptioner,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from tessera.errors import ContractViolation
+    from tessera.core.errors import ContractViolation
 
     images = [(photos / f"p{i}.png").read_bytes() for i in range(4)]
     varied = dict(zip(images, ["   ", "a dog", "a cat", "a bird"], strict=True))
@@ -387,8 +387,8 @@ def test_blank_captions_are_quarantined_and_one_caption_for_everything_stops_the
 
 def test_config_mistakes_are_refused_before_any_work(make_config: Callable[..., Path],
                                                      blip_dir: Path, photos: Path) -> None:
-    from flows.cli import main
-    from tessera.errors import EmbeddingError
+    from tessera.cli.main import main
+    from tessera.core.errors import EmbeddingError
 
     not_a_captioner = _config(make_config, blip_dir, photos, captioner="all-minilm-l6-v2")
     assert main(["ingest", "--config", str(not_a_captioner)]) == 2
@@ -413,8 +413,8 @@ def test_refresh_models_verifies_a_captioner_used_by_a_source(
         make_config: Callable[..., Path], blip_dir: Path, photos: Path, tmp_path: Path) -> None:
     import shutil
 
-    from flows.pipeline.models import configured_models, run_refresh_models
-    from tessera.errors import EmbeddingError
+    from tessera.core.errors import EmbeddingError
+    from tessera.jobs.model_cache import configured_models, run_refresh_models
 
     copy = shutil.copytree(blip_dir, tmp_path / "blip-copy")
     settings = load_settings(_config(make_config, copy, photos))
@@ -439,7 +439,7 @@ def test_refresh_models_verifies_a_captioner_used_by_a_source(
 
 def test_caption_command(make_config: Callable[..., Path], blip_dir: Path, photos: Path,
                          capsys: pytest.CaptureFixture[str], blip: LocalCaptioner) -> None:
-    from flows.cli import main
+    from tessera.cli.main import main
 
     cfg = _config(make_config, blip_dir, photos)
     (photos / "bad.png").write_bytes(b"not an image")
@@ -466,7 +466,7 @@ def test_caption_exits_2_when_no_file_was_an_image(
         capsys: pytest.CaptureFixture[str], blip: LocalCaptioner) -> None:
     """Every image failed its checks: the input's fault, so exit 2, naming each file and why;
     one good image among them is exit 0, with the others' failures listed."""
-    from flows.cli import main
+    from tessera.cli.main import main
 
     cfg = _config(make_config, blip_dir, photos)
     (photos / "notes.txt").write_text("words, not pixels")
@@ -534,7 +534,7 @@ class _FakeCls:
 
 def test_modal_client_retries_passing_failures_and_reports_gpu_seconds(blip_dir: Path) -> None:
     from models.caption_modal import ModalCaptioner
-    from tessera.settings import ModalConfig
+    from tessera.core.settings import ModalConfig
 
     ok = {"captions": ["a", "b"], "seconds": 1.5, "device": "cuda", "gpu": "NVIDIA L4"}
     fake = _FakeCls([[ConnectionError("reset"), ok], [{**ok, "captions": ["c", "d"]}]])
@@ -559,8 +559,8 @@ def test_modal_client_without_a_token_says_what_to_do(blip_dir: Path) -> None:
     import modal.exception
 
     from models.caption_modal import ModalCaptioner
-    from tessera.errors import EmbeddingError
-    from tessera.settings import ModalConfig
+    from tessera.core.errors import EmbeddingError
+    from tessera.core.settings import ModalConfig
 
     def no_token(app: str, cls: str) -> Any:
         raise modal.exception.AuthError("Token missing")

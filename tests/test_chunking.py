@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from flows.pipeline.chunking import Chunker
 from models.registry import BUILTIN, resolve_model_path
-from tessera.types import Document
+from tessera.core.types import Document
+from tessera.ingest.chunking import Chunker
 
 
 @pytest.fixture(scope="module")

@@ -25,8 +25,8 @@ from tests.conftest import EXAMPLES, REPO
 def indexed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A config whose index holds the sample corpus (source `examples`), and an undeclared
     source `notes` that was never ingested."""
-    from flows.pipeline.ingest import run_ingest
-    from tessera.settings import load_settings
+    from tessera.core.settings import load_settings
+    from tessera.ingest.run import run_ingest
     from tests.conftest import write_config
 
     root = tmp_path_factory.mktemp("mistakes")
@@ -42,7 +42,7 @@ def indexed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _refused(capsys: pytest.CaptureFixture[str], *argv: str, as_json: bool = True
              ) -> tuple[dict[str, Any] | None, str]:
     """Run the CLI; assert exit 2 within a second, one stderr line, no traceback; return both."""
-    from flows.cli import main
+    from tessera.cli.main import main
 
     args = [*argv, "--json"] if as_json else list(argv)
     start = time.perf_counter()
@@ -98,7 +98,7 @@ def test_search_for_a_source_the_index_never_saw_is_an_error(
     _, err = _refused(capsys, "search", "tides", "--source", "notes", "--config", str(indexed))
     assert "'notes'" in err
     # The right name answers.
-    from flows.cli import main
+    from tessera.cli.main import main
 
     assert main(["search", "tides", "--source", "examples", "--config", str(indexed), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["results"][0]["doc_id"] == "examples/tides.txt"
@@ -226,7 +226,7 @@ def test_the_console_script_prints_one_line_and_exits_2(indexed: Path) -> None:
 
 
 def test_quiet_output_and_human_tables(indexed: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from flows.cli import main
+    from tessera.cli.main import main
 
     assert main(["ingest", "--source", "examples", "--config", str(indexed)]) == 0
     out = capsys.readouterr().out.strip().splitlines()

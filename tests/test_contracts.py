@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 
 from data_contracts import SUITE_NAMES, ContractRunner, engine
-from flows.pipeline.indexer import build_points
 from models.registry import BUILTIN, ModelSpec
-from tessera.errors import ConfigError, ContractViolation
-from tessera.events import EventLog
-from tessera.settings import Settings, load_settings
-from tessera.types import Chunk, Document
+from tessera.core.errors import ConfigError, ContractViolation
+from tessera.core.events import EventLog
+from tessera.core.settings import Settings, load_settings
+from tessera.core.types import Chunk, Document
+from tessera.ingest.points import build_points
 from tests.tiny_clip import tiny_clip_spec
 
 MINILM = BUILTIN["all-minilm-l6-v2"]
@@ -153,8 +153,8 @@ def test_documents_suite(make_config: Callable[..., Path]) -> None:
 
 def test_timestamp_field_feeds_timestamp_sane(make_config: Callable[..., Path], tmp_path: Path) -> None:
     """A record source with `options.timestamp_field` hands each record's time to the contract."""
-    from flows.pipeline.sources import make_source
-    from tessera.settings import SourceConfig
+    from tessera.core.settings import SourceConfig
+    from tessera.sources import make_source
 
     settings = _settings(make_config)
     (tmp_path / "news.jsonl").write_text("\n".join(json.dumps(r) for r in [
@@ -320,9 +320,9 @@ def test_wrong_dimension_stops_the_run_before_any_write(
         make_config: Callable[..., Path], corpus: Path, minilm: Any,
         monkeypatch: pytest.MonkeyPatch) -> None:
     from flows import ingest
-    from flows.pipeline import ingest as ingest_job
-    from flows.pipeline.store import open_store
-    from tessera.events import read_events
+    from tessera.core.events import read_events
+    from tessera.ingest import run as ingest_job
+    from tessera.store import open_store
 
     monkeypatch.setattr(ingest_job, "make_backend", lambda *a, **k: _TruncatingBackend(minilm))
     config = make_config(sources=[{"name": "corpus", "path": str(corpus)}])

@@ -22,14 +22,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from flows.api.search import search
-from flows.pipeline.ingest import run_ingest
-from flows.pipeline.store import ensure_collection, open_store
-from flows.pipeline.store.edge import EdgeStore
-from tessera.errors import ConfigError, StoreLockedError, UsageError, VectorStoreError
-from tessera.events import EventLog, read_events
-from tessera.settings import Settings, StoreConfig, load_settings
-from tessera.types import CollectionInfo, Match, PointRecord, point_id
+from tessera.core.errors import ConfigError, StoreLockedError, UsageError, VectorStoreError
+from tessera.core.events import EventLog, read_events
+from tessera.core.settings import Settings, StoreConfig, load_settings
+from tessera.core.types import CollectionInfo, Match, PointRecord, point_id
+from tessera.ingest.run import run_ingest
+from tessera.service.search import search
+from tessera.store import ensure_collection, open_store
+from tessera.store.edge import EdgeStore
 
 REPO = Path(__file__).resolve().parents[1]
 INFO = CollectionInfo("c", "model-a", "a", 8, "cosine", "a")
@@ -48,7 +48,7 @@ def _cli(*args: str, env: dict[str, str] | None = None,
     """`tessera ARGS` in a child process, as a user runs it (no Prefect server configured)."""
     full = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
     full.update({"PYTHONPATH": str(REPO), **(env or {})})
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args], env=full,
+    return subprocess.run([sys.executable, "-m", "tessera.cli.main", *args], env=full,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -109,7 +109,7 @@ def test_a_server_store_without_url_or_path_is_refused_at_start(
     with pytest.raises(ConfigError, match="store.url") as err:
         load_settings(make_config(store={"kind": "qdrant"}))
     assert ":memory:" in str(err.value)
-    from flows.pipeline.store.server import ServerStore
+    from tessera.store.server import ServerStore
 
     with pytest.raises(ConfigError):
         ServerStore(StoreConfig(kind="qdrant"))
@@ -254,7 +254,7 @@ def test_a_killed_cli_run_leaves_no_process_behind_and_a_trace_in_the_events(
     config = make_config(sources=[{"name": "many", "path": str(src)}])
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
     env["PYTHONPATH"] = str(REPO)
-    child = subprocess.Popen([sys.executable, "-m", "flows.cli", "ingest", "--config",
+    child = subprocess.Popen([sys.executable, "-m", "tessera.cli.main", "ingest", "--config",
                               str(config), "--json"], env=env, start_new_session=True,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     events = load_settings(config).events_dir
@@ -321,7 +321,7 @@ def test_auto_routes_a_large_backlog_to_modal(make_config: Callable[..., Path], 
 
 
 def test_engine_errors_are_ours_and_not_retried(tmp_path: Path) -> None:
-    from tessera.steps import PlainSteps
+    from tessera.core.steps import PlainSteps
 
     store = EdgeStore(tmp_path / "edge")
     ensure_collection(store, INFO)
@@ -350,8 +350,8 @@ def test_a_server_outage_fails_prune_instead_of_reporting_nothing_to_do(
         make_config: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from qdrant_client.http.exceptions import ResponseHandlingException
 
-    from flows.pipeline.prune import run_prune
-    from tessera.errors import StoreUnavailableError
+    from tessera.core.errors import StoreUnavailableError
+    from tessera.jobs.prune import run_prune
 
     settings = load_settings(make_config(store={"kind": "qdrant", "path": str(tmp_path / "q")}))
     store = open_store(settings)
@@ -363,7 +363,7 @@ def test_a_server_outage_fails_prune_instead_of_reporting_nothing_to_do(
 
     monkeypatch.setattr("qdrant_client.QdrantClient.collection_exists", down)
     slept: list[float] = []
-    from tessera.steps import PlainSteps
+    from tessera.core.steps import PlainSteps
 
     with pytest.raises(StoreUnavailableError, match="retrying may help"):
         run_prune(settings, PlainSteps(sleep=slept.append))
@@ -383,7 +383,7 @@ def test_an_event_with_an_unknown_column_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_second_creator_waits_for_the_lock_before_touching_the_shard(tmp_path: Path) -> None:
-    from tessera.fs import HeldLock
+    from tessera.core.fs import HeldLock
 
     root = tmp_path / "edge"
     half_made = root / "c" / "shard"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tessera import beir
-from tessera.errors import SourceError
+from tessera.core import beir
+from tessera.core.errors import SourceError
 from tests.conftest import REPO, SCIFACT_PACKED
 
 # The official BEIR scifact.zip contents (tests/data/scifact/README.md).

@@ -20,8 +20,8 @@ import yaml
 
 from flows.deployments import WORK_POOL, build_deployments
 from flows.nightly import NIGHTLY_CRON
-from tessera.env import OFFLINE_DEFAULTS
-from tessera.settings import load_settings
+from tessera.core.env import OFFLINE_DEFAULTS
+from tessera.core.settings import load_settings
 from tests.conftest import EXAMPLES, REPO, write_config
 
 PREFECT_YAML = REPO / "infra" / "prefect.yaml"
@@ -180,14 +180,14 @@ def test_deploy_and_run_on_a_prefect_server(tmp_path: Path) -> None:
     assert nightly.state.is_completed(), logs
 
     settings = load_settings(config)
-    from flows.pipeline.store import open_store
-    from tessera.events import read_events
-    from tessera.types import Match
+    from tessera.core.events import read_events
+    from tessera.core.types import Match
+    from tessera.store import open_store
 
     store = open_store(settings)
     try:
         assert store.count("e2e", Match(source="examples")) > 0
-        from flows.pipeline.quality import quality_collection
+        from tessera.jobs.quality import quality_collection
 
         assert quality_collection(settings, quality, None) in store.list_collections()
         live = store.aliases()["e2e"]  # created behind its alias

@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
-from flows.api.search import SearchQuery, run_search, search
 from flows.ingest import ingest_flow
-from flows.pipeline.store import open_store
-from tessera import beir
-from tessera.query import StoreQuery
-from tessera.settings import Settings, load_settings
-from tessera.sparse import Bm25Encoder, SparseConfig
-from tessera.types import Match
+from tessera.core import beir
+from tessera.core.query import StoreQuery
+from tessera.core.settings import Settings, load_settings
+from tessera.core.sparse import Bm25Encoder, SparseConfig
+from tessera.core.types import Match
+from tessera.service.search import SearchQuery, run_search, search
+from tessera.store import open_store
 from tests.conftest import EXAMPLES, scifact_dir, write_config
 
 DOCS = 300

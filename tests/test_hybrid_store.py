@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flows.pipeline.store import VectorStore, ensure_collection
-from flows.pipeline.store.edge import EdgeStore
-from flows.pipeline.store.server import ServerStore
-from tessera.errors import ConfigError, SparseConfigMismatchError, VectorStoreError
-from tessera.query import StoreQuery
-from tessera.settings import StoreConfig, load_settings
-from tessera.sparse import Bm25Encoder, SparseConfig, sparse_identity, sparse_signature
-from tessera.types import CollectionInfo, Match, PointRecord, point_id
+from tessera.core.errors import ConfigError, SparseConfigMismatchError, VectorStoreError
+from tessera.core.query import StoreQuery
+from tessera.core.settings import StoreConfig, load_settings
+from tessera.core.sparse import Bm25Encoder, SparseConfig, sparse_identity, sparse_signature
+from tessera.core.types import CollectionInfo, Match, PointRecord, point_id
+from tessera.store import VectorStore, ensure_collection
+from tessera.store.edge import EdgeStore
+from tessera.store.server import ServerStore
 
 pytestmark = pytest.mark.filterwarnings("ignore:Payload indexes have no effect")
 
@@ -187,7 +187,7 @@ def test_invalid_sparse_settings_fail_at_start(tmp_path: Path, key: str, value: 
 
 def test_invalid_sparse_setting_exits_2_with_one_line(tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
-    from flows.cli import main
+    from tessera.cli.main import main
 
     path = tmp_path / "tessera.toml"
     path.write_text(f'home = "{tmp_path / "home"}"\n[sparse]\nlanguage = "klingon"\n')

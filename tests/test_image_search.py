@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from flows.ingest import ingest_flow
-from tessera.errors import ConfigError
+from tessera.core.errors import ConfigError
 from tests.tiny_clip import DIMENSION, build_tiny_clip
 
 
@@ -54,7 +54,7 @@ def config(make_config: Callable[..., Path], tmp_path: Path, clip_dir: Path) -> 
 
 
 def _cli(*args: str, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
-    from flows.cli import main
+    from tessera.cli.main import main
 
     assert main([*args, "--json"]) == 0
     return json.loads(capsys.readouterr().out)  # type: ignore[no-any-return]

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 
 from data_contracts.images import check_image
-from flows.pipeline.sources import make_source
-from flows.pipeline.sources.images import ImageSource, require_image_model
 from models.local import LocalBackend, decode_image
 from models.registry import BUILTIN, get_spec, resolve_model_path
-from tessera.errors import ConfigError, EmbeddingError, ModelMismatchError
-from tessera.settings import SourceConfig, SourceOptions, load_settings
-from tessera.types import Document, Quarantined
+from tessera.core.errors import ConfigError, EmbeddingError, ModelMismatchError
+from tessera.core.settings import SourceConfig, SourceOptions, load_settings
+from tessera.core.types import Document, Quarantined
+from tessera.sources import make_source
+from tessera.sources.images import ImageSource, require_image_model
 from tests.tiny_clip import DIMENSION, build_tiny_clip, tiny_clip_spec
 
 pytestmark = pytest.mark.filterwarnings(
@@ -218,9 +218,9 @@ def test_text_and_images_share_one_space(clip: LocalBackend) -> None:
 
 
 def test_search_by_image_and_text_with_modality_filters(tmp_path: Path, clip: LocalBackend) -> None:
-    from flows.pipeline.store import ensure_collection
-    from flows.pipeline.store.edge import EdgeStore
-    from tessera.types import CollectionInfo, Match, PointRecord, point_id
+    from tessera.core.types import CollectionInfo, Match, PointRecord, point_id
+    from tessera.store import ensure_collection
+    from tessera.store.edge import EdgeStore
 
     images = [_encode(_noise(seed), "PNG") for seed in range(4)]
     captions = ["red car", "green tree", "blue sea", "grey cat"]
@@ -248,9 +248,9 @@ def test_search_by_image_and_text_with_modality_filters(tmp_path: Path, clip: Lo
 
 
 def test_a_collection_never_mixes_text_only_and_clip_models(tmp_path: Path, clip: LocalBackend) -> None:
-    from flows.pipeline.store import ensure_collection
-    from flows.pipeline.store.edge import EdgeStore
-    from tessera.types import CollectionInfo
+    from tessera.core.types import CollectionInfo
+    from tessera.store import ensure_collection
+    from tessera.store.edge import EdgeStore
 
     minilm = BUILTIN["all-minilm-l6-v2"]
     store = EdgeStore(tmp_path / "qdrant")

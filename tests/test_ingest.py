@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from flows.ingest import ingest_flow
-from flows.pipeline.store import open_store
-from tessera.errors import ModelMismatchError
-from tessera.settings import load_settings
-from tessera.types import Match
+from tessera.core.errors import ModelMismatchError
+from tessera.core.settings import load_settings
+from tessera.core.types import Match
+from tessera.store import open_store
 
 
 def _points(config: Path, extra: list[str] | None = None) -> list[dict[str, Any]]:
@@ -83,7 +83,7 @@ def test_edit_and_delete_reembeds_only_the_edited_file(config: Path, corpus: Pat
 def _plain_collection(config: Path) -> None:
     """A plain collection named like the config's, as Tessera made them before aliases."""
     from models import get_spec
-    from tessera.types import CollectionInfo
+    from tessera.core.types import CollectionInfo
 
     settings = load_settings(config)
     store = open_store(settings)
@@ -141,7 +141,7 @@ def test_a_model_change_in_config_keeps_writing_the_live_model_until_migrated(
 def test_search_finds_the_hand_checked_document_first(
     config: Path, query: str, expected: str, minilm: Any
 ) -> None:
-    from flows.api.search import search
+    from tessera.service.search import search
 
     settings = load_settings(config)
     if not settings.events_dir.exists():
@@ -169,7 +169,7 @@ def test_events_record_every_document_once(config: Path) -> None:
 
 
 def test_cli_json_prints_exactly_one_object(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from flows.cli import main
+    from tessera.cli.main import main
 
     assert main(["ingest", "--config", str(config), "--json"]) == 0
     assert main(["search", "cold tomato soup", "-k", "2", "--config", str(config), "--json"]) == 0
@@ -190,7 +190,7 @@ def test_cli_json_prints_exactly_one_object(config: Path, capsys: pytest.Capture
 
 def test_cli_reports_config_errors_without_a_traceback(tmp_path: Path,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
-    from flows.cli import main
+    from tessera.cli.main import main
 
     bad = tmp_path / "bad.toml"
     bad.write_text('[embedding]\nbackend = "gpu"\n')

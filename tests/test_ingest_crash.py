@@ -15,16 +15,16 @@ from pathlib import Path
 import pytest
 
 from flows.ingest import ingest_flow
-from flows.pipeline.store import open_store
-from tessera.settings import load_settings
-from tessera.types import Match
+from tessera.core.settings import load_settings
+from tessera.core.types import Match
+from tessera.store import open_store
 
 # Runs the real ingest in a child process. The real upsert runs; after writing half of its
 # third batch the child announces itself and sleeps, so the parent can SIGKILL it mid-upsert.
 CHILD = r"""
 import os, sys, time
 from pathlib import Path
-from flows.pipeline.store.edge import EdgeStore
+from tessera.store.edge import EdgeStore
 marker = Path(sys.argv[2])
 real = EdgeStore.upsert
 calls = []
@@ -52,7 +52,7 @@ def _env() -> dict[str, str]:
 
 def _listed_runs(config: Path) -> dict[str, str]:
     """run id -> status, of the runs `tessera status` lists."""
-    from flows.api.status import status
+    from tessera.service.status import status
 
     return {r["run_id"]: r["status"] for r in status(load_settings(config), last=5)["last_runs"]}
 
@@ -80,7 +80,7 @@ def test_sigkill_mid_upsert_then_rerun_leaves_one_point_per_chunk(
         # A second writer while the first holds the store: a clear refusal, no corruption.
         busy = make_config(sources=[{"name": "many", "path": str(corpus)}], name="busy.toml",
                            store={"lock_timeout": 1})
-        second = subprocess.run([sys.executable, "-m", "flows.cli", "ingest", "--config", str(busy),
+        second = subprocess.run([sys.executable, "-m", "tessera.cli.main", "ingest", "--config", str(busy),
                                  "--json"], env=_env(), capture_output=True, text=True, timeout=180)
         assert second.returncode == 2, second.stderr[-2000:]
         out = json.loads(second.stdout)
@@ -88,8 +88,8 @@ def test_sigkill_mid_upsert_then_rerun_leaves_one_point_per_chunk(
         assert f"pid {child.pid}" in out["message"] and "in use by another Tessera process" in out["message"]
         # No summary yet and its process lives: running. (Only the events are read: `tessera
         # status` would wait for the store the child holds.)
-        from flows.api.status import unfinished_runs
-        from tessera.events import read_events
+        from tessera.core.events import read_events
+        from tessera.service.status import unfinished_runs
 
         events = load_settings(config).events_dir
         finished = {r["run_id"] for r in read_events(events, "ingest_runs")}  # the refused one

@@ -1,7 +1,7 @@
 """A state of the machine is not a bug: a read-only home, a full disk and a reader that hung up
 get one line on stderr (one JSON object under --json) from every command, never a traceback.
 
-Each command runs as a real `tessera` process (`python -m flows.cli`), the way a user runs it.
+Each command runs as a real `tessera` process (`python -m tessera.cli.main`), the way a user runs it.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def _cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """`tessera ARGS` in a child process, as a user runs it (no Prefect server configured)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
     env["PYTHONPATH"] = str(REPO)
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args], env=env, cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "tessera.cli.main", *args], env=env, cwd=REPO,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -82,9 +82,9 @@ def _problems(argv: list[str], done: subprocess.CompletedProcess[str]) -> list[s
 
 def test_every_command_answers_a_read_only_home_without_a_traceback(
         make_config: Callable[..., Path], corpus: Path, tmp_path: Path) -> None:
-    from flows.cli import COMMANDS
-    from flows.pipeline.ingest import run_ingest
-    from tessera.settings import load_settings
+    from tessera.cli.main import COMMANDS
+    from tessera.core.settings import load_settings
+    from tessera.ingest.run import run_ingest
 
     config = make_config(sources=[{"name": "docs", "path": str(corpus)}])
     settings = load_settings(config)
@@ -106,8 +106,8 @@ def test_every_command_answers_a_read_only_home_without_a_traceback(
 
 def test_a_read_only_home_is_named_with_what_to_do(
         make_config: Callable[..., Path], corpus: Path) -> None:
-    from flows.pipeline.ingest import run_ingest
-    from tessera.settings import load_settings
+    from tessera.core.settings import load_settings
+    from tessera.ingest.run import run_ingest
 
     config = make_config(sources=[{"name": "docs", "path": str(corpus)}])
     settings = load_settings(config)
@@ -126,15 +126,15 @@ def test_a_read_only_home_is_named_with_what_to_do(
 def test_a_reader_that_hangs_up_ends_the_command_quietly(
         make_config: Callable[..., Path], corpus: Path) -> None:
     """`tessera quarantine --json | head -c 5`, with the reader gone before the answer comes."""
-    from flows.pipeline.ingest import run_ingest
-    from tessera.settings import load_settings
+    from tessera.core.settings import load_settings
+    from tessera.ingest.run import run_ingest
 
     (corpus / "empty.txt").write_text("")  # one quarantined record, so there is a row to print
     config = make_config(sources=[{"name": "docs", "path": str(corpus)}])
     run_ingest(load_settings(config))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     for args in (["quarantine", "--json"], ["quarantine"], ["status", "--json"]):
-        child = subprocess.Popen([sys.executable, "-m", "flows.cli", *args, "--config",
+        child = subprocess.Popen([sys.executable, "-m", "tessera.cli.main", *args, "--config",
                                   str(config)], env=env, cwd=REPO, stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE)
         assert child.stdout is not None and child.stderr is not None
@@ -155,7 +155,7 @@ def _unfinished_run(events_dir: Path, pid: int, documents: int, start: datetime)
     host and pid that ran it), then a batch and its documents, written by the real event log."""
     import socket
 
-    from tessera.events import EventLog, new_run_id
+    from tessera.core.events import EventLog, new_run_id
 
     log = EventLog(events_dir, new_run_id())
     log.add("ingest_batches", source="docs", stage="start", batch_index=-1, items=documents,
@@ -173,9 +173,9 @@ def _unfinished_run(events_dir: Path, pid: int, documents: int, start: datetime)
 
 def test_status_lists_a_killed_ingest_as_killed_and_a_live_one_as_running(
         make_config: Callable[..., Path]) -> None:
-    from flows.api.status import status
-    from tessera.events import utcnow
-    from tessera.settings import load_settings
+    from tessera.core.events import utcnow
+    from tessera.core.settings import load_settings
+    from tessera.service.status import status
 
     settings = load_settings(make_config())
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
@@ -199,9 +199,9 @@ def test_an_ingest_records_the_host_and_pid_that_ran_it(
         make_config: Callable[..., Path], corpus: Path) -> None:
     import socket
 
-    from flows.pipeline.ingest import run_ingest
-    from tessera.events import read_events
-    from tessera.settings import load_settings
+    from tessera.core.events import read_events
+    from tessera.core.settings import load_settings
+    from tessera.ingest.run import run_ingest
 
     settings = load_settings(make_config(sources=[{"name": "docs", "path": str(corpus)}]))
     run_id = run_ingest(settings)["run_id"]

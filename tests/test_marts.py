@@ -17,7 +17,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from flows.pipeline.marts import (
+from tessera.core.errors import MartsError
+from tessera.core.events import SCHEMAS, EventLog
+from tessera.core.settings import Settings, SourceConfig
+from tessera.jobs.marts import (
     DBT_PROJECT_DIR,
     ENV_DUCKDB_PATH,
     ENV_EVENTS_DIR,
@@ -26,9 +29,6 @@ from flows.pipeline.marts import (
     build_marts,
     generate_docs,
 )
-from tessera.errors import MartsError
-from tessera.events import SCHEMAS, EventLog
-from tessera.settings import Settings, SourceConfig
 
 MARTS = [
     "fct_ingest_runs", "fct_daily_ingest_by_source", "dim_sources", "fct_contract_failures",
@@ -372,7 +372,7 @@ def test_a_run_whose_outcomes_do_not_add_up_fails_the_build(tmp_path: Path) -> N
 
 def test_a_build_is_retried_only_while_another_holds_the_lock() -> None:
     """Waiting out another build is worth a retry; a failing dbt test is not."""
-    from tessera.steps import PlainSteps
+    from tessera.core.steps import PlainSteps
 
     slept: list[float] = []
     steps = PlainSteps(sleep=slept.append)
@@ -401,9 +401,9 @@ def test_ingest_twice_then_tessera_marts(
     """
     import json
 
-    from flows.cli import main
     from flows.ingest import ingest_flow
-    from tessera.settings import load_settings
+    from tessera.cli.main import main
+    from tessera.core.settings import load_settings
 
     sources = [{"name": "docs", "path": str(corpus), "ttl": "7d"}]
     config = make_config(sources=sources)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from flows.pipeline.marts import MartsTimeoutError, build_marts
-from tessera.errors import MartsError
-from tessera.settings import MartsConfig, Settings
+from tessera.core.errors import MartsError
+from tessera.core.settings import MartsConfig, Settings
+from tessera.jobs.marts import MartsTimeoutError, build_marts
 from tests.conftest import REPO
 from tests.test_data_safety import _cli, _fill, _home_config, _tmpfs
 from tests.test_marts import write_two_runs
@@ -45,9 +45,9 @@ def test_no_tessera_process_imports_dbt(tmp_path: Path) -> None:
     build: dbt built the warehouse, yet no `dbt` module was ever loaded here."""
     code = textwrap.dedent(f"""
         import sys
-        import flows.api.app, flows.api.mcp_server, flows.nightly, flows.deployments, flows.cli
-        from flows.pipeline.marts import build_marts
-        from tessera.settings import Settings
+        import tessera.service.app, tessera.service.mcp_server, flows.nightly, flows.deployments, tessera.cli.main
+        from tessera.jobs.marts import build_marts
+        from tessera.core.settings import Settings
         summary = build_marts(Settings(home={str(tmp_path / "home")!r}))
         loaded = sorted(m for m in sys.modules if m == "dbt" or m.startswith("dbt."))
         print(summary["status"], summary["models"], len(loaded), loaded[:3])

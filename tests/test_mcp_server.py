@@ -12,9 +12,9 @@ from typing import Any
 import anyio
 import pytest
 
-from flows.api.search import search as search_fn
-from flows.pipeline.ingest import run_ingest
-from tessera.settings import load_settings
+from tessera.core.settings import load_settings
+from tessera.ingest.run import run_ingest
+from tessera.service.search import search as search_fn
 from tests.conftest import EXAMPLES, write_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,7 +40,7 @@ def test_mcp_lists_tools_and_searches_over_stdio(tmp_path: Path) -> None:
     expected = [h["doc_id"] for h in search_fn(settings, query="volcanic eruptions", k=3)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("TESSERA_")}
     env.update(PYTHONPATH=str(REPO), TESSERA_CONFIG=str(config))
-    params = StdioServerParameters(command=sys.executable, args=["-m", "flows.cli", "mcp"],
+    params = StdioServerParameters(command=sys.executable, args=["-m", "tessera.cli.main", "mcp"],
                                    env=env, cwd=str(tmp_path))
 
     async def session() -> tuple[Any, Any, Any, Any]:
@@ -70,7 +70,7 @@ def test_mcp_lists_tools_and_searches_over_stdio(tmp_path: Path) -> None:
 
 
 def _read(events_dir: Path) -> list[dict[str, Any]]:
-    from tessera.events import read_events
+    from tessera.core.events import read_events
 
     return read_events(events_dir, "search_requests")
 

@@ -15,15 +15,15 @@ from typing import Any
 
 import pytest
 
-from flows.pipeline.ingest import run_ingest
-from flows.pipeline.migration import prune_previous, run_migrate, run_rollback
-from flows.pipeline.store import open_store
-from flows.pipeline.store.writers import writer_section
-from tessera.errors import ConfigError, MigrationRefused, StoreLockedError, UsageError
-from tessera.events import read_events
-from tessera.settings import Settings, load_settings
-from tessera.steps import PlainSteps
-from tessera.types import Match
+from tessera.core.errors import ConfigError, MigrationRefused, StoreLockedError, UsageError
+from tessera.core.events import read_events
+from tessera.core.settings import Settings, load_settings
+from tessera.core.steps import PlainSteps
+from tessera.core.types import Match
+from tessera.ingest.run import run_ingest
+from tessera.jobs.migration.job import prune_previous, run_migrate, run_rollback
+from tessera.store import open_store
+from tessera.store.writers import writer_section
 from tests.conftest import kill_when_marked
 from tests.test_quality import make_slice
 from tests.tiny_text import build_tiny_text, tiny_text_toml
@@ -105,7 +105,7 @@ def test_a_better_model_switches_then_rolls_back_once(setup: Callable[..., Path]
     per = result["metrics"]["slice"]["ndcg@10"]
     assert per["shadow"] >= per["live"]
     assert result["check"]["equal"] and result["build"]["indexed"] == 9
-    from flows.api.search import search
+    from tessera.service.search import search
 
     hits = search(settings, "how do plants make oxygen from sunlight", k=1)
     assert hits[0]["doc_id"] == "docs/photosynthesis.md"  # the tiny model would not find it
@@ -128,7 +128,7 @@ def _history_answers_which_model_served(settings: Settings, tiny: str, new: str)
     """fct_alias_history: which model served the alias at each moment, and what it scored."""
     import duckdb
 
-    from flows.pipeline.marts import build_marts
+    from tessera.jobs.marts import build_marts
 
     assert build_marts(settings)["failures"] == []
     switched, rolled_back = (r["finished_at"] for r in _migrations(settings)[:2])
@@ -152,7 +152,7 @@ def test_a_worse_model_is_refused_and_nothing_moves(setup: Callable[..., Path],
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     """MiniLM live -> the tiny model: refused naming the metric, both values and the gate; the
     alias and the live collection are untouched; the CLI exits 2 with the decision."""
-    from flows.cli import main
+    from tessera.cli.main import main
 
     config = setup()
     settings = load_settings(config)
@@ -218,9 +218,9 @@ def test_a_plain_collection_is_adopted_and_readers_keep_its_name(
         setup: Callable[..., Path], store_kind: str) -> None:
     """A collection from before aliases (plain `test`) is adopted on its first migration; a
     chunking change (--set) then switches; `test` answers searches before and after."""
-    from flows.api.search import search
     from models import get_spec
-    from tessera.types import CollectionInfo
+    from tessera.core.types import CollectionInfo
+    from tessera.service.search import search
 
     settings = load_settings(setup(store_kind))
     store = open_store(settings)
@@ -261,7 +261,7 @@ def test_a_plain_collection_is_adopted_and_readers_keep_its_name(
 def test_mistakes_are_refused_before_any_work(setup: Callable[..., Path],
                                                make_config: Callable[..., Path], corpus: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
-    from flows.cli import main
+    from tessera.cli.main import main
 
     config = setup()
     settings = load_settings(config)
@@ -306,7 +306,7 @@ def test_the_switch_waits_for_ingests_and_one_migration_runs_at_a_time(
     second.release()
     with writer_section(settings, "test", exclusive=True):
         writer_section(settings, "test", exclusive=False).release()  # its own catch-up: covered
-    from flows.pipeline.migration import _one_at_a_time
+    from tessera.jobs.migration.job import _one_at_a_time
 
     with _one_at_a_time(settings, "test"), pytest.raises(StoreLockedError,
                                                          match="another migration"):
@@ -335,7 +335,7 @@ def test_the_migrate_flow_reports_live_and_shadow_side_by_side(setup: Callable[.
 CHILD = r"""
 import os, sys, time
 from pathlib import Path
-from flows.pipeline.store.edge import EdgeStore
+from tessera.store.edge import EdgeStore
 marker = Path(sys.argv[2])
 real = EdgeStore.upsert
 calls = []
@@ -348,8 +348,8 @@ def upsert(self, name, points):
             time.sleep(600)
     real(self, name, points)
 EdgeStore.upsert = upsert
-from flows.pipeline.migration import run_migrate
-from tessera.settings import load_settings
+from tessera.jobs.migration.job import run_migrate
+from tessera.core.settings import load_settings
 run_migrate(load_settings(sys.argv[1]), "test", "all-minilm-l6-v2")
 """
 
@@ -395,9 +395,9 @@ def test_an_adoption_killed_before_its_alias_is_finished_by_the_next_migration(
         setup: Callable[..., Path]) -> None:
     """Edge adoption renames the folder, then writes the alias: killed in between, the renamed
     collection records `adopted_from`, a dry run reports it untouched, the next run finishes."""
-    from flows.pipeline import migrate as parts
-    from flows.pipeline.identity import identity_for, target_collection, versioned_info
     from models import get_spec
+    from tessera.ingest.identity import identity_for, target_collection, versioned_info
+    from tessera.jobs.migration import parts
 
     settings = load_settings(setup())
     spec = get_spec(settings)
@@ -446,7 +446,7 @@ def test_searches_never_fail_across_a_switch_and_a_rollback(setup: Callable[...,
     import httpx
     from pydantic import SecretStr
 
-    from flows.api.app import create_app
+    from tessera.service.app import create_app
     from tests.test_api import KEY, Served
 
     settings = load_settings(setup("edge", model="tiny-text",

@@ -172,9 +172,9 @@ def test_api_function_serves_the_search_app_against_a_qdrant_store(
     import anyio
     import httpx
 
-    from flows.pipeline.ingest import run_ingest
-    from tessera.errors import ConfigError
-    from tessera.settings import load_settings
+    from tessera.core.errors import ConfigError
+    from tessera.core.settings import load_settings
+    from tessera.ingest.run import run_ingest
     from tests.conftest import EXAMPLES, write_config
 
     corpus = tmp_path / "corpus"

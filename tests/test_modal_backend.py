@@ -30,8 +30,8 @@ from models.modal_backend import (
 )
 from models.optimized import OpenVINOBackend
 from models.registry import BUILTIN
-from tessera.errors import EmbeddingError
-from tessera.settings import EmbeddingConfig, ModalConfig, Settings
+from tessera.core.errors import EmbeddingError
+from tessera.core.settings import EmbeddingConfig, ModalConfig, Settings
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:The .* function is executing locally:UserWarning")
@@ -208,7 +208,7 @@ def test_without_a_token_the_real_lookup_says_modal_token_new(tmp_path: Path) ->
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MODAL_", "TESSERA_"))}
     env |= {"HOME": str(tmp_path), "MODAL_CONFIG_PATH": str(tmp_path / "none.toml"),
             "PYTHONPATH": str(REPO)}
-    code = ("from tessera.settings import ModalConfig\nfrom models.modal_backend import ModalBackend\n"
+    code = ("from tessera.core.settings import ModalConfig\nfrom models.modal_backend import ModalBackend\n"
             "from models.registry import BUILTIN\n"
             "try:\n    ModalBackend(BUILTIN['all-minilm-l6-v2'], ModalConfig()).embed_texts(['x'])\n"
             "except Exception as exc:\n    print(type(exc).__name__, exc)\n")

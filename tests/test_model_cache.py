@@ -24,9 +24,9 @@ from models.cache import (
     refresh_model,
 )
 from models.registry import BUILTIN, resolve_model_path
-from tessera.errors import EmbeddingError
-from tessera.events import read_events
-from tessera.settings import load_settings
+from tessera.core.errors import EmbeddingError
+from tessera.core.events import read_events
+from tessera.core.settings import load_settings
 
 SPEC = BUILTIN["all-minilm-l6-v2"]
 BUNDLED = resolve_model_path(SPEC)
@@ -42,7 +42,7 @@ def _copy_model(target: Path) -> Path:
 def test_bundled_model_matches_shipped_manifest(make_config: Callable[..., Path],
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     """The package's files hash as recorded and embed the probe as recorded; an event says so."""
-    from flows.cli import main
+    from tessera.cli.main import main
 
     config = make_config()
     assert main(["refresh-models", "--json", "--config", str(config)]) == 0

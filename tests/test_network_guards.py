@@ -15,12 +15,12 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from flows.api.app import create_app
-from flows.api.schemas import SearchRequest
-from flows.api.search import SearchQuery, run_search
-from flows.api.service import SearchService
-from flows.api.web import ReportServer, thumbnail_of
-from tessera.settings import Settings, load_settings
+from tessera.core.settings import Settings, load_settings
+from tessera.service.app import create_app
+from tessera.service.schemas import SearchRequest
+from tessera.service.search import SearchQuery, run_search
+from tessera.service.service import SearchService
+from tessera.service.web import ReportServer, thumbnail_of
 from tests.conftest import EXAMPLES, write_config
 
 KEY = "tk-guard-3c0ffee4b1d5"
@@ -32,7 +32,7 @@ def indexed(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     declared but not ingested (its file is there for the thumbnail check)."""
     from PIL import Image
 
-    from flows.pipeline.ingest import run_ingest
+    from tessera.ingest.run import run_ingest
 
     base = tmp_path_factory.mktemp("guards")
     shutil.copytree(EXAMPLES, base / "corpus")
@@ -59,7 +59,7 @@ def _with(settings: Settings, **api: Any) -> Settings:
 def test_report_serves_a_network_host_only_with_keys_and_then_requires_them(
         indexed: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch, minilm: Any) -> None:
-    from flows.cli import main
+    from tessera.cli.main import main
 
     config = tmp_path / "c.toml"
     config.write_text(f'home = "{tmp_path / "home"}"\ncollection = "g"\n')

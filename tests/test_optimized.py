@@ -17,12 +17,12 @@ import pytest
 pytest.importorskip("openvino", reason="runtime 'openvino' needs the openvino package")
 
 from flows.ingest import ingest_flow  # noqa: E402
-from flows.pipeline.store import open_store  # noqa: E402
 from models import make_backend  # noqa: E402
 from models.local import LocalBackend  # noqa: E402
 from models.optimized import OpenVINOBackend, export_dir, export_openvino  # noqa: E402
 from models.registry import BUILTIN, resolve_model_path  # noqa: E402
-from tessera.settings import load_settings  # noqa: E402
+from tessera.core.settings import load_settings  # noqa: E402
+from tessera.store import open_store  # noqa: E402
 
 SPEC = BUILTIN["all-minilm-l6-v2"]
 TEXTS = [
@@ -102,8 +102,8 @@ def test_an_export_the_disk_cannot_hold_is_refused_before_openvino_writes(
 
 
 def test_embedding_from_the_chunkers_ids_equals_embedding_the_text(cache_dir: Path) -> None:
-    from flows.pipeline.chunking import Chunker
-    from tessera.types import Document
+    from tessera.core.types import Document
+    from tessera.ingest.chunking import Chunker
 
     backend = OpenVINOBackend(SPEC, resolve_model_path(SPEC), cache_dir, "f32", batch_size=2)
     chunker = Chunker(resolve_model_path(SPEC), SPEC.max_length)
@@ -121,10 +121,10 @@ def test_embedding_from_the_chunkers_ids_equals_embedding_the_text(cache_dir: Pa
 
 def test_ingest_hands_ids_only_to_a_backend_with_the_chunkers_tokenizer(
         make_config: Callable[..., Path]) -> None:
-    from flows.pipeline.batch import token_ids
-    from flows.pipeline.ingest import IngestRun
-    from tessera.steps import PlainSteps
-    from tessera.types import Chunk
+    from tessera.core.steps import PlainSteps
+    from tessera.core.types import Chunk
+    from tessera.ingest.batch import token_ids
+    from tessera.ingest.context import IngestRun
 
     def run(**embedding: str) -> tuple[IngestRun, Any]:
         ingest = IngestRun(load_settings(make_config(embedding=embedding)), PlainSteps(), None,
@@ -142,7 +142,7 @@ def test_ingest_hands_ids_only_to_a_backend_with_the_chunkers_tokenizer(
 
 def test_a_text_model_on_openvino_embeds_no_images_and_says_why(tmp_path: Path) -> None:
     """Not "set runtime = 'torch'": MiniLM embeds no images on any runtime."""
-    from tessera.errors import EmbeddingError
+    from tessera.core.errors import EmbeddingError
 
     backend = OpenVINOBackend(SPEC, resolve_model_path(SPEC), tmp_path)  # nothing compiled
     with pytest.raises(EmbeddingError, match="embeds text only; images need a CLIP-style model"
@@ -190,7 +190,7 @@ def test_ingest_and_search_on_openvino(make_config: Callable[..., Path], corpus:
 def test_embedding_a_batch_in_slices_keeps_order_and_vectors(cache_dir: Path) -> None:
     """The token-id path embeds PROGRESS_CHUNKS at a time, longest first: the vectors are those
     of one call over the batch, in input order, and progress is heard after every slice."""
-    from flows.pipeline.batch import PROGRESS_CHUNKS, _embed_ids
+    from tessera.ingest.batch import PROGRESS_CHUNKS, _embed_ids
 
     backend = OpenVINOBackend(SPEC, resolve_model_path(SPEC), cache_dir, "f32", batch_size=32)
     rng = np.random.default_rng(3)
@@ -209,7 +209,7 @@ def test_ingest_progress_moves_at_least_every_64_documents(
         make_config: Callable[..., Path], cache_dir: Path, tmp_path: Path) -> None:
     """One 1,024-record batch of 300 documents: the progress callback hears the run inside the
     embed step, never more than 64 documents apart, with chunks counted exactly."""
-    from flows.pipeline.ingest import run_ingest
+    from tessera.ingest.run import run_ingest
 
     src = tmp_path / "notes"
     src.mkdir()
@@ -236,7 +236,7 @@ def test_the_ingest_bar_shows_documents_chunks_rate_and_eta() -> None:
 
     from rich.console import Console
 
-    from flows.cli_support import bar_callback, ingest_bar
+    from tessera.cli.support import bar_callback, ingest_bar
 
     out = io.StringIO()
     with ingest_bar(Console(file=out, force_terminal=True, width=140)) as bar:

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from flows.runs import RUN_ID_TAG, describe_ingest, describe_nightly
-from tessera.env import OFFLINE_DEFAULTS
+from tessera.core.env import OFFLINE_DEFAULTS
 from tests.conftest import EXAMPLES, REPO, write_config
 
 TESSERA = REPO / ".venv" / "bin" / "tessera"

@@ -11,16 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flows.api.status import status
-from flows.cli_support import print_human
-from flows.pipeline.indexer import NEVER_EXPIRES
-from flows.pipeline.prune import run_prune
-from flows.pipeline.store import ensure_collection, open_store
 from flows.prune import prune_flow
 from models.registry import BUILTIN
-from tessera.events import read_events
-from tessera.settings import Settings, load_settings
-from tessera.types import CollectionInfo, Match, PointRecord, point_id
+from tessera.cli.support import print_human
+from tessera.core.events import read_events
+from tessera.core.settings import Settings, load_settings
+from tessera.core.types import CollectionInfo, Match, PointRecord, point_id
+from tessera.ingest.points import NEVER_EXPIRES
+from tessera.jobs.prune import run_prune
+from tessera.service.status import status
+from tessera.store import ensure_collection, open_store
 
 # qdrant-client's local mode (the server store's test double) warns that it ignores indexes.
 pytestmark = pytest.mark.filterwarnings("ignore:Payload indexes have no effect:UserWarning")
@@ -94,7 +94,7 @@ def test_prune_deletes_exactly_the_expired_points(store_settings: Settings) -> N
 def test_prune_flow_and_cli_report_json(make_config: Callable[..., Path],
                                         capsys: pytest.CaptureFixture[str]) -> None:
     """`tessera prune --dry-run --json` prints the summary; the flow runs under Prefect."""
-    from flows.cli import main
+    from tessera.cli.main import main
 
     config = make_config()
     _seed(load_settings(config), "test", {"gone": 1_000, "kept": NEVER_EXPIRES})

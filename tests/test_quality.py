@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from flows.pipeline.quality import best_per_doc, check_gates, load_dataset, score
 from flows.quality import quality_flow
-from tessera import beir
-from tessera.errors import QualityGateError
-from tessera.events import EventLog, read_events, utcnow
-from tessera.settings import QualityConfig, Settings, load_settings
-from tessera.types import Hit
+from tessera.core import beir
+from tessera.core.errors import QualityGateError
+from tessera.core.events import EventLog, read_events, utcnow
+from tessera.core.settings import QualityConfig, Settings, load_settings
+from tessera.core.types import Hit
+from tessera.jobs.quality import best_per_doc, check_gates, load_dataset, score
 from tests.conftest import scifact_dir, write_config
 
 SLICE_QUERIES = 12
@@ -140,7 +140,7 @@ def test_nightly_fails_on_a_breach_after_building_the_marts(setup: dict[str, Any
     import sys
 
     from flows.nightly import nightly_flow
-    from tessera.errors import PipelineError
+    from tessera.core.errors import PipelineError
 
     config = setup["config"]("nightly", min_ndcg_at_10=1.01)
     config.write_text(config.read_text() + f'\n[[quality.sets]]\npath = "{setup["data"]}"\n'
@@ -188,7 +188,7 @@ def test_scoring_uses_trec_eval_semantics() -> None:
 def test_limited_run_is_its_own_series_and_cli(setup: dict[str, Any],
                                                capsys: pytest.CaptureFixture[str]) -> None:
     """--limit-queries scores the first N judged queries under its own dataset label."""
-    from flows.cli import main
+    from tessera.cli.main import main
 
     data = load_dataset(setup["data"], limit_queries=5)
     assert data.name == "scifact-slice-first5" and len(data.queries) == 5
@@ -212,8 +212,8 @@ OPENVINO_PIPELINE_NDCG10 = 0.6557  # dense, the default runtime, before hybrid s
 
 def first_chunk_ndcg(settings: Settings, dataset: Path, collection: str) -> float:
     """nDCG@10 counting only each document's first window (what MTEB's truncation embeds)."""
-    from flows.pipeline.quality import embed_queries, mean_metrics
-    from flows.pipeline.store import open_store
+    from tessera.jobs.quality import embed_queries, mean_metrics
+    from tessera.store import open_store
 
     data = load_dataset(dataset)
     qids = list(data.queries)

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tessera.beir import read_corpus
-from tessera.events import read_events
-from tessera.settings import load_settings
+from tessera.core.beir import read_corpus
+from tessera.core.events import read_events
+from tessera.core.settings import load_settings
 from tests.conftest import REPO
 
 
 def test_tessera_toml_declares_the_sample_set() -> None:
-    from flows.pipeline.quality import load_dataset
+    from tessera.jobs.quality import load_dataset
 
     sets = load_settings(REPO / "tessera.toml").quality.sets
     assert [(s.name, s.path) for s in sets] == [("sample", REPO / "examples" / "quality")]
@@ -23,7 +23,7 @@ def test_tessera_toml_declares_the_sample_set() -> None:
 
 
 def test_scoring_the_sample_set_writes_a_quality_row(tmp_path: Path) -> None:
-    from flows.pipeline.quality import run_quality
+    from tessera.jobs.quality import run_quality
 
     config = tmp_path / "tessera.toml"
     config.write_text(f'home = "{tmp_path / "home"}"\n')

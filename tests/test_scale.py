@@ -13,12 +13,12 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from flows.pipeline.ingest import run_ingest
-from flows.pipeline.state import DiffState, state_path
-from flows.pipeline.store import open_store
-from tessera.events import read_events
-from tessera.settings import Settings, load_settings
-from tessera.types import Match
+from tessera.core.events import read_events
+from tessera.core.settings import Settings, load_settings
+from tessera.core.types import Match
+from tessera.ingest.run import run_ingest
+from tessera.ingest.state import DiffState, state_path
+from tessera.store import open_store
 from tests.conftest import kill_when_marked
 
 
@@ -184,10 +184,11 @@ def test_the_quick_check_trusts_an_unchanged_stat_and_verify_reads_everything(
 CHILD = r"""
 import os, sys, time
 from pathlib import Path
-from tessera.env import apply_offline_defaults
+from tessera.core.env import apply_offline_defaults
 apply_offline_defaults()
-from flows.pipeline import diff, ingest
-from tessera.settings import load_settings
+from tessera.ingest import run as ingest
+from tessera.ingest import source_pass as diff
+from tessera.core.settings import load_settings
 marker = Path(sys.argv[2])
 real = diff._one_batch
 done = []
@@ -206,7 +207,7 @@ ingest.run_ingest(load_settings(sys.argv[1]))
 @pytest.mark.slow
 def test_sigkill_mid_run_shows_as_killed_in_the_marts_and_the_rerun_repairs_the_state(
         make_config: Callable[..., Path], tmp_path: Path) -> None:
-    from flows.pipeline.marts import build_marts
+    from tessera.jobs.marts import build_marts
 
     src = tmp_path / "src"
     _small_corpus(src, 60)
@@ -240,7 +241,7 @@ def test_sigkill_mid_run_shows_as_killed_in_the_marts_and_the_rerun_repairs_the_
 
 
 def test_prune_keeps_the_diff_state_true(make_config: Callable[..., Path], tmp_path: Path) -> None:
-    from flows.pipeline.prune import run_prune
+    from tessera.jobs.prune import run_prune
 
     src = tmp_path / "src"
     _small_corpus(src, 6)
@@ -275,7 +276,7 @@ def test_a_file_name_that_is_not_utf8_is_quarantined(
 
 def test_skipped_files_still_get_their_expiry_refreshed(
         make_config: Callable[..., Path], tmp_path: Path) -> None:
-    from flows.pipeline.prune import run_prune
+    from tessera.jobs.prune import run_prune
 
     src = tmp_path / "src"
     _small_corpus(src, 4)
@@ -319,7 +320,7 @@ def test_a_re_run_after_a_small_change_embeds_in_one_batch_not_one_per_changed_f
         make_config: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Unchanged files are skipped unread and do not fill a batch: the 10 changed files of 200
     go through one batch (one contract check, one model call), not ten batches of ~1 each."""
-    from flows.pipeline import ingest
+    from tessera.ingest import run as ingest
 
     monkeypatch.setattr(ingest, "DOC_BATCH", 16)
     src = tmp_path / "src"
@@ -356,8 +357,8 @@ def test_a_re_run_rewrites_only_the_expiries_that_move(
     """An expiry is rounded up to 1% of the TTL: re-runs inside that step (quick check or
     --verify) write no payload at all; a shorter TTL lowers every expiry, a longer one raises it.
     Both refresh paths: by filter at the end (delete_missing) and by id per page of files."""
-    from flows.pipeline.indexer import expiry
-    from flows.pipeline.store.edge import EdgeStore
+    from tessera.ingest.points import expiry
+    from tessera.store.edge import EdgeStore
 
     touched: list[int] = []  # points each payload update of the run reaches (the real store)
     set_ids, set_where = EdgeStore.set_payload, EdgeStore.set_payload_where
@@ -420,7 +421,7 @@ def test_a_re_run_that_reads_no_file_does_not_import_great_expectations(
     config = make_config(sources=[{"name": "src", "path": str(src)}])
     run_ingest(load_settings(config))
     code = ("import json, sys\nfrom flows.config import load\n"
-            "from flows.pipeline.ingest import run_ingest\n"
+            "from tessera.ingest.run import run_ingest\n"
             "r = run_ingest(load(sys.argv[1]))\n"
             "print(json.dumps([r['indexed'], r['unchanged'], 'great_expectations' in sys.modules]))")
 

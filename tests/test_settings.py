@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tessera.errors import ConfigError
-from tessera.settings import load_settings, parse_ttl
+from tessera.core.errors import ConfigError
+from tessera.core.settings import load_settings, parse_ttl
 
 
 def test_example_config_loads_with_paths_relative_to_the_file() -> None:

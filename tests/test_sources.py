@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from flows.pipeline.sources import make_source
-from tessera.settings import SourceConfig
-from tessera.types import Document, Quarantined
+from tessera.core.settings import SourceConfig
+from tessera.core.types import Document, Quarantined
+from tessera.sources import make_source
 from tests.conftest import EXAMPLES
 
 

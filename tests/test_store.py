@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flows.pipeline.store import HnswParams, VectorStore, ensure_collection
-from flows.pipeline.store.edge import EdgeStore
-from flows.pipeline.store.server import ServerStore
-from tessera.errors import ModelMismatchError, StoreLockedError, VectorStoreError
-from tessera.settings import StoreConfig
-from tessera.types import CollectionInfo, Match, PointRecord, point_id
+from tessera.core.errors import ModelMismatchError, StoreLockedError, VectorStoreError
+from tessera.core.settings import StoreConfig
+from tessera.core.types import CollectionInfo, Match, PointRecord, point_id
+from tessera.store import HnswParams, VectorStore, ensure_collection
+from tessera.store.edge import EdgeStore
+from tessera.store.server import ServerStore
 
 pytestmark = pytest.mark.filterwarnings("ignore:Payload indexes have no effect")
 
@@ -90,7 +90,7 @@ def test_edge_store_is_locked_to_one_process_at_a_time(tmp_path: Path) -> None:
 
 
 def test_unreachable_server_is_a_clear_error() -> None:
-    from tessera.errors import VectorStoreError
+    from tessera.core.errors import VectorStoreError
 
     with pytest.raises(VectorStoreError, match="cannot reach Qdrant at http://127.0.0.1:9") as err:
         ServerStore(StoreConfig(kind="qdrant", url="http://127.0.0.1:9", api_key="hunter2"))
@@ -101,8 +101,8 @@ def test_api_key_can_come_from_a_prefect_secret_block(tmp_path: Path) -> None:
     from prefect.blocks.system import Secret
 
     from flows import config
-    from flows.pipeline.store import open_store
-    from tessera.errors import ConfigError, VectorStoreError
+    from tessera.core.errors import ConfigError, VectorStoreError
+    from tessera.store import open_store
 
     Secret(value="from-block-key").save("tessera-test-qdrant-key", overwrite=True)
     assert config.secret_block("tessera-test-qdrant-key").get_secret_value() == "from-block-key"
@@ -119,8 +119,8 @@ def test_api_key_can_come_from_a_prefect_secret_block(tmp_path: Path) -> None:
 
 
 def test_alias_switch_points_readers_at_the_new_collection(store: VectorStore) -> None:
-    from flows.pipeline.store import resolve, switch_alias
-    from tessera.errors import VectorStoreError
+    from tessera.core.errors import VectorStoreError
+    from tessera.store import resolve, switch_alias
 
     ensure_collection(store, INFO)
     v2 = CollectionInfo("c2", "model-b", "b", 8, "cosine", "b")
@@ -153,7 +153,7 @@ def test_set_payload_where_touches_only_the_matching_source(store: VectorStore) 
 def sealing(monkeypatch: pytest.MonkeyPatch) -> None:
     """Seal after every ~16 KB written, sealing any appendable segment over 1 KB of vectors into
     segments of at most 16 KB: a few thousand points then go through many seals and merges."""
-    from flows.pipeline.store import edge
+    from tessera.store import edge
 
     monkeypatch.setattr(edge, "SEAL_BYTES", 16 * 1024)
     monkeypatch.setattr(edge, "INDEXING_THRESHOLD_KB", 1)
@@ -196,7 +196,7 @@ def test_sealed_segments_keep_every_point_searchable_and_writable(tmp_path: Path
 SEALING_WRITER = """
 import sys
 from pathlib import Path
-from flows.pipeline.store import edge, ensure_collection
+from tessera.store import edge, ensure_collection
 from tests.test_store import INFO, _points
 edge.SEAL_BYTES, edge.INDEXING_THRESHOLD_KB, edge.MAX_SEGMENT_KB = 16 * 1024, 1, 16
 store = edge.EdgeStore(Path(sys.argv[1]))
@@ -281,7 +281,7 @@ def test_sealed_segments_get_the_configured_graph_and_optimize_rebuilds_it(
     """A new collection's sealed segments are built with the store's HNSW m. A store configured
     with another m says so at ingest and leaves the segments alone; build_index rebuilds every
     one (under the writer lock, publishing a new generation for readers) and loses no point."""
-    from flows.pipeline.store import edge
+    from tessera.store import edge
 
     monkeypatch.setattr(edge, "FULL_SCAN_KB", 1)  # a graph even for these tiny segments
     root = tmp_path / "edge"
@@ -319,7 +319,7 @@ def test_sealed_segments_get_the_configured_graph_and_optimize_rebuilds_it(
 def test_tessera_optimize_rebuilds_the_configured_graph_and_refuses_an_unknown_collection(
         tmp_path: Path, make_config: Callable[..., Path],
         capsys: pytest.CaptureFixture[str]) -> None:
-    from flows.cli import main
+    from tessera.cli.main import main
 
     root = tmp_path / "edge"
     store = EdgeStore(root, hnsw=HnswParams(0, 100))

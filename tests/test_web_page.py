@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from flows.api.report_data import daily_ingest, freshness, missed_runs, percentiles
-from flows.api.web import ReportServer, highlight, write_report
-from tessera.events import EventLog
-from tessera.settings import Settings, load_settings
+from tessera.core.events import EventLog
+from tessera.core.settings import Settings, load_settings
+from tessera.service.report_data import daily_ingest, freshness, missed_runs, percentiles
+from tessera.service.web import ReportServer, highlight, write_report
 from tests.conftest import EXAMPLES, write_config
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p),
@@ -31,7 +31,7 @@ needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium binary
 @pytest.fixture(scope="module")
 def indexed(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """The sample corpus ingested for real, plus two earlier quality runs of a set in two modes."""
-    from flows.pipeline.ingest import run_ingest
+    from tessera.ingest.run import run_ingest
 
     root = tmp_path_factory.mktemp("web")
     config = write_config(root / "tessera.toml", {"home": str(root / "home"), "collection": "web"},
@@ -51,7 +51,7 @@ def indexed(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 
 def _quality_columns() -> list[str]:
-    from tessera.events import SCHEMAS
+    from tessera.core.events import SCHEMAS
 
     return list(SCHEMAS["quality_runs"].names)
 
@@ -186,8 +186,8 @@ def test_snippets_mark_terms_and_escape_html() -> None:
 
 def test_the_status_tables_are_published_as_reports(indexed: Settings) -> None:
     """The nightly flow publishes these as Prefect table artifacts; PlainSteps keeps them."""
-    from flows.api.report_data import publish
-    from tessera.steps import PlainSteps
+    from tessera.core.steps import PlainSteps
+    from tessera.service.report_data import publish
 
     steps = PlainSteps()
     publish(indexed, steps)
@@ -205,7 +205,7 @@ def test_snippets_mark_whole_words_only() -> None:
 
 def test_the_marts_know_each_schedule_interval() -> None:
     """dim_sources judges freshness against this interval (stale after 2 of them)."""
-    from flows.pipeline.marts import schedule_interval
+    from tessera.jobs.marts import schedule_interval
 
     now = datetime(2026, 12, 2, 12, 10, tzinfo=UTC)
     assert schedule_interval("*/30 * * * *", now, "UTC") == 1800

@@ -1,0 +1,155 @@
+"""Checks that run before any work: a user's mistake is refused in well under a second, with one
+line of advice that names where the value came from (a flag, a TESSERA_* variable or a config
+key), and it is never retried.
+
+Nothing here imports Prefect, the model or the store's client library unless the check needs it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import socket
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from tessera.core.errors import ConfigError, StorageError, UsageError
+from tessera.core.settings import Settings
+from tessera.ingest.selection import check_ttl
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """` (did you mean 'x'?)` for the closest choice, or '' when none is close."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _known(names: Iterable[str]) -> str:
+    listed = sorted(set(names))
+    return ", ".join(listed) if listed else "none"
+
+
+def check_sources(settings: Settings, names: list[str] | None) -> None:
+    """Every `--source NAME` must be a declared source."""
+    declared = [s.name for s in settings.sources]
+    for name in names or []:
+        if name not in declared:
+            raise UsageError(f"--source {name!r} is not a declared source{did_you_mean(name, declared)}; "
+                             f"declared sources: {_known(declared)} (see [[sources]] in the config)")
+
+
+def check_path(path: str | None) -> None:
+    """A command-line PATH must exist (the advice is about the argument, not `sources.path`)."""
+    if path is not None and not Path(path).expanduser().exists():
+        raise UsageError(f"PATH {path!r} does not exist; give `tessera ingest` a file or folder "
+                         "that does (or leave PATH out to ingest the declared sources)")
+
+
+def _modal_has_token() -> bool:
+    if os.environ.get("MODAL_TOKEN_ID") and os.environ.get("MODAL_TOKEN_SECRET"):
+        return True
+    config = Path(os.environ.get("MODAL_CONFIG_PATH") or Path.home() / ".modal.toml")
+    try:
+        return "token_id" in config.read_text(encoding="utf-8")
+    except OSError:
+        return False
+
+
+def check_backend(settings: Settings) -> None:
+    """`embedding.backend = "modal"` needs Modal credentials on this machine."""
+    if settings.embedding.backend == "modal" and not _modal_has_token():
+        from_env = bool(os.environ.get("TESSERA_EMBEDDING__BACKEND"))
+        key = "TESSERA_EMBEDDING__BACKEND" if from_env else "embedding.backend"
+        switch = ("unset TESSERA_EMBEDDING__BACKEND (or set it to local)" if from_env
+                  else 'set embedding.backend = "local" in the config')
+        raise ConfigError(key, "modal", "Modal has no token on this machine; run `modal token new` "
+                          f"(or set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET), or {switch}")
+
+
+def check_store(settings: Settings, timeout: float = 1.0) -> None:
+    """A Qdrant server store must answer a TCP connect (a wrong URL is a mistake, not an outage
+    a retry fixes: the flow would otherwise spend its retries on it)."""
+    store = settings.store
+    if store.kind != "qdrant" or not store.url:
+        return
+    origin = "TESSERA_STORE__URL" if os.environ.get("TESSERA_STORE__URL") else "store.url"
+    parts = urlsplit(store.url if "://" in store.url else f"http://{store.url}")
+    if not parts.hostname:
+        raise ConfigError(origin, store.url, "not a URL; write it like http://localhost:6333")
+    port = parts.port or (443 if parts.scheme == "https" else 6333)
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise ConfigError(origin, store.url, f"no Qdrant server answers there ({exc.strerror or exc}); "
+                          "start it, or fix the URL") from None
+
+
+def check_collection(name: str, collections: list[str], aliases: dict[str, str],
+                     flag: str = "--collection") -> None:
+    """A collection (or alias) a reader names must exist."""
+    known = [*collections, *aliases]
+    if name not in known:
+        raise UsageError(f"{flag} {name!r}: no such collection or alias in the index"
+                         f"{did_you_mean(name, known)}; known: {_known(known)}")
+
+
+def check_search_source(settings: Settings, source: str, indexed: bool,
+                        seen: Iterable[str] = ()) -> None:
+    """`search --source NAME` for a source with nothing in the index is an error, not []."""
+    if indexed:
+        return
+    known = {s.name for s in settings.sources} | set(seen)
+    raise UsageError(f"--source {source!r}: the index holds nothing from that source"
+                     f"{did_you_mean(source, known)}; known sources: {_known(known)}")
+
+
+def ingest_checks(settings: Settings, sources: list[str] | None, ttl: str | None,
+                  path: str | None) -> None:
+    """Everything `tessera ingest` can refuse before it starts."""
+    check_ttl(ttl)
+    check_path(path)
+    check_sources(settings, sources)
+    check_backend(settings)
+    check_store(settings)
+
+
+def error_object(exc: BaseException) -> dict[str, Any]:
+    """The one JSON object `--json` prints for a refused command."""
+    out: dict[str, Any] = {"error": type(exc).__name__, "message": str(exc)}
+    if isinstance(exc, ConfigError):
+        out["key"] = exc.key
+    if isinstance(exc, StorageError):
+        out["path"] = exc.path
+    return out
+
+
+def check_search(settings: Settings, collection: str | None, source: str | None) -> None:
+    """`search`'s --collection and --source name something the index holds."""
+    check_store(settings)
+    from tessera.core.types import Match
+    from tessera.store import open_store, resolve
+
+    store = open_store(settings)
+    try:
+        if collection is not None:
+            check_collection(collection, store.list_collections(), store.aliases())
+        name = resolve(store, collection or settings.collection)
+        if source is not None and store.get_collection(name) is not None:
+            indexed = store.count(name, Match(source=source)) > 0
+            if not indexed:
+                check_search_source(settings, source, indexed, _indexed_sources(settings))
+    finally:
+        store.close()
+
+
+def _indexed_sources(settings: Settings) -> set[str]:
+    """Source names that completed runs wrote (for "did you mean" beside the declared ones)."""
+    from tessera.core.events import read_events
+
+    names: set[str] = set()
+    for row in read_events(settings.events_dir, "ingest_runs"):
+        names.update(n for n in (row.get("sources") or "").split(",") if n)
+    return names

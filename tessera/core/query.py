@@ -1,0 +1,68 @@
+"""How a search runs: the `[search]` config and one query as a store executes it.
+
+Three modes: `dense` (the model's vectors), `sparse` (BM25) and `hybrid` (both, fused in the engine
+by Reciprocal Rank Fusion or Distribution-Based Score Fusion). Filters apply inside every prefetch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from tessera.core.sparse import SparseVec
+from tessera.core.types import Match
+
+SearchMode = Literal["dense", "sparse", "hybrid"]
+MODES: tuple[str, ...] = ("dense", "sparse", "hybrid")
+Fusion = Literal["rrf", "dbsf"]
+
+
+class SearchConfig(BaseModel):
+    """`[search]`: the default mode, how hybrid results are fused, how deep each side looks."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: SearchMode = "hybrid"
+    fusion: Fusion = "rrf"
+    rrf_k: int = Field(default=60, ge=1)
+    # Candidates each side (dense, sparse) contributes to the fusion; at least the results asked.
+    prefetch: int = Field(default=100, ge=1)
+    # Document results: chunks fetched per document asked for before grouping (doubled, up to
+    # the collection's size, until k distinct documents are found).
+    group_overfetch: int = Field(default=4, ge=1)
+    # Candidates the HNSW graph search keeps (more: closer to exact, slower). On the 50,000-point
+    # load-test shard of SciFact embeddings, recall@10 against exact search was 0.943 at the
+    # engine's default, 0.955 at 128 and 0.977 at 256, for 0.39 / 0.50 / 0.60 ms a query.
+    hnsw_ef: int = Field(default=256, ge=1, le=100_000)
+
+
+@dataclass(frozen=True)
+class StoreQuery:
+    """One query as a store runs it. `dense` and/or `sparse` decide the mode: both is hybrid."""
+
+    limit: int
+    dense: np.ndarray | None = None
+    sparse: SparseVec | None = None
+    match: Match | None = None
+    fusion: Fusion = "rrf"
+    rrf_k: int = 60
+    prefetch: int = 100
+    fields: tuple[str, ...] | None = None  # payload keys to return (None: all)
+    exact: bool = False  # dense side: exact search, skipping the HNSW index
+    hnsw_ef: int | None = None  # dense side: graph search candidates (None: the engine's default)
+    overfetch: int = 4  # document results without engine grouping: chunks fetched per document
+
+    @property
+    def mode(self) -> str:
+        """dense, sparse or hybrid, from the vectors present."""
+        if self.dense is not None and self.sparse is not None:
+            return "hybrid"
+        return "dense" if self.dense is not None else "sparse"
+
+    @property
+    def depth(self) -> int:
+        """How many candidates each prefetch takes: at least the results asked for."""
+        return max(self.prefetch, self.limit)

@@ -1,0 +1,169 @@
+"""What one ingest run carries, at the bottom of the ingest so the steps above can take it: the
+run context (`IngestRun`: events, counts, contracts, loaded models), each source resolved into a
+`Target`, and one `Batch` as it moves through the steps."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from data_contracts import ContractRunner
+from models import EmbeddingBackend, make_backend, resolve_model_path
+from models.registry import ModelSpec
+from tessera.core.events import EventLog, new_run_id, utcnow
+from tessera.core.settings import ChunkingConfig, Settings, SourceConfig
+from tessera.core.sparse import Bm25Encoder, config_from_identity, sparse_signature
+from tessera.core.steps import Steps
+from tessera.core.types import Quarantined
+from tessera.ingest.captioning import RunCaptions
+from tessera.ingest.chunking import Chunker
+from tessera.ingest.points import Existing, RunCounts
+from tessera.store.writers import WriterSection
+
+# Called with (documents done, documents expected, chunks embedded): after each batch, and
+# inside a batch's embed step after every model call of the token-id path (batch.PROGRESS_CHUNKS:
+# every 64 documents or fewer at the default batch size), so a bar drawn from it moves while a
+# 1,024-document batch is embedded.
+Progress = Callable[[int, int, int], None]
+STAGES = ("discover", "load", "chunk", "diff", "embed", "sparse", "upsert", "delete")
+
+
+
+@dataclass(frozen=True)
+class Target:
+    """One source of a run, resolved: where its points go, which model, how long they live."""
+
+    source: SourceConfig
+    items: list[str] | None  # None: the source's whole listing (missing documents are deleted)
+    collection: str
+    spec: ModelSpec
+    chunking: str  # chunking signature, recorded on points
+    now: int
+    expires_at: int
+    chunk_config: ChunkingConfig | None = None  # the collection's chunking (None: the config's)
+    # The collection's BM25 config (tessera.core.sparse.sparse_identity), None: dense only.
+    sparse: dict[str, Any] | None = None
+
+    @property
+    def sparse_signature(self) -> str:
+        """Recorded on points: a change re-indexes them like a model change."""
+        return sparse_signature(self.sparse)
+
+
+@dataclass
+class Batch:
+    """The documents of one batch as they move through the steps."""
+
+    target: Target
+    existing: dict[str, Existing]
+    remaining: float  # batches of this size still to come in the source, this one included
+    records: int = 0  # records loaded into this batch (documents and quarantined)
+    quarantined: list[Quarantined] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.target.source.name
+
+
+
+class IngestRun:
+    """What one run carries across its sources: events, counts, contracts, loaded models."""
+
+    def __init__(self, settings: Settings, steps: Steps, ttl: str | None, flow: str,
+                 progress: Progress | None, run_id: str | None = None,
+                 verify: bool = False) -> None:
+        self.settings = settings
+        self.steps = steps
+        self.ttl = ttl
+        self.flow = flow  # "ingest", or "quality" when the quality flow indexes its corpus
+        self.progress = progress
+        self.run_id = run_id or new_run_id()
+        self.events = EventLog(settings.events_dir, self.run_id)
+        self.contracts = ContractRunner(settings, self.events, steps)
+        self.counts = RunCounts()
+        self.started = utcnow()
+        self.targets: list[Target] = []
+        self.batch_index = 0
+        self.done = 0  # documents of finished batches
+        self.expected = 0  # documents the run is expected to see (from the listings so far)
+        self._backends: dict[str, EmbeddingBackend] = {}
+        self._chunkers: dict[tuple[str, int | None, int], Chunker] = {}
+        self.sections: list[WriterSection] = []  # writer sections of the aliases it writes
+        self.captions = RunCaptions(settings)
+        self._bm25: dict[str, Bm25Encoder] = {}
+        self.verify = verify  # read and hash every file, trusting no recorded stat
+        self.state_rebuilt: list[str] = []  # "source: why" for each diff state rebuilt
+        self._outcomes: list[tuple[str, str, str | None, int | None]] = []
+
+    def bm25(self, identity: dict[str, Any]) -> Bm25Encoder:
+        """The BM25 encoder for a collection's recorded sparse config."""
+        key = sparse_signature(identity)
+        if key not in self._bm25:
+            self._bm25[key] = Bm25Encoder(config_from_identity(identity))
+        return self._bm25[key]
+
+    def backend(self, spec: ModelSpec, pending_chunks: int) -> EmbeddingBackend:
+        """The model's backend, chosen (local or Modal, for `auto`) when it is first needed."""
+        if spec.name not in self._backends:
+            self._backends[spec.name] = make_backend(self.settings, spec, pending_chunks)
+        return self._backends[spec.name]
+
+    def chunker(self, spec: ModelSpec, cfg: ChunkingConfig | None = None) -> Chunker:
+        """The model's tokenizer-based chunker, with these chunking settings (default: config)."""
+        cfg = cfg or self.settings.chunking
+        key = (spec.name, cfg.max_tokens, cfg.overlap)
+        if key not in self._chunkers:
+            model_dir = resolve_model_path(spec, self.settings.model_cache_dir)
+            self._chunkers[key] = Chunker(model_dir, spec.max_length, cfg.max_tokens, cfg.overlap)
+        return self._chunkers[key]
+
+    def report(self, docs_in_batch: int = 0, chunks_in_batch: int = 0) -> None:
+        """Tell the progress callback where the run is: finished batches plus this much of the
+        batch in hand (documents estimated, chunks exact)."""
+        if self.progress is None:
+            return
+        done = self.done + docs_in_batch
+        self.progress(done, max(done, self.expected), self.counts.chunks_embedded + chunks_in_batch)
+
+    def stage_done(self, source: str, stage: str, items: int, seconds: float) -> None:
+        """Account for one stage of one batch."""
+        self.counts.add_time(stage, seconds)
+        self.events.add("ingest_batches", source=source, stage=stage, batch_index=self.batch_index,
+                        items=items, seconds=seconds, recorded_at=utcnow())
+
+    def timed(self, source: str, stage: str, items: int, name: str, fn: Callable[..., Any],
+              *args: Any, io: bool = False) -> Any:
+        """Run one step and record the time its stage took."""
+        start = time.perf_counter()
+        try:
+            return self.steps.run(name, fn, *args, io=io)
+        finally:
+            self.stage_done(source, stage, items, time.perf_counter() - start)
+
+    def outcome(self, target: Target, doc_id: str, outcome: str, **extra: Any) -> None:
+        """One `documents_indexed` row: what became of a document."""
+        self.events.add("documents_indexed", source=target.source.name,
+                        collection=target.collection, doc_id=doc_id, outcome=outcome,
+                        recorded_at=utcnow(), **extra)
+        self._outcomes.append((doc_id, outcome, extra.get("content_hash"),
+                               extra.get("chunk_count")))
+
+    def take_outcomes(self) -> list[tuple[str, str, str | None, int | None]]:
+        """(doc id, outcome, content hash, chunk count) recorded since the last call."""
+        out, self._outcomes = self._outcomes, []
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        """The run's counts, as `tessera ingest --json` prints them."""
+        c = self.counts
+        out = {"run_id": self.run_id, "seen": c.seen, "indexed": c.indexed,
+               "unchanged": c.unchanged, "quarantined": c.quarantined, "deleted": c.deleted,
+               "chunks_embedded": c.chunks_embedded, "points_upserted": c.points_upserted,
+               "sparse_written": c.sparse_written,
+               "seconds": round((utcnow() - self.started).total_seconds(), 3),
+               "diff_state_rebuilt": list(self.state_rebuilt)}
+        if self.captions.sources:  # only runs with a source that captions with a model
+            out |= self.captions.summary()
+        return out

@@ -1,0 +1,227 @@
+"""One source of an ingest, against its on-disk diff state: batches read in flat memory, unchanged
+files skipped without reading them, and what left the source removed at the end. The per-batch
+steps themselves are in tessera/ingest/batch.py.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from data_contracts import warm_up
+from tessera.core.events import utcnow
+from tessera.core.types import Document, Loaded, Match
+from tessera.ingest.batch import process_batch
+from tessera.ingest.context import Target
+from tessera.ingest.feed import Feed, FeedBatch
+from tessera.ingest.points import stale_expiry
+from tessera.ingest.state import DiffState, build_key, state_path
+from tessera.sources import make_source
+from tessera.store import VectorStore
+
+if TYPE_CHECKING:
+    from tessera.ingest.context import IngestRun
+
+logger = logging.getLogger(__name__)
+
+# Documents of unchanged files refreshed per payload update.
+SKIP_PAGE = 4096
+
+
+@dataclass
+class SourcePass:
+    """What one source's pass carries from batch to batch (all of it small)."""
+
+    run: IngestRun
+    store: VectorStore
+    target: Target
+    state: DiffState
+    bad_files: set[str] = field(default_factory=set)  # files with a quarantined record
+    total_files: int = 0  # the listing's length
+
+    @property
+    def refresh_at_end(self) -> bool:
+        """A whole listing whose unseen documents are deleted: then the expiry of the unchanged
+        files' documents is refreshed once, by filter, at the end of the run."""
+        return self.target.items is None and self.target.source.delete_missing
+
+    @property
+    def name(self) -> str:
+        return self.target.source.name
+
+
+def open_state(run: IngestRun, store: VectorStore, target: Target) -> DiffState:
+    """The source's diff state, checked against the index and rebuilt from it when they differ."""
+    # The store first: an embedded store held by another process refuses with its own message.
+    points = store.count(target.collection, Match(source=target.source.name))
+    path = state_path(run.settings.home, target.collection, target.source.name)
+    state = DiffState(path, target.collection, target.source.name,
+                      run.settings.store.lock_timeout)
+    problem = state.problem(points)
+    if problem is not None and points == 0 and state.meta("status") is None:
+        state.rebuild(store, "")  # a new source: nothing to rebuild, nothing to report
+        state.rebuilt = None
+    elif problem is not None:
+        run.timed(target.source.name, "diff", points, "rebuild-diff-state", state.rebuild, store,
+                  problem, io=True)
+        run.state_rebuilt.append(f"{target.source.name}: {problem}")
+    return state
+
+
+def ingest_from_state(run: IngestRun, store: VectorStore, target: Target, listing: list[str],
+                      size: int) -> None:
+    """Every batch of the source's listing, then the held-back documents, then removals."""
+    state = open_state(run, store, target)
+    sp = SourcePass(run, store, target, state, total_files=len(listing))
+    run.expected = run.done + len(listing)  # a document per file until the files say otherwise
+    run.report()
+    try:
+        state.begin_run(run.run_id)
+        # Great Expectations imports in the background once a file must be read (while it is
+        # read), not on a re-run that skips every file: that import is ~4 CPU s.
+        feed = Feed(make_source(target.source), Path(target.source.path), listing, state,
+                    target.spec.id, _file_key(run, target), size, run.verify, warm_up)
+        while (fb := run.timed(sp.name, "load", 0, "load", feed.next_batch)) is not None:
+            _one_batch(sp, fb)
+            _progress(run, fb, feed.total_files)
+        if sp.refresh_at_end:
+            _remove_missing(sp)
+            _refresh_source(sp)
+        points = store.count(target.collection, Match(source=sp.name))
+        run.events.add("index_snapshots", collection=target.collection, source=sp.name,
+                       points=points, recorded_at=utcnow())
+        accounted = state.count_points()
+        if accounted == points:
+            state.finish_run(points)
+        else:  # the next run rebuilds it from the index, and says why
+            reason = (f"the last run's diff state accounted for {accounted:,} points, the index "
+                      f"held {points:,}")
+            state.mark_stale(reason)
+            logger.warning("source %r: %s; the next run rebuilds the state from the index",
+                           sp.name, reason)
+    finally:
+        state.close()
+
+
+def _one_batch(sp: SourcePass, fb: FeedBatch) -> None:
+    run = sp.run
+    if fb.skipped:
+        _skip_files(sp, fb.skipped)
+    if fb.loaded:
+        _process(sp, fb.loaded, fb.file_of, _backlog(fb, sp))
+    done = {f: s for f, s in fb.finished.items() if s is not None and f not in sp.bad_files}
+    sp.state.record_files(done, sp.target.spec.id, _file_key(run, sp.target))
+    run.events.flush()  # per batch: memory stays flat, and a killed run leaves what it did
+    run.batch_index += 1
+
+
+def _file_key(run: IngestRun, t: Target) -> str:
+    """What a file's recorded build must equal for the file to be skipped unread: the chunking,
+    the sparse config and, for a source that captions with a model, the captioner and its
+    generation settings (a new one re-captions every image)."""
+    key = build_key(t.chunking, t.sparse_signature)
+    mine = run.captions.for_source(t.source)
+    return f"{key}|{run.captions.key(mine.spec)}" if mine is not None else key
+
+
+def _backlog(fb: FeedBatch, sp: SourcePass) -> float:
+    """This batch and the work left after it, in batches of this one's size (estimated from the
+    files left): what `embedding.backend = "auto"` routes by, not this batch alone."""
+    files_here = max(len(fb.finished) + len(fb.skipped), 1)
+    return 1.0 + max(sp.total_files - fb.files_done, 0) / files_here
+
+
+def _process(sp: SourcePass, loaded: list[Loaded], file_of: Mapping[str, str | None],
+             remaining: float = 1.0) -> None:
+    """The batch through check, diff, embed, write; then its outcome into the diff state."""
+    run, t = sp.run, sp.target
+    docs = [x for x in loaded if isinstance(x, Document)]
+    # Quarantined records too: their indexed version follows the source's on_invalid policy.
+    existing = sp.state.lookup(x.doc_id for x in loaded)
+    had = set(existing)
+    run.take_outcomes()
+    process_batch(run, sp.store, t, loaded, existing, remaining)
+    uri = {d.doc_id: d.uri for d in docs}
+    indexed, seen, removed = [], [], []
+    for doc_id, outcome, content_hash, chunks in run.take_outcomes():
+        if outcome == "indexed":
+            indexed.append((doc_id, file_of.get(doc_id), uri.get(doc_id, ""), content_hash or "",
+                            int(chunks or 0)))
+        elif outcome == "unchanged":
+            seen.append(doc_id)
+        elif outcome == "quarantined":
+            sp.bad_files.add(file_of.get(doc_id) or "")
+            if doc_id in existing:  # its indexed version was kept (on_invalid = keep_last_good)
+                seen.append(doc_id)
+            elif doc_id in had:
+                removed.append(doc_id)
+    sp.state.forget_files(f for f in sp.bad_files if f)
+    sp.state.write_batch(run.run_id, t.spec.id, build_key(t.chunking, t.sparse_signature),
+                         t.expires_at, indexed, seen, removed)
+    run.done += len(loaded)
+
+
+def _skip_files(sp: SourcePass, files: list[str]) -> None:
+    """Files whose stat is unchanged: their documents are unchanged; only their expiry moves
+    (one payload update and one state write per page of documents, not per file)."""
+    for page in sp.state.docs_of_files(files, SKIP_PAGE):
+        _refresh_unchanged(sp, page)
+
+
+def _refresh_source(sp: SourcePass) -> None:
+    """Every point left of the source belongs to a document seen in this run: filtered updates
+    set the expiry of those whose expiry is not already this run's (none, on a re-run inside the
+    same expiry step; the range index finds them without a scan)."""
+    t = sp.target
+    for stale in stale_expiry(t.expires_at):
+        sp.run.timed(sp.name, "refresh", 0, "refresh-expiry", sp.store.set_payload_where,
+                     t.collection, Match(source=sp.name, ranges=(stale,)),
+                     {"expires_at": t.expires_at}, io=True)
+
+
+def _refresh_unchanged(sp: SourcePass, page: list[tuple[str, int, str, int | None]]) -> None:
+    run, t, state = sp.run, sp.target, sp.state
+    if not sp.refresh_at_end:
+        ids = [pid for doc_id, n, _, expires in page if expires != t.expires_at
+               for pid in state.ids(doc_id, n).values()]
+        if ids:
+            run.timed(sp.name, "refresh", len(ids), "refresh-expiry", sp.store.set_payload,
+                      t.collection, ids, {"expires_at": t.expires_at}, io=True)
+    for doc_id, n, content_hash, _ in page:
+        run.outcome(t, doc_id, "unchanged", content_hash=content_hash, chunk_count=n)
+    run.take_outcomes()
+    run.counts.seen += len(page)
+    run.counts.unchanged += len(page)
+    run.done += len(page)
+    state.write_batch(run.run_id, t.spec.id, build_key(t.chunking, t.sparse_signature),
+                      t.expires_at, [],
+                      [d for d, _, _, _ in page], [])
+    run.report()
+
+
+def _remove_missing(sp: SourcePass) -> None:
+    """Delete the points of documents this run did not see in the source's listing."""
+    run, t, state = sp.run, sp.target, sp.state
+    for page in state.unseen(run.run_id):
+        ids = [pid for doc_id, n in page for pid in state.ids(doc_id, n).values()]
+        if ids:
+            run.timed(sp.name, "delete", len(ids), "delete-missing", sp.store.delete,
+                      t.collection, ids, io=True)
+        for doc_id, n in page:
+            if n > 0:
+                run.outcome(t, doc_id, "deleted", chunk_count=n)
+                run.counts.deleted += 1
+        run.take_outcomes()
+        state.remove([doc_id for doc_id, _ in page])
+        run.events.flush()
+
+
+def _progress(run: IngestRun, fb: FeedBatch, total_files: int) -> None:
+    """Documents done, and the documents the source is expected to hold (files left times the
+    documents per file so far)."""
+    per_file = run.done / fb.files_done if fb.files_done else 1.0
+    run.expected = max(run.done, round(run.done + per_file * (total_files - fb.files_done)))
+    run.report()

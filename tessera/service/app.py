@@ -1,0 +1,306 @@
+"""The search service's HTTP API: a FastAPI app that holds the store and the models open.
+
+`create_app(settings)` builds it; `tessera api` serves it with uvicorn, and infra/modal_app.py
+serves the same app on Modal. Searches run in worker threads (the event loop only parses,
+checks keys and answers); query embedding is batched across concurrent requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import threading
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import anyio
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from tessera.core.errors import ConfigError, PipelineError, StoreLockedError
+from tessera.core.settings import Settings
+from tessera.core.types import STORED_NAME_PATTERN
+from tessera.service.guard import ANONYMOUS, UNAUTHORIZED, BodyLimit, KeyCheck, KeyGuard
+from tessera.service.metrics import Metrics
+from tessera.service.request_log import RequestLog
+from tessera.service.schemas import (
+    CaptionRequest,
+    CollectionsResponse,
+    DocumentResponse,
+    Problem,
+    SearchRequest,
+    SearchResponse,
+)
+from tessera.service.service import InvalidRequest, NotFound, SearchService
+
+logger = logging.getLogger(__name__)
+
+_bearer = HTTPBearer(auto_error=False, description="an API key from TESSERA_API__KEYS")
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem, "description": "missing or wrong API key"},
+    413: {"model": Problem, "description": "body over api.max_body_bytes"},
+    422: {"model": Problem, "description": "a field is invalid; the message names it"},
+    429: {"model": Problem, "description": "rate limit; see Retry-After"},
+    503: {"model": Problem, "description": "the store is not readable yet, or too many request "
+                                           "bodies are in flight; see Retry-After"},
+}
+
+
+class ApiError(Exception):
+    """An answer other than 2xx, with its metrics kind."""
+
+    def __init__(self, status: int, kind: str, detail: str,
+                 headers: dict[str, str] | None = None) -> None:
+        self.status, self.kind, self.detail, self.headers = status, kind, detail, headers
+        super().__init__(detail)
+
+
+def _error(request: Request, status: int, kind: str, detail: str,
+           headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+    request.app.state.metrics.errors.labels(kind).inc()
+    return JSONResponse({"detail": detail, **extra}, status_code=status, headers=headers)
+
+
+async def _authorized(request: Request,
+                      credentials: Annotated[HTTPAuthorizationCredentials | None,
+                                             Depends(_bearer)]) -> int:
+    """The caller's key (its index), after the key check and the rate limit."""
+    guard: KeyGuard = request.app.state.guard
+    key = ANONYMOUS
+    if guard.enabled:
+        found = guard.identify(f"Bearer {credentials.credentials}" if credentials else None)
+        if found is None:
+            raise ApiError(401, "unauthorized", UNAUTHORIZED, {"WWW-Authenticate": "Bearer"})
+        key = found
+    wait = guard.take(key)
+    if wait > 0:
+        raise ApiError(429, "rate_limited", f"rate limit reached ({guard.rate:g} requests/s, "
+                       f"bursts of {guard.burst}; api.rate_limit); retry after the delay",
+                       {"Retry-After": str(max(1, math.ceil(wait)))})
+    return key
+
+
+class _Observe:
+    """ASGI middleware: latency by route template and status, in-flight gauge, request events."""
+
+    def __init__(self, app: Any, metrics: Metrics, log: RequestLog) -> None:
+        self.app, self.metrics, self.log = app, metrics, log
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = {"code": 500}
+        scope["tessera"] = {}
+
+        async def observed_send(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        self.metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, observed_send)
+        except Exception:
+            self.metrics.errors.labels("internal").inc()
+            raise
+        finally:
+            self.metrics.in_flight.dec()
+            seconds = time.perf_counter() - start
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            self.metrics.requests.labels(route, scope["method"], str(status["code"])).observe(seconds)
+            if route.startswith("/v1/"):
+                info = scope["tessera"]
+                if self.log.add(interface="http", route=route, status=status["code"],
+                                latency_ms=seconds * 1000, **info):
+                    asyncio.get_running_loop().run_in_executor(None, self.log.flush)
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        field = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{field}: {err.get('msg')}")
+    return "; ".join(parts)
+
+
+def _handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return _error(request, exc.status, exc.kind, exc.detail, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"field": ".".join(str(p) for p in e.get("loc", ())), "message": e.get("msg")}
+                  for e in exc.errors()]
+        return _error(request, 422, "validation", _validation_message(exc), errors=errors)
+
+    @app.exception_handler(InvalidRequest)
+    async def invalid_field(request: Request, exc: InvalidRequest) -> JSONResponse:
+        return _error(request, 422, "validation", str(exc),
+                      errors=[{"field": exc.field, "message": str(exc)}])
+
+    @app.exception_handler(NotFound)
+    async def not_found(request: Request, exc: NotFound) -> JSONResponse:
+        return _error(request, 404, "not_found", str(exc))
+
+    @app.exception_handler(StoreLockedError)
+    async def busy(request: Request, exc: StoreLockedError) -> JSONResponse:
+        return _error(request, 503, "store_busy", str(exc), {"Retry-After": "5"})
+
+    @app.exception_handler(ConfigError)
+    async def config(request: Request, exc: ConfigError) -> JSONResponse:
+        return _error(request, 422, "validation", f"{exc.key}: {exc.fix}")
+
+    @app.exception_handler(PipelineError)
+    async def pipeline(request: Request, exc: PipelineError) -> JSONResponse:
+        logger.warning("request failed: %s", exc)
+        return _error(request, 503, type(exc).__name__, str(exc))
+
+
+def _routes(app: FastAPI) -> None:
+    guarded = [Depends(_authorized)]
+
+    @app.post("/v1/search", response_model=SearchResponse, dependencies=guarded,
+              responses=_ERRORS, tags=["search"])
+    async def search(body: SearchRequest, request: Request) -> Response:
+        """Search with a text query or a base64 image; the same answer as `tessera search
+        --json`: documents (best chunk each) unless `chunks`, in the mode that ran."""
+        service: SearchService = request.app.state.service
+        info = request.scope.setdefault("tessera", {})
+        info.update(mode=body.mode, k=body.k, collection=body.collection, query=body.query)
+        answer, timings = await anyio.to_thread.run_sync(service.search, body)
+        hits = len(answer["results"])
+        info.update(hits=hits, mode=answer["mode"], collection=answer["collection"],
+                    embed_ms=timings.get("embed_ms"), engine_ms=timings.get("engine_ms"))
+        request.app.state.metrics.observe_search(timings, hits)
+        timing = ", ".join(f"{k.removesuffix('_ms')};dur={v:.2f}" for k, v in timings.items())
+        return JSONResponse(answer, headers={"Server-Timing": timing})
+
+    @app.get("/v1/collections", response_model=CollectionsResponse, dependencies=guarded,
+             responses=_ERRORS, tags=["index"])
+    async def collections(request: Request) -> dict[str, Any]:
+        """Every collection: model, dimension, sparse config, points, aliases."""
+        return await anyio.to_thread.run_sync(request.app.state.service.collections)
+
+    @app.get("/v1/documents/{doc_id:path}", response_model=DocumentResponse,
+             dependencies=guarded, responses={**_ERRORS, 404: {"model": Problem}}, tags=["index"])
+    async def document(doc_id: str, request: Request,
+                       collection: str | None = Query(default=None, max_length=255,
+                                                      pattern=STORED_NAME_PATTERN)
+                       ) -> dict[str, Any]:
+        """A document's chunks, in order. Ids may hold slashes (`source/relative/path`)."""
+        service: SearchService = request.app.state.service
+        return await anyio.to_thread.run_sync(service.document, doc_id, collection)
+
+    @app.post("/v1/caption", dependencies=guarded, responses=_ERRORS, tags=["captions"])
+    async def caption(body: CaptionRequest, request: Request) -> dict[str, Any]:
+        """Caption base64 images with a captioner model (loaded on the first request, then
+        kept), through the home's caption cache: the answer of `tessera caption --json`."""
+        import base64
+
+        from tessera.service.caption import NamedImage
+
+        images = [NamedImage(img.name or f"image{i}", base64.b64decode(img.data))
+                  for i, img in enumerate(body.images)]
+        service = await anyio.to_thread.run_sync(_captioner, request.app, body.captioner)
+        return await anyio.to_thread.run_sync(service.caption, images)
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> dict[str, str]:
+        """The process is up (no key needed)."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"], responses={503: {"description": "not ready"}})
+    async def readyz(request: Request) -> JSONResponse:
+        """Store open, model loaded, probe vector as at start (no key needed)."""
+        result = await anyio.to_thread.run_sync(request.app.state.service.ready)
+        return JSONResponse(result, status_code=200 if result["ready"] else 503)
+
+    @app.get("/metrics", tags=["ops"], response_class=Response)
+    async def metrics(request: Request) -> Response:
+        """Prometheus text format (no key needed; no query text, no keys)."""
+        body = await anyio.to_thread.run_sync(generate_latest, request.app.state.metrics.registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+def _captioner(app: FastAPI, name: str | None) -> Any:
+    """The caption service for this captioner, made once per app (a model load is seconds)."""
+    from tessera.service.caption import DEFAULT_CAPTIONER, CaptionService
+
+    key = name or DEFAULT_CAPTIONER
+    with app.state.captioners_lock:
+        if key not in app.state.captioners:
+            app.state.captioners[key] = CaptionService(app.state.settings, key)
+        return app.state.captioners[key]
+
+
+def create_app(settings: Settings, *, auth: bool = True,
+               service: SearchService | None = None) -> FastAPI:
+    """The API over `settings`' store. With `auth`, at least one key must be configured."""
+    keys = settings.api.key_list()
+    if auth and not keys:
+        raise ConfigError("api.keys", None, "the search API needs at least one key: set "
+                          "TESSERA_API__KEYS (comma-separated) or api.keys_block (a Prefect "
+                          "Secret block); on loopback only, `tessera api --no-auth` runs without")
+    metrics = Metrics()
+    log = RequestLog(settings.events_dir, settings.api.log_queries)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        svc = (service if service is not None
+               else await anyio.to_thread.run_sync(SearchService, settings))
+        app.state.service = svc
+        metrics.watch_index(lambda: {n: svc.points(n) for n in svc.reader.live.list_collections()},
+                            settings.events_dir)
+        await anyio.to_thread.run_sync(svc.warm)
+
+        async def flush_now_and_then() -> None:
+            while True:
+                await asyncio.sleep(settings.api.events_flush_seconds)
+                await anyio.to_thread.run_sync(log.flush)
+
+        flusher = asyncio.create_task(flush_now_and_then())
+        try:
+            yield
+        finally:
+            flusher.cancel()
+            await anyio.to_thread.run_sync(log.flush)
+            for captions in app.state.captioners.values():
+                await anyio.to_thread.run_sync(captions.close)
+            if service is None:
+                await anyio.to_thread.run_sync(svc.close)
+
+    app = FastAPI(title="Tessera search", version="1", lifespan=lifespan,
+                  description="Search the Tessera index: text or image queries, filters, "
+                              "documents by id. Send `Authorization: Bearer KEY`.")
+    app.state.metrics = metrics
+    app.state.settings = settings
+    app.state.captioners, app.state.captioners_lock = {}, threading.Lock()
+    app.state.guard = KeyGuard(keys if auth else [], settings.api.rate_limit, settings.api.burst)
+    app.state.log = log
+    _handlers(app)
+    _routes(app)
+    # The last added runs first: observe, CORS, the key (from headers), then the body reader.
+    app.add_middleware(BodyLimit, limit=settings.api.max_body_bytes,
+                       on_reject=lambda: metrics.errors.labels("body_too_large").inc(),
+                       on_busy=lambda: metrics.errors.labels("bodies_in_flight").inc())
+    app.add_middleware(KeyCheck, guard=app.state.guard, router=app.router,
+                       on_reject=lambda: metrics.errors.labels("unauthorized").inc())
+    if settings.api.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        # Outside the key check: a browser's preflight carries no key, and a 401 needs the
+        # CORS headers for the page to read it.
+        app.add_middleware(CORSMiddleware, allow_origins=settings.api.cors_origins,
+                           allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])
+    app.add_middleware(_Observe, metrics=metrics, log=log)
+    return app

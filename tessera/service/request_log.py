@@ -1,0 +1,64 @@
+"""`search_requests` events, written in batches by each serving process.
+
+Rows are queued in memory and written as one Parquet file per flush (every
+`api.events_flush_seconds`, every `_MAX_ROWS` rows, and at shutdown), so a busy API adds no file
+write to any request. A process killed hard loses at most one interval of rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+from tessera.core.events import EventLog, new_run_id, utcnow
+
+logger = logging.getLogger(__name__)
+
+_MAX_ROWS = 5000
+
+
+class RequestLog:
+    """Queues one row per request; `flush` writes the queued rows (thread-safe)."""
+
+    def __init__(self, events_dir: Path, log_queries: bool = False) -> None:
+        self.run_id = new_run_id()
+        self.log_queries = log_queries
+        self._log = EventLog(events_dir, self.run_id)
+        self._lock = threading.Lock()  # held for a list append or swap only, never for I/O
+        self._writing = threading.Lock()
+        self._rows: list[dict[str, Any]] = []
+
+    def add(self, *, interface: str, route: str, status: int, latency_ms: float,
+            mode: str | None = None, k: int | None = None, hits: int | None = None,
+            collection: str | None = None, embed_ms: float | None = None,
+            engine_ms: float | None = None, query: str | None = None) -> bool:
+        """Queue a row; True when enough rows wait that the caller should flush."""
+        row: dict[str, Any] = dict(
+            request_id=uuid.uuid4().hex, interface=interface, route=route, status=status,
+            mode=mode, k=k, hits=hits, collection=collection, latency_ms=latency_ms,
+            embed_ms=embed_ms, engine_ms=engine_ms,
+            query=query if self.log_queries else None, recorded_at=utcnow())
+        with self._lock:
+            self._rows.append(row)
+            return len(self._rows) >= _MAX_ROWS
+
+    def flush(self) -> int:
+        """Write what is queued as one file; the number of rows written. The event loop only
+        ever waits for a list swap: the write happens outside that lock. On an error the rows
+        are kept for the next flush, and the error is logged."""
+        with self._writing:
+            with self._lock:
+                rows, self._rows = self._rows, []
+            if not rows:
+                return 0
+            for row in rows:
+                self._log.add("search_requests", **row)
+            try:
+                self._log.flush()
+            except OSError as exc:  # the rows stay queued in the EventLog for the next flush
+                logger.warning("could not write search_requests events (kept in memory): %s", exc)
+                return 0
+        return len(rows)

@@ -1,0 +1,166 @@
+"""Search: one code path for `tessera search`, the HTTP API and the MCP server.
+
+A text query runs in one of three modes: `dense` (embedded by the collection's own model),
+`sparse` (BM25, with the collection's recorded config) or `hybrid` (both, fused in the engine).
+Results are documents, each with its best chunk, unless `chunks` asks for raw chunk hits. An image
+query is dense only (an image has no words). A collection built before sparse vectors existed is
+searched dense only, with a one-line warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, replace
+from pathlib import PurePath
+from typing import Any
+
+from models import EmbeddingBackend, get_spec, make_backend
+from tessera.core.errors import ConfigError, UsageError, VectorStoreError
+from tessera.core.query import MODES, StoreQuery
+from tessera.core.settings import Settings
+from tessera.core.sparse import Bm25Encoder, config_from_identity, sparse_signature
+from tessera.core.types import CollectionInfo, Match
+from tessera.store import VectorStore, open_store, resolve
+
+logger = logging.getLogger(__name__)
+RESULT_FIELDS = ("doc_id", "chunk_index", "source", "title", "text", "modality", "uri")
+_ENCODERS: dict[str, Bm25Encoder] = {}
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """One search request, whatever front end it came from."""
+
+    text: str | None = None
+    image: bytes | None = None
+    k: int = 5
+    mode: str | None = None  # dense | sparse | hybrid; None: search.mode from config
+    chunks: bool = False  # raw chunk hits instead of one (best-chunk) hit per document
+    source: str | None = None
+    modality: str | None = None
+    collection: str | None = None
+
+
+def check_query(settings: Settings, q: SearchQuery) -> str:
+    """Refuse a malformed request before any work; the mode asked for (or the default)."""
+    if (q.text is None) == (q.image is None):
+        raise ConfigError("query", q.text, "give either a text query or --image PATH, not both")
+    if q.k < 1:
+        raise ConfigError("k", q.k, "ask for at least one result (-k 1 or more)")
+    mode = q.mode or settings.search.mode
+    if mode not in MODES:
+        raise ConfigError("mode", mode, f"use one of {', '.join(MODES)}")
+    return mode
+
+
+def effective_mode(info: CollectionInfo, asked: str, image: bool) -> tuple[str, str | None]:
+    """The mode that can run on this collection, and a warning when it is not the one asked."""
+    if asked == "dense":
+        return asked, None
+    if image:
+        return "dense", None  # an image query has no words: dense is the only mode for it
+    if info.sparse is None:
+        return "dense", (f"collection {info.name!r} has no sparse vectors (built before hybrid "
+                         f"search): searching it dense only; run `tessera backfill-sparse "
+                         f"--collection {info.name}` to enable {asked} search")
+    return asked, None
+
+
+def image_refusal(info: CollectionInfo) -> str | None:
+    """Why an image cannot query this collection (its model embeds text only, on any runtime),
+    or None: the one wording the CLI, the HTTP API and the MCP server give."""
+    if "image" in info.modalities:
+        return None
+    return (f"collection {info.name!r} holds {info.model_name}, which embeds text only; search "
+            "it with a text query")
+
+
+def encoder(identity: dict[str, Any]) -> Bm25Encoder:
+    """The BM25 encoder of a recorded sparse config (cached: cheap, but queries are many)."""
+    key = sparse_signature(identity)
+    if key not in _ENCODERS:
+        _ENCODERS[key] = Bm25Encoder(config_from_identity(identity))
+    return _ENCODERS[key]
+
+
+def public_uri(settings: Settings, payload: dict[str, Any]) -> str | None:
+    """The uri a reader is shown: `source:path`, the file relative to its source's root with a
+    record's `#line=N` kept, so no answer tells where the server keeps its files; the stored
+    absolute uri only with api.absolute_uris. The payload itself is never changed."""
+    uri = payload.get("uri")
+    if not uri or settings.api.absolute_uris:
+        return uri
+    uri, rel = str(uri), payload.get("path")
+    at = uri.rfind(f"/{rel}") if rel else -1
+    if at >= 0:  # directory and image sources: `path` is the file under the root
+        shown = uri[at + 1:]
+    else:  # a BEIR corpus (`corpus.jsonl#id`): the file's name and the record
+        file, mark, record = uri.partition("#")
+        shown = PurePath(file).name + mark + record
+    return f"{payload.get('source')}:{shown}"
+
+
+def run_search(settings: Settings, q: SearchQuery, backend: EmbeddingBackend | None = None,
+               store: VectorStore | None = None, *, where: Match | None = None,
+               timings: dict[str, float] | None = None) -> dict[str, Any]:
+    """Run one search. Returns {"results": [...], "mode": the mode that ran, "grouped": bool,
+    "collection": name, "warning": str | None}. A `store` passed in stays open (a server
+    holds one); otherwise one is opened and closed here. `where`: more payload conditions
+    (equals, ranges); `timings`: filled with embed_ms (dense and sparse encoding) and
+    engine_ms."""
+    asked = check_query(settings, q)
+    own = store is None
+    store = store or open_store(settings)
+    try:
+        name = resolve(store, q.collection or settings.collection)
+        info = store.get_collection(name)
+        if info is None:
+            raise VectorStoreError(f"collection {name!r} does not exist; run `tessera ingest` first")
+        refused = image_refusal(info) if q.image is not None else None
+        if refused:  # before the model loads
+            raise UsageError(refused)
+        mode, warning = effective_mode(info, asked, q.image is not None)
+        if warning:
+            logger.warning("%s", warning)
+        dense = sparse = None
+        started = time.perf_counter()
+        if mode in ("dense", "hybrid"):
+            # Queries are embedded by the model the collection was built with.
+            if backend is None or backend.spec.id != info.model_id:
+                backend = make_backend(settings, get_spec(settings, info.model_name))
+            dense = (backend.embed_images([q.image])[0] if q.image is not None
+                     else backend.embed_queries([q.text or ""])[0])
+        if mode in ("sparse", "hybrid"):
+            assert info.sparse is not None
+            sparse = encoder(info.sparse).query(q.text or "")
+        cfg = settings.search
+        request = StoreQuery(limit=q.k, dense=dense, sparse=sparse,
+                             match=replace(where or Match(), source=q.source,
+                                           modality=q.modality),
+                             fusion=cfg.fusion, rrf_k=cfg.rrf_k, prefetch=cfg.prefetch,
+                             overfetch=cfg.group_overfetch, hnsw_ef=cfg.hnsw_ef)
+        encoded = time.perf_counter()
+        hits = (store.query(name, request) if q.chunks else store.query_documents(name, request))
+        if timings is not None:
+            timings.update(embed_ms=(encoded - started) * 1000,
+                           engine_ms=(time.perf_counter() - encoded) * 1000)
+    finally:
+        if own:
+            store.close()
+    results = [{**{f: h.payload.get(f) for f in RESULT_FIELDS},
+                "uri": public_uri(settings, h.payload), "score": round(h.score, 6)} for h in hits]
+    return {"results": results, "mode": mode, "grouped": not q.chunks, "collection": name,
+            "warning": warning}
+
+
+def search(settings: Settings, query: str | None = None, image: bytes | None = None, k: int = 5,
+           source: str | None = None, modality: str | None = None,
+           collection: str | None = None, backend: EmbeddingBackend | None = None, *,
+           mode: str | None = None, chunks: bool = False) -> list[dict[str, Any]]:
+    """Top-k results for a text or an image query, with the payload fields a caller needs:
+    k documents (best chunk each) by default, or k raw chunk hits with `chunks=True`."""
+    q = SearchQuery(text=query, image=image, k=k, mode=mode, chunks=chunks, source=source,
+                    modality=modality, collection=collection)
+    results: list[dict[str, Any]] = run_search(settings, q, backend)["results"]
+    return results
