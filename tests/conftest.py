@@ -1,4 +1,5 @@
-"""Shared fixtures: one Prefect test server, one loaded model, and config files in tmp dirs."""
+"""Shared fixtures: one Prefect test server (opt-in), the bundled model loaded at most once, and
+config files in tmp dirs."""
 
 from __future__ import annotations
 
@@ -43,9 +44,10 @@ def scifact_dir() -> Path:
     return unpack(SCIFACT_PACKED, dest)
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="session")
 def prefect_server() -> Iterator[None]:
-    """One Prefect test server for the whole session (starting one costs 15-20 s)."""
+    """One Prefect test server for the whole session (starting one costs 15-20 s). Opt-in: a
+    module that runs flows says `pytestmark = pytest.mark.usefixtures("prefect_server")`."""
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=120):
@@ -61,23 +63,38 @@ def minilm() -> Any:
     spec = BUILTIN["all-minilm-l6-v2"]
     backend = LocalBackend(spec, resolve_model_path(spec), device="cpu", batch_size=32)
     backend.model  # noqa: B018 - load now, once
+    _LOADED[Path(backend.path)] = backend.model
     return backend
 
 
-@pytest.fixture(autouse=True)
-def _share_model(minilm: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every run in the session reuses the one loaded model instead of reloading it.
+# The bundled model once loaded in this session (other models, tiny test ones, load as usual).
+_LOADED: dict[Path, Any] = {}
 
-    This swaps no component: the real LocalBackend runs; only its 8 s import/load is shared.
+
+@cache
+def _bundled_path() -> Path:
+    from models.registry import BUILTIN, resolve_model_path
+
+    return Path(resolve_model_path(BUILTIN["all-minilm-l6-v2"]))
+
+
+@pytest.fixture(autouse=True)
+def _share_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every run in the session reuses a model once loaded instead of reloading it (8 s).
+
+    This swaps no component: the real LocalBackend runs; only the load is shared. Nothing loads
+    until a test embeds, so a test that never does pays nothing for it.
     """
     from models import local
 
     original = local.load_sentence_transformer
 
     def cached(path: Path, device: str) -> Any:
-        if Path(path) == minilm.path:
-            return minilm.model
-        return original(path, device)
+        if Path(path) != _bundled_path():
+            return original(path, device)
+        if Path(path) not in _LOADED:
+            _LOADED[Path(path)] = original(path, "cpu")
+        return _LOADED[Path(path)]
 
     monkeypatch.setattr(local, "load_sentence_transformer", cached)
 

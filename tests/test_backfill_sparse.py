@@ -41,6 +41,8 @@ main(["backfill-sparse", "--config", sys.argv[1], "--batch-size", "8", "--json"]
 NO_MODEL = r"""
 import sys
 from tessera.cli.main import main
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
 code = main(["backfill-sparse", "--config", sys.argv[1], "--batch-size", "8", "--json"])
 loaded = sorted(m for m in ("models.local", "models.optimized", "openvino", "sentence_transformers",
                             "torch", "transformers") if m in sys.modules)

@@ -22,6 +22,8 @@ from tessera.core.settings import Settings, SourceConfig, load_settings
 from tessera.core.types import Quarantined
 from tessera.sources import make_source
 
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
 NAN_TRIGGER = "faulty-model-returns-nan"
 GOOD_TEXT = "Tides rise and fall twice a day because the moon pulls on the oceans."
 

@@ -22,7 +22,8 @@ from tessera.ingest import captioning as captions_step
 from tessera.ingest.run import run_ingest
 from tests.tiny_blip import build_tiny_blip, tiny_blip_spec, tiny_blip_toml
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:transformers.*")
+pytestmark = [pytest.mark.usefixtures("prefect_server"),
+              pytest.mark.filterwarnings("ignore::UserWarning:transformers.*")]
 
 
 def png(seed: int, size: tuple[int, int] = (40, 30)) -> bytes:

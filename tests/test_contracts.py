@@ -24,6 +24,8 @@ from tessera.core.types import Chunk, Document
 from tessera.ingest.points import build_points
 from tests.tiny_clip import tiny_clip_spec
 
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
 MINILM = BUILTIN["all-minilm-l6-v2"]
 REPO = Path(__file__).resolve().parents[1]
 

@@ -24,6 +24,8 @@ from tessera.core.env import OFFLINE_DEFAULTS
 from tessera.core.settings import load_settings
 from tests.conftest import EXAMPLES, REPO, write_config
 
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
 PREFECT_YAML = REPO / "infra" / "prefect.yaml"
 PREFECT = REPO / ".venv" / "bin" / "prefect"
 

@@ -21,6 +21,8 @@ from tessera.service.search import SearchQuery, run_search, search
 from tessera.store import open_store
 from tests.conftest import EXAMPLES, scifact_dir, write_config
 
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
 DOCS = 300
 # SciFact 654735 is the only one of these documents that names the gene PDCD4; MiniLM ranks it
 # 278th of 300 for the query "PDCD4" (it has no idea of gene symbols).

@@ -16,6 +16,8 @@ from flows.ingest import ingest_flow
 from tessera.core.errors import ConfigError
 from tests.tiny_clip import DIMENSION, build_tiny_clip
 
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
 
 def _png(seed: int) -> bytes:
     from PIL import Image

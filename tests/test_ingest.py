@@ -16,6 +16,8 @@ from tessera.core.settings import load_settings
 from tessera.core.types import Match
 from tessera.store import open_store
 
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
 
 def _points(config: Path, extra: list[str] | None = None) -> list[dict[str, Any]]:
     settings = load_settings(config)

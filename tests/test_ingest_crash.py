@@ -37,6 +37,8 @@ def upsert(self, name, points):
     real(self, name, points)
 EdgeStore.upsert = upsert
 from flows.ingest import ingest_flow
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
 ingest_flow(config=sys.argv[1])
 """
 

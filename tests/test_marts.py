@@ -30,6 +30,8 @@ from tessera.jobs.marts import (
     generate_docs,
 )
 
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
 MARTS = [
     "fct_ingest_runs", "fct_daily_ingest_by_source", "dim_sources", "fct_contract_failures",
     "fct_embedding_cost", "fct_index_size", "fct_prune_runs", "fct_retrieval_quality",

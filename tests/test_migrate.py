@@ -29,7 +29,8 @@ from tests.test_quality import make_slice
 from tests.tiny_text import build_tiny_text, tiny_text_toml
 
 # qdrant-client's local mode warns that it ignores payload indexes and search params.
-pytestmark = [pytest.mark.filterwarnings("ignore:Payload indexes have no effect"),
+pytestmark = [pytest.mark.usefixtures("prefect_server"),
+              pytest.mark.filterwarnings("ignore:Payload indexes have no effect"),
               pytest.mark.filterwarnings("ignore:Local mode performs exact")]
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"

@@ -28,6 +28,8 @@ from tessera.core.errors import EmbeddingError
 from tessera.core.events import read_events
 from tessera.core.settings import load_settings
 
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
 SPEC = BUILTIN["all-minilm-l6-v2"]
 BUNDLED = resolve_model_path(SPEC)
 

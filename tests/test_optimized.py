@@ -24,6 +24,8 @@ from models.registry import BUILTIN, resolve_model_path  # noqa: E402
 from tessera.core.settings import load_settings  # noqa: E402
 from tessera.store import open_store  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
 SPEC = BUILTIN["all-minilm-l6-v2"]
 TEXTS = [
     "Aspirin irreversibly inhibits cyclooxygenase and so reduces thromboxane synthesis.",

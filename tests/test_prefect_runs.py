@@ -21,6 +21,8 @@ from flows.runs import RUN_ID_TAG, describe_ingest, describe_nightly
 from tessera.core.env import OFFLINE_DEFAULTS
 from tests.conftest import EXAMPLES, REPO, write_config
 
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
 TESSERA = REPO / ".venv" / "bin" / "tessera"
 
 

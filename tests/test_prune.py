@@ -23,7 +23,8 @@ from tessera.service.status import status
 from tessera.store import ensure_collection, open_store
 
 # qdrant-client's local mode (the server store's test double) warns that it ignores indexes.
-pytestmark = pytest.mark.filterwarnings("ignore:Payload indexes have no effect:UserWarning")
+pytestmark = [pytest.mark.usefixtures("prefect_server"),
+              pytest.mark.filterwarnings("ignore:Payload indexes have no effect:UserWarning")]
 
 SPEC = BUILTIN["all-minilm-l6-v2"]
 NOW = 1_900_000_000

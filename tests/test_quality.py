@@ -18,6 +18,8 @@ from tessera.core.types import Hit
 from tessera.jobs.quality import best_per_doc, check_gates, load_dataset, score
 from tests.conftest import scifact_dir, write_config
 
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
 SLICE_QUERIES = 12
 SLICE_DISTRACTORS = 40
 

@@ -189,6 +189,8 @@ apply_offline_defaults()
 from tessera.ingest import run as ingest
 from tessera.ingest import source_pass as diff
 from tessera.core.settings import load_settings
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
 marker = Path(sys.argv[2])
 real = diff._one_batch
 done = []

@@ -16,7 +16,8 @@ from tessera.store import HnswParams, VectorStore, ensure_collection
 from tessera.store.edge import EdgeStore
 from tessera.store.server import ServerStore
 
-pytestmark = pytest.mark.filterwarnings("ignore:Payload indexes have no effect")
+pytestmark = [pytest.mark.usefixtures("prefect_server"),
+              pytest.mark.filterwarnings("ignore:Payload indexes have no effect")]
 
 INFO = CollectionInfo("c", "model-a", "a", 8, "cosine", "a")
 
