@@ -91,7 +91,7 @@ def _config(root: Path, src: Path) -> Path:
 
 def _ingest(config: Path, backend: FaultyBackend) -> tuple[dict[str, Any], Any]:
     from flows import ingest
-    from tessera.ingest import run as ingest_job
+    from tessera.ingest import context as ingest_job
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(ingest_job, "make_backend", lambda *a, **k: backend)

@@ -323,7 +323,7 @@ def test_wrong_dimension_stops_the_run_before_any_write(
         monkeypatch: pytest.MonkeyPatch) -> None:
     from flows import ingest
     from tessera.core.events import read_events
-    from tessera.ingest import run as ingest_job
+    from tessera.ingest import context as ingest_job
     from tessera.store import open_store
 
     monkeypatch.setattr(ingest_job, "make_backend", lambda *a, **k: _TruncatingBackend(minilm))

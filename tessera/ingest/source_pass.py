@@ -63,7 +63,6 @@ def open_state(run: IngestRun, store: VectorStore, target: Target) -> DiffState:
     problem = state.problem(points)
     if problem is not None and points == 0 and state.meta("status") is None:
         state.rebuild(store, "")  # a new source: nothing to rebuild, nothing to report
-        state.rebuilt = None
     elif problem is not None:
         run.timed(target.source.name, "diff", points, "rebuild-diff-state", state.rebuild, store,
                   problem, io=True)

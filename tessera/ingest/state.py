@@ -100,7 +100,6 @@ class DiffState:
                 f"within {waited:.0f} s; wait for that run to finish, or raise store.lock_timeout")
 
         self._lock = HeldLock(path.with_suffix(".lock"), lock_timeout, busy)
-        self.rebuilt: str | None = None  # why it was rebuilt this run, if it was
         self._unreadable: str | None = None
         try:
             self.db = self._connect()
@@ -184,7 +183,6 @@ class DiffState:
         db.execute("DROP TABLE pts")
         self._set_meta(version=STATE_VERSION, status="clean", points=str(points), run_id="rebuild")
         db.execute("COMMIT")
-        self.rebuilt = reason
         self._unreadable = None
         if reason:
             logger.warning("source %r: %s; rebuilt the diff state from the index (%d documents, "
@@ -316,10 +314,6 @@ class DiffState:
         gone = self.db.execute("DELETE FROM docs WHERE expires_at <= ?", (now,)).rowcount
         self.db.execute("COMMIT")
         return int(gone)
-
-    def count_docs(self) -> int:
-        """Documents the state holds."""
-        return int(self.db.execute("SELECT count(*) FROM docs WHERE chunk_count > 0").fetchone()[0])
 
     def count_points(self) -> int:
         """Points the state accounts for (the sum of its chunk counts)."""

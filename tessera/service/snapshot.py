@@ -61,7 +61,6 @@ class _Snapshot:
         self.name, self.generation, self.root = name, generation, root
         self.store = EdgeStore(root, search_threads=search_threads)
         self.store._shard(name)  # open now, in the background, not on the first search
-        self.taken_at = time.time()
         self._users = 0
         self._retired = False
         self._lock = threading.Lock()

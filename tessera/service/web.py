@@ -19,7 +19,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from tessera.core.errors import PipelineError
 from tessera.core.settings import Settings
@@ -363,8 +363,3 @@ class ReportServer:
                 """Quiet: the CLI prints the URL once."""
 
         return ThreadingHTTPServer((host, port), Handler)
-
-
-def search_url(base: str, query: str, **params: str) -> str:
-    """A link to the page with a search filled in."""
-    return f"{base}/?{urlencode({'q': query, **params})}"

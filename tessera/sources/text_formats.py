@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 from html.parser import HTMLParser
 from pathlib import Path
@@ -77,30 +76,6 @@ def markdown_title(text: str) -> str:
     return ""
 
 
-def parse_jsonl(text: str) -> list[Record | RecordError]:
-    """One record per non-blank line; a malformed line becomes a RecordError in its place."""
-    out: list[Record | RecordError] = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as exc:
-            out.append(RecordError(f"line {lineno}: not valid JSON ({exc.msg} at column {exc.colno})",
-                                   expectation="valid_json"))
-            continue
-        except RecursionError:
-            out.append(_too_deep(f"line {lineno}"))
-            continue
-        if not isinstance(value, dict):
-            out.append(RecordError(f"line {lineno}: expected a JSON object, got {type(value).__name__}",
-                                   expectation="json_object"))
-            continue
-        value.setdefault("__line__", lineno)
-        out.append(value)
-    return out
-
-
 def _too_deep(where: str) -> RecordError:
     return RecordError(f"{where}: the JSON is nested too deeply to read (over ~1,000 levels); "
                        "flatten the record", expectation="valid_json")
@@ -120,34 +95,6 @@ def parse_json(text: str, name: str) -> list[Record]:
         raise RecordError(f"{name} must hold a JSON object or a list of objects",
                           expectation="json_object")
     return items
-
-
-def parse_table(raw: bytes, suffix: str, encoding: str, name: str, text_field: str) -> list[Record]:
-    """CSV or Parquet rows as records; a missing text column is an error naming both."""
-    import pandas as pd
-
-    try:
-        if suffix == ".parquet":
-            frame = pd.read_parquet(io.BytesIO(raw))
-        else:
-            frame = pd.read_csv(io.StringIO(decode(raw, encoding, name)), dtype=str,
-                                keep_default_na=False)
-    except RecordError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - pandas/pyarrow raise many types for bad files
-        raise RecordError(f"{name} could not be parsed as {suffix[1:]}: {exc}",
-                          expectation="parseable") from None
-    if text_field not in frame.columns:
-        columns = ", ".join(map(str, frame.columns)) or "none"
-        raise RecordError(
-            f"{name} has no column {text_field!r} (columns: {columns}); set options.text_field "
-            "for this source to the column that holds the text",
-            expectation="text_column_present",
-        )
-    records = frame.to_dict(orient="records")
-    for i, rec in enumerate(records, start=1):
-        rec.setdefault("__line__", i)
-    return records
 
 
 def read_limited(path: Path, limit: int, name: str) -> bytes:
