@@ -18,6 +18,8 @@ from tessera.core.settings import load_settings
 from tessera.core.sparse import SparseConfig, sparse_identity, sparse_signature
 from tests.conftest import kill_when_marked
 
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
 # Runs the real backfill in a child; after its second batch is marked it announces itself and
 # sleeps, so the parent can SIGKILL it half-way.
 CHILD = r"""
@@ -41,8 +43,6 @@ main(["backfill-sparse", "--config", sys.argv[1], "--batch-size", "8", "--json"]
 NO_MODEL = r"""
 import sys
 from tessera.cli.main import main
-
-pytestmark = pytest.mark.usefixtures("prefect_server")
 code = main(["backfill-sparse", "--config", sys.argv[1], "--batch-size", "8", "--json"])
 loaded = sorted(m for m in ("models.local", "models.optimized", "openvino", "sentence_transformers",
                             "torch", "transformers") if m in sys.modules)

@@ -19,6 +19,8 @@ from tessera.core.settings import load_settings
 from tessera.core.types import Match
 from tessera.store import open_store
 
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
 # Runs the real ingest in a child process. The real upsert runs; after writing half of its
 # third batch the child announces itself and sleeps, so the parent can SIGKILL it mid-upsert.
 CHILD = r"""
@@ -37,8 +39,6 @@ def upsert(self, name, points):
     real(self, name, points)
 EdgeStore.upsert = upsert
 from flows.ingest import ingest_flow
-
-pytestmark = pytest.mark.usefixtures("prefect_server")
 ingest_flow(config=sys.argv[1])
 """
 

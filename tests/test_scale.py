@@ -21,6 +21,8 @@ from tessera.ingest.state import DiffState, state_path
 from tessera.store import open_store
 from tests.conftest import kill_when_marked
 
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
 
 def _settings(make_config: Callable[..., Path], src: Path, **options: Any) -> Settings:
     source: dict[str, Any] = {"name": "src", "path": str(src)}
@@ -189,8 +191,6 @@ apply_offline_defaults()
 from tessera.ingest import run as ingest
 from tessera.ingest import source_pass as diff
 from tessera.core.settings import load_settings
-
-pytestmark = pytest.mark.usefixtures("prefect_server")
 marker = Path(sys.argv[2])
 real = diff._one_batch
 done = []
