@@ -150,14 +150,15 @@ def test_a_reader_that_hangs_up_ends_the_command_quietly(
 # ------------------------------------------------------------------ an ingest killed mid-run
 
 
-def _unfinished_run(events_dir: Path, pid: int, documents: int, start: datetime) -> str:
+def _unfinished_run(events_dir: Path, pid: int, documents: int, start: datetime,
+                    run_id: str | None = None) -> str:
     """The events an ingest leaves when it dies before its summary: the start row (with the
     host and pid that ran it), then a batch and its documents, written by the real event log."""
     import socket
 
     from tessera.core.events import EventLog, new_run_id
 
-    log = EventLog(events_dir, new_run_id())
+    log = EventLog(events_dir, run_id or new_run_id())
     log.add("ingest_batches", source="docs", stage="start", batch_index=-1, items=documents,
             seconds=0.0, recorded_at=start, host=socket.gethostname(), pid=pid)
     log.flush()
@@ -193,6 +194,28 @@ def test_status_lists_a_killed_ingest_as_killed_and_a_live_one_as_running(
     assert (rows[killed]["indexed"], rows[killed]["seen"], rows[killed]["chunks_embedded"]) == (3, 3, 6)
     assert rows[killed]["seconds"] == 12.0
     assert str(rows[killed]["started_at"]).startswith("2026-12-01 09:00:00")
+
+
+def test_status_reads_only_the_newest_killed_runs_it_shows(
+        make_config: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed runs pile up over months: `status --last 2` reads the events of the two newest
+    unfinished runs only (run ids start with their start time), and shows those two."""
+    from tessera.core.settings import load_settings
+    from tessera.service import status as status_module
+
+    settings = load_settings(make_config())
+    ids = [_unfinished_run(settings.events_dir, 0, documents=1, run_id=f"2026120{day}T090000-{day:08x}",
+                           start=datetime(2026, 12, day, 9, 0, tzinfo=UTC)) for day in range(1, 6)]
+    read: list[str] = []
+    real = status_module._unfinished
+
+    def counting(events_dir: Path, run_id: str) -> dict[str, object]:
+        read.append(run_id)
+        return real(events_dir, run_id)
+
+    monkeypatch.setattr(status_module, "_unfinished", counting)
+    shown = [r["run_id"] for r in status_module.status(settings, last=2)["last_runs"]]
+    assert shown == [ids[4], ids[3]] and sorted(read) == sorted(ids[3:])
 
 
 def test_an_ingest_records_the_host_and_pid_that_ran_it(

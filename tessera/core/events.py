@@ -318,12 +318,16 @@ class EventLog:
         return written
 
 
-def read_events(events_dir: Path, table: str) -> list[dict[str, Any]]:
-    """Every row written to `table` so far, as dicts (files of older schemas included)."""
+def read_events(events_dir: Path, table: str, run_id: str | None = None) -> list[dict[str, Any]]:
+    """Every row written to `table` so far (only run `run_id`'s, when given), as dicts (files of
+    older schemas included)."""
+    import glob
+
     import pyarrow.dataset as ds
 
     folder = Path(events_dir) / table
-    files = sorted(str(p) for p in folder.glob("*.parquet")) if folder.exists() else []
+    pattern = f"{glob.escape(run_id)}-*.parquet" if run_id else "*.parquet"
+    files = sorted(str(p) for p in folder.glob(pattern)) if folder.exists() else []
     if not files:
         return []
     # Files written before a column was added lack it; the current schema fills it with nulls.

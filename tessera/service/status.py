@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import glob
 import os
 import socket
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import pyarrow.dataset as ds
-
-from tessera.core.events import SCHEMAS, read_events
+from tessera.core.events import read_events
 from tessera.core.settings import Settings
 from tessera.store import open_store
 from tessera.store.collections import UNLISTED_FIX
@@ -33,7 +30,8 @@ def status(settings: Settings, last: int = 5) -> dict[str, Any]:
     finally:
         store.close()
     finished = read_events(settings.events_dir, "ingest_runs")
-    runs = sorted(finished + unfinished_runs(settings.events_dir, {r["run_id"] for r in finished}),
+    unfinished = unfinished_runs(settings.events_dir, {r["run_id"] for r in finished}, last)
+    runs = sorted(finished + unfinished,
                   key=lambda r: r["started_at"], reverse=True)
     keep = ("run_id", "status", "started_at", "seconds", "seen", "indexed", "unchanged",
             "quarantined", "deleted", "chunks_embedded")
@@ -53,33 +51,28 @@ def quarantine_rows(settings: Settings, run_id: str | None = None) -> list[dict[
     return sorted(rows, key=lambda r: (r["recorded_at"], r["doc_id"]), reverse=True)
 
 
-def unfinished_runs(events_dir: Path, finished: set[str]) -> list[dict[str, Any]]:
+def unfinished_runs(events_dir: Path, finished: set[str], newest: int | None = None
+                    ) -> list[dict[str, Any]]:
     """Ingest runs that left batch events but no summary (a run writes its summary last):
     `running` while the process that started it lives on this machine, else `killed`, as the
-    marts call them (fct_ingest_runs). Counts come from the documents the run recorded."""
+    marts call them (fct_ingest_runs). Counts come from the documents the run recorded. With
+    `newest`, only that many of the latest (run ids start with their start time), so killed runs
+    piling up over months do not make every `status` read them all."""
     folder = events_dir / "ingest_batches"
     # A run's files are named <run_id>-<part>.parquet; `_schema.parquet` is no run's.
     ids = {p.name.rsplit("-", 1)[0] for p in folder.glob("*.parquet")
            if not p.name.startswith("_")} - finished
-    return [_unfinished(events_dir, run_id) for run_id in sorted(ids)]
-
-
-def _run_rows(events_dir: Path, table: str, run_id: str) -> list[dict[str, Any]]:
-    files = sorted(str(p) for p in (events_dir / table).glob(f"{glob.escape(run_id)}-*.parquet"))
-    if not files:
-        return []
-    rows: list[dict[str, Any]] = ds.dataset(files, format="parquet", schema=SCHEMAS[table]
-                                            ).to_table().to_pylist()
-    return rows
+    chosen = sorted(ids, reverse=True)[:newest] if newest is not None else sorted(ids)
+    return [_unfinished(events_dir, run_id) for run_id in sorted(chosen)]
 
 
 def _unfinished(events_dir: Path, run_id: str) -> dict[str, Any]:
-    batches = _run_rows(events_dir, "ingest_batches", run_id)
+    batches = read_events(events_dir, "ingest_batches", run_id)
     started = min(r["recorded_at"] for r in batches)
     last = max(r["recorded_at"] for r in batches)
     live = any(r["host"] == socket.gethostname() and r["pid"] is not None
                and _alive(int(r["pid"]), started) for r in batches if r["stage"] == "start")
-    documents = _run_rows(events_dir, "documents_indexed", run_id)
+    documents = read_events(events_dir, "documents_indexed", run_id)
     outcomes = [r["outcome"] for r in documents]
     chunks = sum(r["chunk_count"] or 0 for r in documents if r["outcome"] == "indexed")
     counts = {k: outcomes.count(k) for k in ("indexed", "unchanged", "quarantined", "deleted")}
