@@ -213,7 +213,7 @@ def _fill_one(spec: ModelSpec) -> dict[str, Any]:
             "message": f"{len(hashes)} files at revision {spec.revision}"}
 
 
-# -- The search API (flows/api) as an ASGI app, against a Qdrant server ---------------------------
+# -- The search API (tessera/service) as an ASGI app, against a Qdrant server -----------------------
 # An embedded shard has one writer and lives on one disk: it does not belong on serverless
 # containers, so this function reads the Qdrant server named in its Secret. The same app that
 # `tessera api` serves; keys come from the Secret as TESSERA_API__KEYS.

@@ -60,47 +60,70 @@ def parse_ttl(value: str | int | None) -> int | None:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # A field's docstring is its description: the docs' configuration reference is made from it.
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
 
 class SourceOptions(_Section):
     """How records are read out of structured files."""
 
     id_field: str = "id"
+    """The record field holding a record's id in json/jsonl/csv/parquet files."""
     title_field: str = "title"
+    """The record field holding a record's title."""
     text_field: str = "text"
-    # The record field holding its own timestamp (epoch seconds or ISO 8601), checked by the
-    # documents contract (`timestamp_sane`); unset: records carry no timestamp.
+    """The record field holding a record's text."""
     timestamp_field: str | None = None
+    """The record field holding its own time (epoch seconds or ISO 8601), checked by the documents
+    contract (`timestamp_sane`); unset: records carry no timestamp."""
     encoding: str = "utf-8"
+    """Text encoding of the source's files."""
     max_file_bytes: int = 64 * 1024 * 1024
+    """Largest file read whole (and `.json`); for jsonl/csv/parquet, the largest record. Larger
+    ones are quarantined."""
     max_image_pixels: int = 40_000_000
+    """Largest image (width x height) decoded; larger ones are quarantined (decompression bombs)."""
     max_image_bytes: int = 20 * 1024 * 1024
-    # Image sources: where an image's words come from. "sidecar": `<name>.txt` beside it (else
-    # the file name); "model": the captioner's caption; "both": the sidecar and the captioner's
-    # caption together; "none": no words (the file name only). See docs/captions.md.
+    """Largest image file read."""
     caption: Literal["model", "sidecar", "both", "none"] = "sidecar"
-    captioner: str = "blip-image-captioning-base"  # a [models.NAME] entry with kind "captioner"
+    """Image sources: where an image's words come from. `sidecar`: `<name>.txt` beside it (else the
+    file name); `model`: the captioner's caption; `both`: the two together; `none`: the file
+    name only. See [Image captions](captions.md)."""
+    captioner: str = "blip-image-captioning-base"
+    """The `[models.NAME]` entry (kind `captioner`) that captions this source's images."""
 
 
 class SourceConfig(_Section):
     """One declared source: where its records are and how long its points live."""
 
     name: str
+    """The source's name: letters, digits, `_`, `-`, `.`; not starting `adhoc-` (`tessera ingest
+    PATH` names its own sources so, and a declared one would delete their documents)."""
     kind: Literal["directory", "beir", "images"] = "directory"
+    """`directory` (text files and structured records), `beir` (a BEIR `corpus.jsonl`, keeping its
+    ids) or `images`."""
     path: Path
+    """The folder (or file) read; relative to the config file."""
     glob: str = "**/*"
+    """Which files under `path` belong to the source."""
     ttl: str | None = "30d"
+    """How long a point lives after its last ingest (`7d`, `12h`, `none`/`never`); at least `1m`."""
     modality: Literal["text", "image"] = "text"
+    """`text` or `image`."""
     schedule: str | None = None
+    """Cron schedule of the source's `ingest-<name>` deployment (in `timezone`)."""
     delete_missing: bool = True
-    # What happens to the indexed version of a document that fails its checks on a later run:
-    # "remove" deletes it (search never returns text the source no longer has), "keep_last_good"
-    # keeps it and its expiry alive. The quarantine row says which happened.
+    """Delete the documents of files gone from the source."""
     on_invalid: Literal["remove", "keep_last_good"] = "remove"
+    """What happens to the indexed version of a document that fails its checks on a later run:
+    `remove` deletes it (search never returns text the source no longer has), `keep_last_good`
+    keeps it and its expiry alive. The quarantine row says which happened."""
     collection: str | None = None
-    model: str | None = None  # default: the top-level `model`
+    """The collection this source writes to (default: the top-level `collection`)."""
+    model: str | None = None
+    """The embedding model of this source (default: the top-level `model`)."""
     options: SourceOptions = Field(default_factory=SourceOptions)
+    """How records and images are read (`sources.options.*`)."""
 
     @field_validator("name")
     @classmethod
@@ -125,14 +148,23 @@ class ModelEntry(_Section):
     """A model declared in config, beside the built-in registry."""
 
     id: str
+    """The model's id (a Hugging Face id or a name of your own), recorded in every point."""
     kind: Literal["sentence-transformers", "clip", "captioner"] = "sentence-transformers"
+    """`sentence-transformers`, `clip` (text and images in one space) or `captioner` (BLIP)."""
     path: Path | None = None
-    dimension: int = 0  # required for embedding models; a captioner has none
+    """A local folder holding the weights (nothing is downloaded at run time)."""
+    dimension: int = 0
+    """The vector size; required for embedding models, none for a captioner."""
     distance: Literal["cosine", "dot", "euclid"] = "cosine"
+    """`cosine`, `dot` or `euclid`."""
     modalities: list[Literal["text", "image"]] = ["text"]
+    """What the model embeds: `text`, `image` or both."""
     max_length: int = 256
+    """The model's largest input in tokens (the chunk window's upper bound)."""
     revision: str = "local"
+    """The weights' revision, part of a collection's identity."""
     normalize: bool = True
+    """Whether vectors are unit length (checked by the vectors contract)."""
 
     @model_validator(mode="after")
     def _dimension_for_embedders(self) -> ModelEntry:
@@ -145,31 +177,50 @@ class ModalConfig(_Section):
     """The deployed Modal app and how to fan work out to it."""
 
     app_name: str = "tessera-embedder"
+    """The deployed Modal app (`infra/modal_app.py`)."""
     class_name: str = "Embedder"
+    """The embedding class in that app."""
     gpu: str = "L4"
+    """The GPU type the class asks Modal for."""
     max_containers: int = 4
+    """Most containers Modal may run at once."""
     scaledown_window: int = 300
+    """Seconds an idle container stays warm."""
     timeout: int = 600
+    """Seconds one call may take."""
     batch_size: int = 256
+    """Inputs sent per call."""
     max_concurrency: int = 4
+    """Calls in flight at once."""
     retries: int = 3
+    """Times a failed batch is sent again before the run fails."""
     volume: str = "tessera-model-cache"
+    """The Modal Volume holding the model cache."""
 
 
 class EmbeddingConfig(_Section):
     """Which backend embeds, on which device, in what batch size."""
 
     backend: Literal["local", "modal", "auto"] = "local"
+    """`local` (this machine), `modal` (the deployed GPU class) or `auto` (Modal above
+    `modal_threshold_chunks`)."""
     device: str = "auto"
+    """`auto` (CUDA if present), `cpu` or `cuda`."""
     batch_size: int = Field(default=32, ge=1, le=4096)
-    # Local CPU runtime for text models: the OpenVINO export in the model cache (default: the
-    # fastest at equal nDCG, bf16 matmuls where the CPU has AVX512-BF16/AMX, else fp32), or torch
-    # via sentence-transformers. GPUs and CLIP always use torch. Speed, nDCG: benchmarks/REPORT.md.
+    """Model batch size."""
     runtime: Literal["torch", "openvino"] = "openvino"
+    """CPU runtime for text models: `openvino` (an export of the model made once into
+    `<home>/models/derived/`; the fastest at equal nDCG) or `torch` (sentence-transformers).
+    GPUs and CLIP always run on torch. Speed and nDCG: [Performance](performance.md)."""
     precision: Literal["f32", "bf16"] = "bf16"
-    threads: int | None = Field(default=None, ge=1)  # OpenVINO threads; None: all cores
+    """`bf16` (bf16 matrix products where the CPU has AVX512-BF16 or AMX; elsewhere OpenVINO
+    computes in f32) or `f32`."""
+    threads: int | None = Field(default=None, ge=1)
+    """OpenVINO threads (unset: all cores)."""
     modal_threshold_chunks: int = 5000
+    """With `backend = "auto"`, runs with more pending chunks than this embed on Modal."""
     modal: ModalConfig = Field(default_factory=ModalConfig)
+    """The deployed Modal app and how work fans out to it (`embedding.modal.*`)."""
 
 
 class CaptioningConfig(_Section):
@@ -177,30 +228,47 @@ class CaptioningConfig(_Section):
     part of the caption cache's key, so changing one captions every image again)."""
 
     backend: Literal["local", "modal"] = "local"
+    """`local` (transformers BLIP on this CPU or CUDA GPU) or `modal` (the `Captioner` class of
+    `infra/modal_app.py`, in the app of `[embedding.modal]`)."""
     device: str = "auto"
+    """`auto` (CUDA if present), `cpu` or `cuda`."""
     batch_size: int = Field(default=16, ge=1, le=1024)
+    """Images per captioning batch."""
     max_new_tokens: int = Field(default=30, ge=1, le=512)
+    """Longest caption in tokens; part of the caption cache's key."""
     num_beams: int = Field(default=3, ge=1, le=16)
-    prompt: str = ""  # conditional captioning: the caption continues this text
-    class_name: str = "Captioner"  # the Modal class, in the app of [embedding.modal]
+    """Beam-search width; part of the caption cache's key."""
+    prompt: str = ""
+    """Conditional captioning: the caption continues this text; part of the caption cache's key."""
+    class_name: str = "Captioner"
+    """The deployed Modal class, in the app of `[embedding.modal]`."""
 
 
 class StoreConfig(_Section):
     """Where vectors live: Qdrant Edge in-process, or a Qdrant server."""
 
     kind: Literal["edge", "qdrant"] = "edge"
+    """`edge` (Qdrant Edge in-process) or `qdrant` (a server through qdrant-client)."""
     url: str | None = None
-    api_key: SecretStr | None = None  # from TESSERA_STORE__API_KEY, never from the file
-    api_key_block: str | None = None  # or the name of a Prefect Secret block holding it
+    """The Qdrant server's URL (`kind = "qdrant"` needs `url` or `path`)."""
+    api_key: SecretStr | None = None
+    """Only from `TESSERA_STORE__API_KEY`, refused in the file; never written to logs or events."""
+    api_key_block: str | None = None
+    """Or the name of a Prefect Secret block holding the key."""
     path: Path | None = None
+    """Edge shards (default `<home>/qdrant`), or a qdrant-client local-mode folder; `":memory:"`
+    keeps a server store's points only for the process."""
     lock_timeout: float = 600.0
+    """Seconds a second writer waits for the embedded store."""
     upsert_batch: int = Field(default=512, ge=1)
-    # The HNSW graph of a new collection: links per point (0: no graph, every search scans the
-    # vectors) and build-time candidates. On the embedded store the graph is built as segments
-    # are sealed (segments under ~13,000 vectors are scanned, which is as fast); `tessera
-    # optimize` applies a change to an existing collection.
+    """Points per upsert call."""
     hnsw_m: int = Field(default=16, ge=0, le=128)
+    """HNSW links per point of a new collection (`0`: no graph, every search scans the vectors). On
+    the embedded store each sealed segment gets the graph (segments under ~13,000 vectors are
+    scanned, which is as fast); `tessera optimize` applies a change to an existing collection,
+    and an ingest whose config differs says so."""
     hnsw_ef_construct: int = Field(default=100, ge=4, le=4096)
+    """HNSW build-time candidates of a new collection."""
 
     @property
     def in_memory(self) -> bool:
@@ -221,47 +289,64 @@ class ChunkingConfig(_Section):
     """Token-aware chunking: window size (None = the model's maximum) and overlap."""
 
     max_tokens: int | None = None
+    """Window size in model tokens (unset: the model's maximum; capped at it)."""
     overlap: int = Field(default=32, ge=0)
+    """Tokens shared by consecutive windows."""
 
 
 class ContractsConfig(_Section):
     """Bounds and thresholds the data contracts enforce."""
 
     min_text_chars: int = 1
+    """Shorter documents (empty ones) are quarantined."""
     max_text_chars: int = 2_000_000
+    """Longer documents are quarantined."""
     allowed_extensions: list[str] = sorted(ALL_SUFFIXES)
+    """File extensions a document may have (default: every text and image suffix the sources read)."""
     norm_tolerance: float = 0.01
+    """Unit-norm band for normalizing models."""
     max_duplicate_vector_rate: float = 0.5
-    # Record timestamps before this (epoch seconds; 1980-01-01) are epoch-zero or unit bugs.
+    """Above this share of identical vectors a batch is a broken model: the run fails."""
     earliest_timestamp: int = 315_532_800
+    """Record timestamps before this (epoch seconds; 1980-01-01) are epoch-zero or unit bugs."""
     max_clock_skew_seconds: int = Field(default=86_400, ge=0)
+    """Record timestamps further than this in the future are refused."""
     max_caption_chars: int = Field(default=1000, ge=1)
-    # A batch of at least this many model captions that are all the same fails the run: the
-    # captioner is broken (wrong weights, a blank input pipeline), not the images.
+    """Longer model captions are quarantined."""
     same_caption_min_batch: int = Field(default=8, ge=2)
-    # Override an expectation's severity: [contracts.severity.documents] doc_id_unique = "fatal"
+    """A batch of at least this many model captions that are all the same fails the run: the
+    captioner is broken (wrong weights, a blank input pipeline), not the images."""
     severity: dict[str, dict[str, Literal["error", "fatal"]]] = {}
+    """Override an expectation's severity: `[contracts.severity.documents] doc_id_unique =
+    "fatal"`."""
 
 
 class QualitySet(_Section):
     """A labelled BEIR-layout query set the nightly flow scores."""
 
     path: Path
+    """A BEIR-layout folder: `corpus.jsonl`, `queries.jsonl`, `qrels/test.tsv`."""
     name: str | None = None
+    """The set's name in events and marts (default: the folder's name)."""
 
 
 class QualityConfig(_Section):
     """Which sets to score and the gates a run must pass."""
 
     sets: list[QualitySet] = []
+    """The labelled sets (`[[quality.sets]]`, each `path` and `name`) the nightly flow scores."""
     min_ndcg_at_10: float = 0.0
+    """Absolute floor a set's nDCG@10 must reach."""
     max_drop: float = 0.02
+    """Largest allowed drop of nDCG@10 against the previous run."""
 
 
 class MigrateConfig(_Section):
     """Blue/green migrations (`tessera migrate`): how long a replaced collection is kept."""
 
-    keep_previous: str = "7d"  # then the nightly prune drops it; "none" keeps it for ever
+    keep_previous: str = "7d"
+    """How long a collection replaced by `tessera migrate` is kept for a rollback (at least `1m`,
+    like a TTL); the nightly prune then drops it. `none`: kept for ever."""
 
     @field_validator("keep_previous")
     @classmethod
@@ -279,10 +364,12 @@ class MartsConfig(_Section):
     """Whether flows rebuild the dbt marts as their last task."""
 
     build_after_ingest: bool = False
+    """Rebuild the marts at the end of each ingest."""
     build_after_nightly: bool = True
-    # dbt runs in a child process; one running longer than this is stopped and the build fails
-    # (the warehouse stays as it was). A small project builds in 7-9 s.
+    """Rebuild the marts at the end of the nightly flow."""
     timeout_seconds: float = Field(default=900.0, gt=0)
+    """dbt runs in a child process; one running longer is stopped and the build fails, the
+    warehouse left as it was. A small project builds in 7-9 s."""
 
 
 # A search API key shorter than this is refused: a one-character key was accepted.
@@ -292,35 +379,44 @@ MIN_API_KEY_CHARS = 16
 class ApiConfig(_Section):
     """The search service (`tessera api`, `tessera mcp`, the Modal `api` function)."""
 
-    # Comma-separated API keys, from TESSERA_API__KEYS (or a Modal Secret that sets it); never
-    # from the file. Or the name of a Prefect Secret block holding them.
     keys: SecretStr | None = None
+    """Search API keys, comma-separated, each at least 16 characters (a short key is guessed); only
+    from `TESSERA_API__KEYS` (or a Modal Secret setting it), refused in the file; never logged."""
     keys_block: str | None = None
-    rate_limit: float = Field(default=50.0, gt=0)  # requests per second, per key
-    burst: int = Field(default=100, ge=1)  # bucket size: requests a key may send at once
-    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)  # base64 images included
+    """Or the name of a Prefect Secret block holding them."""
+    rate_limit: float = Field(default=50.0, gt=0)
+    """Token bucket per key: requests per second."""
+    burst: int = Field(default=100, ge=1)
+    """Token bucket per key: requests a key may send at once."""
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    """Larger request bodies get 413 (base64 images included)."""
     max_k: int = Field(default=100, ge=1)
-    cors_origins: list[str] = []  # none: CORS off
-    log_queries: bool = False  # write query text into the search_requests events
-    # Results show `uri` as `source:path` (relative to the source's root): the server's absolute
-    # paths say how its disks are laid out. True shows the absolute path stored at ingest.
+    """Largest `k` a search may ask for."""
+    cors_origins: list[str] = []
+    """Origins allowed by CORS; empty: CORS off."""
+    log_queries: bool = False
+    """Write query text into the `search_requests` events."""
     absolute_uris: bool = False
+    """Show each result's absolute file path as `uri`; by default `source:path` (relative to the
+    source's root: the server's absolute paths say how its disks are laid out)."""
     events_flush_seconds: float = Field(default=10.0, gt=0)
-    # How often a reader on the embedded store looks for a newer snapshot to take.
+    """How often a serving process writes its `search_requests` events."""
     snapshot_check_seconds: float = Field(default=1.0, gt=0)
-    # Query embedding in a serving process: copies of an OpenVINO model, each with a worker
-    # thread, and OpenVINO threads per copy (None: all cores). On 2 cores, one copy on both
-    # cores served more requests at concurrency 8 and answered one request sooner than two
-    # single-thread copies (README, Performance); more copies are for machines with more cores.
+    """How often a reader on the embedded store looks for a newer snapshot to take."""
     embed_workers: int = Field(default=1, ge=1, le=64)
+    """Query embedding in a serving process: copies of an OpenVINO model side by side, one worker
+    thread each (torch models: one copy). On 2 cores one copy on both did best; more copies are
+    for more cores."""
     embed_threads: int | None = Field(default=None, ge=1)
-    # Qdrant Edge's search threads per snapshot (None: the cores this process may run on). The
-    # engine's own default on a 2-core machine was 8, which spent more CPU per search.
+    """OpenVINO threads per copy (unset: all cores)."""
     search_threads: int | None = Field(default=None, ge=1)
-    # The Modal `api` function (infra/modal_app.py): the Secret that sets TESSERA_API__KEYS and
-    # TESSERA_STORE__URL/__API_KEY there, and whether Modal's own proxy auth also guards it.
+    """Qdrant Edge search threads per snapshot (unset: the cores this process may run on; the
+    engine's own default was 8 on 2 cores, which spent more CPU per search)."""
     modal_secret: str = "tessera-api"
+    """The Modal Secret of the `api` function (`infra/modal_app.py`), setting `TESSERA_API__KEYS`
+    and `TESSERA_STORE__URL`/`__API_KEY` there."""
     modal_proxy_auth: bool = False
+    """Whether Modal's own proxy auth also guards the `api` function."""
 
     def key_list(self) -> list[str]:
         """The configured keys, blanks dropped; a ConfigError (never showing a key) for one shorter
@@ -340,26 +436,46 @@ class Settings(BaseSettings):
     """Everything configurable about Tessera. Built once at an entry point, passed down."""
 
     model_config = SettingsConfigDict(
-        env_prefix="TESSERA_", env_nested_delimiter="__", extra="forbid"
+        env_prefix="TESSERA_", env_nested_delimiter="__", extra="forbid",
+        use_attribute_docstrings=True,
     )
 
     home: Path = Path(".tessera")
+    """All local state: Qdrant Edge shards, events, warehouse, model cache, Prefect home."""
     collection: str = "tessera"
+    """The name sources write to and readers search (a source may set its own): an alias to a
+    versioned collection `<name>--<model>-<hash>`, so it may not contain `--`. Collection and
+    alias names must match `[A-Za-z0-9][A-Za-z0-9_.-]{0,63}`."""
     model: str = "all-minilm-l6-v2"
+    """Registry key of the embedding model."""
     models: dict[str, ModelEntry] = {}
+    """Extra models (`[models.NAME]`), beside the built-in registry."""
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
+    """Which backend embeds, on which device (`[embedding]`)."""
     captioning: CaptioningConfig = Field(default_factory=CaptioningConfig)
+    """How captioners run (`[captioning]`)."""
     store: StoreConfig = Field(default_factory=StoreConfig)
+    """Where vectors live (`[store]`)."""
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
+    """Token-aware chunking (`[chunking]`)."""
     contracts: ContractsConfig = Field(default_factory=ContractsConfig)
+    """Bounds and thresholds the data contracts enforce (`[contracts]`)."""
     quality: QualityConfig = Field(default_factory=QualityConfig)
+    """Which labelled sets are scored and the gates a run must pass (`[quality]`)."""
     marts: MartsConfig = Field(default_factory=MartsConfig)
+    """When flows rebuild the dbt marts (`[marts]`)."""
     migrate: MigrateConfig = Field(default_factory=MigrateConfig)
-    sparse: SparseConfig = Field(default_factory=SparseConfig)  # BM25 vectors: tessera/core/sparse.py
-    search: SearchConfig = Field(default_factory=SearchConfig)  # modes and fusion: tessera/core/query.py
+    """Blue/green migrations (`[migrate]`)."""
+    sparse: SparseConfig = Field(default_factory=SparseConfig)
+    """BM25 sparse vectors (`[sparse]`)."""
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    """Search modes and fusion (`[search]`)."""
     api: ApiConfig = Field(default_factory=ApiConfig)
+    """The search service (`[api]`)."""
     sources: list[SourceConfig] = []
+    """The declared sources (`[[sources]]`)."""
     timezone: str = "UTC"
+    """Timezone of cron schedules."""
 
     @classmethod
     def settings_customise_sources(

@@ -48,22 +48,33 @@ def _qe() -> Any:
 class SparseConfig(BaseModel):
     """`[sparse]`: how BM25 sparse vectors are made. Part of a collection's identity."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     enabled: bool = True
+    """Give every text chunk (and every captioned image) a BM25 sparse vector beside its dense one
+    (`qdrant_edge.Bm25`, IDF applied by the engine over the live corpus)."""
     k: float = 1.2
+    """BM25 term-frequency saturation (>= 0; 1.2 is standard, 0 ignores term frequency)."""
     b: float = 0.75
+    """BM25 length normalization (0..1; 0.75 is standard)."""
     avg_len: float = 256.0
+    """Expected chunk length in tokens (> 0)."""
     language: str = "english"
+    """Stopwords and stemmer: any language `qdrant_edge.Bm25` knows (arabic ... turkish)."""
     tokenizer: Literal["word", "whitespace", "prefix", "multilingual", "code"] = "word"
+    """`word`, `whitespace`, `prefix`, `multilingual` or `code`."""
     lowercase: bool = True
+    """Lowercase tokens."""
     ascii_folding: bool = False
-    # "language": the language's own stemmer / stopwords; "none": no stemming / no stopwords;
-    # or another Snowball language's stemmer (stemmer only).
+    """Fold accented letters to ASCII."""
     stemmer: str = _DEFAULT
+    """`language`: the language's own; `none`: no stemming; or another Snowball language."""
     stopwords: str = _DEFAULT
+    """`language`: the language's own; `none`: no stopwords; or another language's list."""
     min_token_len: int | None = Field(default=None, ge=1)
+    """Shorter tokens are dropped (unset: none)."""
     max_token_len: int | None = Field(default=None, ge=1)
+    """Longer tokens are dropped (unset: none)."""
 
     @field_validator("k")
     @classmethod
