@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import subprocess
@@ -312,10 +313,11 @@ def _hold_lock(lock: Path) -> subprocess.Popen[str]:
 
 
 def test_concurrent_build_waits_and_readers_never_see_half_a_file(
-    built: tuple[Settings, dict[str, Any]],
+    built: tuple[Settings, dict[str, Any]], caplog: pytest.LogCaptureFixture,
 ) -> None:
     settings, _ = built
-    holder = _hold_lock(settings.home / "locks" / "marts.lock")
+    lock = settings.home / "locks" / "marts.lock"
+    holder = _hold_lock(lock)
     try:
         with pytest.raises(MartsBusyError, match=f"another marts build is running \\(pid {holder.pid}\\)"):
             build_marts(settings, lock_timeout=0.5)
@@ -324,8 +326,14 @@ def test_concurrent_build_waits_and_readers_never_see_half_a_file(
         result: dict[str, Any] = {}
         waiter = threading.Thread(
             target=lambda: result.update(build_marts(settings, lock_timeout=60)))
-        waiter.start()
-        time.sleep(1.0)
+        caplog.clear()
+        with caplog.at_level(logging.DEBUG, logger="filelock"):
+            waiter.start()
+            # Refused twice: it found the lock held, waited, and tried again instead of failing.
+            deadline = time.monotonic() + 30
+            while sum(f"not acquired on {lock}" in r.getMessage() for r in caplog.records) < 2:
+                assert time.monotonic() < deadline and waiter.is_alive(), "the build never waited"
+                time.sleep(0.01)
         assert waiter.is_alive() and not result
     finally:
         assert holder.stdin is not None and holder.stdout is not None
