@@ -1,6 +1,6 @@
 """The pipeline's steps as Prefect tasks: what `PlainSteps` does, visible in the Prefect UI.
 
-Each named step becomes a task run; I/O steps retry on the one policy (`tessera.core.steps`), and
+Each named step becomes a task run; I/O steps retry on the one policy (`tessera.core.retry`), and
 reports become artifacts. Arguments reach the task unchanged and unwalked (`quote`): Prefect
 would otherwise visit every element of a batch looking for futures (0.76 s for one batch's
 1,846 chunk texts).
@@ -15,7 +15,7 @@ from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 from prefect.utilities.annotations import quote
 
-from tessera.core.steps import RETRY_DELAYS, is_transient
+from tessera.core.retry import DEFAULT_POLICY
 
 T = TypeVar("T")
 _TASKS: dict[tuple[Callable[..., Any], str, bool], Task[Any, Any]] = {}
@@ -25,7 +25,7 @@ def _retry_if_transient(_task: Any, _run: Any, state: Any) -> bool:
     try:
         state.result()
     except Exception as exc:  # noqa: BLE001 - only inspecting why it failed
-        return is_transient(exc)
+        return DEFAULT_POLICY.retryable(exc)
     return False
 
 
@@ -35,8 +35,9 @@ def as_task(name: str, fn: Callable[..., T], io: bool = False) -> Task[Any, T]:
     if key not in _TASKS:
         options: dict[str, Any] = {"name": name, "cache_policy": NO_CACHE}
         if io:
-            options |= {"retries": len(RETRY_DELAYS), "retry_delay_seconds": list(RETRY_DELAYS),
-                        "retry_condition_fn": _retry_if_transient}
+            retries = DEFAULT_POLICY.retries
+            options |= {"retries": retries, "retry_condition_fn": _retry_if_transient,
+                        "retry_delay_seconds": [DEFAULT_POLICY.delay(n + 1) for n in range(retries)]}
         _TASKS[key] = task(fn, **options)
     return _TASKS[key]
 

@@ -8,7 +8,6 @@ the containers report, for `fct_caption_cost`.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -19,11 +18,10 @@ from models.captioning import CaptionError, Generation
 from models.modal_backend import Lookup, explain_modal_error, modal_lookup, spec_to_json
 from models.registry import ModelSpec
 from tessera.core.errors import EmbeddingError
+from tessera.core.retry import DELAYS, RetryPolicy, retry_failed
 
 if TYPE_CHECKING:
     from tessera.core.settings import ModalConfig
-
-logger = logging.getLogger(__name__)
 
 
 class CaptionBatch(TypedDict):
@@ -41,7 +39,7 @@ class ModalCaptioner:
     def __init__(self, spec: ModelSpec, generation: Generation, config: ModalConfig,
                  class_name: str = "Captioner", batch_size: int = 16, *, device: str = "cuda",
                  lookup: Lookup | None = None, sleep: Callable[[float], None] = time.sleep,
-                 backoff: Sequence[float] = (2.0, 5.0, 15.0)) -> None:
+                 backoff: Sequence[float] = DELAYS) -> None:
         self.spec = spec
         self.generation = generation
         self.config = config
@@ -50,8 +48,7 @@ class ModalCaptioner:
         self.device = device
         self.stats = EmbedStats(backend="modal", device=device, gpu_type=config.gpu)
         self._lookup = lookup or modal_lookup
-        self._sleep = sleep
-        self._backoff = tuple(backoff) or (0.0,)
+        self._policy = RetryPolicy(tuple(backoff), config.retries, self._retryable, sleep)
         self._method: Any = None
 
     def _remote(self) -> Any:
@@ -75,35 +72,32 @@ class ModalCaptioner:
             return []
         batches = [images[i:i + self.batch_size] for i in range(0, len(images), self.batch_size)]
         method = self._remote()
-        results: list[list[str] | None] = [None] * len(batches)
-        pending, attempt = list(range(len(batches))), 0
-        while pending:
+
+        def attempt(pending: list[int]) -> list[Any]:
             outputs = self._map(method, [batches[i] for i in pending])
-            failed = []
-            for index, output in zip(pending, outputs, strict=True):
-                if isinstance(output, CaptionError):
-                    raise CaptionError(str(output))  # an image's fault: the caller bisects
-                if isinstance(output, BaseException):
-                    message = explain_modal_error(output, self.config.app_name, self.class_name)
-                    if message is not None:  # no token, not deployed, no weights: no retry helps
-                        raise EmbeddingError(message) from output
-                    failed.append((index, output))
-                    continue
-                results[index] = self._accept(output, len(batches[index]))
-            if not failed:
-                break
-            attempt += 1
-            if attempt > self.config.retries:
-                index, error = failed[0]
-                raise CaptionError(f"batch {index} failed on Modal {attempt} time(s), the last "
-                                   f"with {type(error).__name__}: {error}")
-            self.stats.retries += len(failed)
-            delay = self._backoff[min(attempt - 1, len(self._backoff) - 1)]
-            logger.warning("Modal: %d caption batch(es) failed, retrying in %.0fs", len(failed),
-                           delay)
-            self._sleep(delay)
-            pending = [index for index, _ in failed]
-        return [text for batch in results for text in (batch or [])]
+            return [out if isinstance(out, BaseException) else self._accept(out, len(batches[i]))
+                    for i, out in zip(pending, outputs, strict=True)]
+
+        results = retry_failed(len(batches), attempt, self._policy, give_up=self._give_up,
+                               what="Modal caption batch(es)", on_retry=self._count_retries)
+        return [text for batch in results for text in batch]
+
+    def _retryable(self, error: BaseException) -> bool:
+        """An image's fault (the caller bisects), or one Modal explains, fails again on a retry."""
+        return not isinstance(error, CaptionError) and explain_modal_error(
+            error, self.config.app_name, self.class_name) is None
+
+    def _give_up(self, index: int, error: BaseException, tries: int) -> Exception:
+        if isinstance(error, CaptionError):
+            return CaptionError(str(error))
+        message = explain_modal_error(error, self.config.app_name, self.class_name)
+        if message is not None:  # no token, not deployed, no weights: no retry helps
+            return EmbeddingError(message)
+        return CaptionError(f"batch {index} failed on Modal {tries} time(s), the last "
+                            f"with {type(error).__name__}: {error}")
+
+    def _count_retries(self, failed: int) -> None:
+        self.stats.retries += failed
 
     def _map(self, method: Any, batches: list[list[bytes]]) -> list[Any]:
         try:

@@ -8,7 +8,6 @@ and adds up the GPU-seconds the containers report, for `fct_embedding_cost`.
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, replace
@@ -20,11 +19,10 @@ import numpy as np
 from models.base import EmbedStats, require_images
 from models.registry import ModelSpec
 from tessera.core.errors import EmbeddingError, EmbeddingUnavailableError
+from tessera.core.retry import DELAYS, RetryPolicy, retry_failed
 
 if TYPE_CHECKING:
     from tessera.core.settings import ModalConfig
-
-logger = logging.getLogger(__name__)
 
 # Modal uploads big inputs as blobs; keeping one image batch under this keeps each input quick
 # to ship and retry, whatever `batch_size` says.
@@ -104,15 +102,14 @@ class ModalBackend:
 
     def __init__(self, spec: ModelSpec, config: ModalConfig, *, device: str = "cuda",
                  lookup: Lookup | None = None, sleep: Callable[[float], None] = time.sleep,
-                 backoff: Sequence[float] = (2.0, 5.0, 15.0)) -> None:
+                 backoff: Sequence[float] = DELAYS) -> None:
         self.spec = spec
         self.config = config
         self.device = device
         self.stats = EmbedStats(backend="modal", device=device, gpu_type=config.gpu)
         self.gpu_names: set[str] = set()
         self._lookup = lookup or modal_lookup
-        self._sleep = sleep
-        self._backoff = tuple(backoff) or (0.0,)
+        self._policy = RetryPolicy(tuple(backoff), config.retries, self._retryable, sleep)
         self._method: RemoteMethod | None = None
 
     def _remote(self) -> RemoteMethod:
@@ -156,28 +153,17 @@ class ModalBackend:
         if not batches:
             return np.zeros((0, self.spec.dimension), dtype=np.float32)
         method = self._remote()
-        results: list[np.ndarray | None] = [None] * len(batches)
-        attempts = [0] * len(batches)
-        pending = list(range(len(batches)))
-        window_size = max(1, self.config.max_concurrency)
-        while pending:
-            window, pending = pending[:window_size], pending[window_size:]
+
+        def attempt(window: list[int]) -> list[Any]:
             outputs = self._map(method, [batches[i] for i in window])
-            failed: list[int] = []
-            for index, output in zip(window, outputs, strict=True):
-                if isinstance(output, BaseException):
-                    self._check_retry(index, attempts, output)
-                    failed.append(index)
-                else:
-                    results[index] = self._accept(output, len(batches[index]), index)
-            if failed:
-                self.stats.retries += len(failed)
-                delay = self._backoff[min(max(attempts[i] for i in failed) - 1,
-                                          len(self._backoff) - 1)]
-                logger.warning("Modal: %d batch(es) failed, retrying in %.0fs", len(failed), delay)
-                self._sleep(delay)
-                pending = failed + pending
-        return np.concatenate([r for r in results if r is not None], axis=0)
+            return [out if isinstance(out, BaseException)
+                    else self._accept(out, len(batches[i]), i)
+                    for i, out in zip(window, outputs, strict=True)]
+
+        results = retry_failed(len(batches), attempt, self._policy, give_up=self._give_up,
+                               window=self.config.max_concurrency, what="Modal batch(es)",
+                               on_retry=self._count_retries)
+        return np.concatenate(results, axis=0)
 
     def _map(self, method: RemoteMethod, window: list[list[Any]]) -> list[Any]:
         """One `.map` call; if the whole call fails, every batch in the window failed."""
@@ -192,15 +178,19 @@ class ModalBackend:
             raise EmbeddingError(f"Modal returned {len(outputs)} results for {len(window)} batches")
         return outputs
 
-    def _check_retry(self, index: int, attempts: list[int], error: BaseException) -> None:
-        attempts[index] += 1
+    def _retryable(self, error: BaseException) -> bool:
+        """A failure Modal explains (no token, not deployed) fails the same way on a retry."""
+        return explain_modal_error(error, self.config.app_name, self.config.class_name) is None
+
+    def _give_up(self, index: int, error: BaseException, tries: int) -> EmbeddingError:
         message = explain_modal_error(error, self.config.app_name, self.config.class_name)
-        if message is not None or attempts[index] > self.config.retries:
-            raise EmbeddingError(
-                message or f"batch {index} failed on Modal {attempts[index]} time(s), the last "
-                f"with {type(error).__name__}: {error}; see the app's logs with "
-                f"`modal app logs {self.config.app_name}` or raise embedding.modal.retries"
-            ) from error
+        return EmbeddingError(
+            message or f"batch {index} failed on Modal {tries} time(s), the last "
+            f"with {type(error).__name__}: {error}; see the app's logs with "
+            f"`modal app logs {self.config.app_name}` or raise embedding.modal.retries")
+
+    def _count_retries(self, failed: int) -> None:
+        self.stats.retries += failed
 
     def _accept(self, output: EmbedResult, expected: int, index: int) -> np.ndarray:
         """Check one batch's result and add its cost to the run's stats."""

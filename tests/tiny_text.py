@@ -18,7 +18,7 @@ def build_tiny_text(target: Path, seed: int = 0) -> Path:
     """Save a random tiny sentence-transformers text model under `target` and return it."""
     import torch
     from sentence_transformers import SentenceTransformer
-    from sentence_transformers import models as st
+    from sentence_transformers.sentence_transformer import modules as st
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     from models.registry import BUILTIN, resolve_model_path

@@ -8,13 +8,13 @@ Nothing here imports Prefect, the model or the store's client library unless the
 from __future__ import annotations
 
 import difflib
-import os
 import socket
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from tessera.core import env
 from tessera.core.errors import ConfigError, StorageError, UsageError
 from tessera.core.settings import Settings
 from tessera.ingest.selection import check_ttl
@@ -48,11 +48,10 @@ def check_path(path: str | None) -> None:
 
 
 def _modal_has_token() -> bool:
-    if os.environ.get("MODAL_TOKEN_ID") and os.environ.get("MODAL_TOKEN_SECRET"):
+    if env.modal_token_in_env():
         return True
-    config = Path(os.environ.get("MODAL_CONFIG_PATH") or Path.home() / ".modal.toml")
     try:
-        return "token_id" in config.read_text(encoding="utf-8")
+        return "token_id" in env.modal_config_path().read_text(encoding="utf-8")
     except OSError:
         return False
 
@@ -60,7 +59,7 @@ def _modal_has_token() -> bool:
 def check_backend(settings: Settings) -> None:
     """`embedding.backend = "modal"` needs Modal credentials on this machine."""
     if settings.embedding.backend == "modal" and not _modal_has_token():
-        from_env = bool(os.environ.get("TESSERA_EMBEDDING__BACKEND"))
+        from_env = env.setting_from_env("embedding.backend") is not None
         key = "TESSERA_EMBEDDING__BACKEND" if from_env else "embedding.backend"
         switch = ("unset TESSERA_EMBEDDING__BACKEND (or set it to local)" if from_env
                   else 'set embedding.backend = "local" in the config')
@@ -74,7 +73,7 @@ def check_store(settings: Settings, timeout: float = 1.0) -> None:
     store = settings.store
     if store.kind != "qdrant" or not store.url:
         return
-    origin = "TESSERA_STORE__URL" if os.environ.get("TESSERA_STORE__URL") else "store.url"
+    origin = env.setting_variable("store.url") if env.setting_from_env("store.url") else "store.url"
     parts = urlsplit(store.url if "://" in store.url else f"http://{store.url}")
     if not parts.hostname:
         raise ConfigError(origin, store.url, "not a URL; write it like http://localhost:6333")

@@ -10,13 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import re
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
 from tessera.cli.preflight import did_you_mean
+from tessera.core import env
 from tessera.core.types import name_problem
 
 EXAMPLES: dict[str, str] = {
@@ -150,8 +150,8 @@ def configure_logging(verbosity: int) -> None:
     """-q: errors only; default: warnings; -v: info, Prefect's task-state lines included."""
     level = {-1: logging.ERROR, 0: logging.WARNING}.get(verbosity, logging.INFO)
     # Prefect reads its level at import, which comes later, so the environment says it.
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", logging.getLevelName(max(level, logging.INFO)
-                                                                       if verbosity > 0 else level))
+    env.default_prefect_logging_level(logging.getLevelName(max(level, logging.INFO)
+                                                           if verbosity > 0 else level))
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
 
 

@@ -2,28 +2,20 @@
 caller decides what running a step means: a plain call here (`PlainSteps`, for the CLI and any
 script), or a Prefect task with retries and artifacts (`flows.steps.PrefectSteps`, for flows).
 
-One retry policy for every I/O step: up to three retries after 2, 5 and 15 s, and only for a
-`TransientError` (a server restarting, a timeout, a lock held by another run). Anything else
-fails the same way on a retry, only later, so it is raised at once.
+Every I/O step retries on the one policy (`tessera.core.retry`): up to three retries after 2, 5
+and 15 s, and only for a `TransientError`.
 """
 
 from __future__ import annotations
 
-import logging
-import time
 from collections.abc import Callable
+from dataclasses import replace
+from functools import partial
 from typing import Any, Protocol, TypeVar
 
-from tessera.core.errors import TransientError
+from tessera.core.retry import DEFAULT_POLICY, RetryPolicy, call
 
 T = TypeVar("T")
-RETRY_DELAYS: tuple[float, ...] = (2.0, 5.0, 15.0)
-logger = logging.getLogger(__name__)
-
-
-def is_transient(exc: BaseException) -> bool:
-    """True for the failures a retry can fix."""
-    return isinstance(exc, TransientError)
 
 
 class Steps(Protocol):
@@ -46,24 +38,17 @@ class Steps(Protocol):
 class PlainSteps:
     """Steps as plain calls in this process: no orchestrator, same retry policy."""
 
-    def __init__(self, delays: tuple[float, ...] = RETRY_DELAYS,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-        self.delays = delays
-        self.sleep = sleep
+    def __init__(self, policy: RetryPolicy = DEFAULT_POLICY,
+                 sleep: Callable[[float], None] | None = None) -> None:
+        self.policy = policy if sleep is None else replace(policy, sleep=sleep)
         self.reports: dict[str, str] = {}
 
     def run(self, name: str, fn: Callable[..., T], *args: Any, io: bool = False,
             **kwargs: Any) -> T:
-        """Call `fn`; retry an I/O step after each delay while it fails transiently."""
-        for delay in (*self.delays, None) if io else (None,):
-            try:
-                return fn(*args, **kwargs)
-            except TransientError as exc:
-                if delay is None:
-                    raise
-                logger.warning("%s failed (%s); retrying in %.0f s", name, exc, delay)
-                self.sleep(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
+        """Call `fn`; an I/O step is retried per the policy."""
+        if not io:
+            return fn(*args, **kwargs)
+        return call(partial(fn, *args, **kwargs), self.policy, name)
 
     def report(self, key: str, markdown: str, description: str) -> None:
         """Keep the latest report per key (the CLI has no artifact store to send it to)."""

@@ -32,6 +32,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tessera.core.env import child_env
 from tessera.core.errors import MartsError, TransientError
 from tessera.core.events import SCHEMAS, write_empty_tables
 from tessera.core.fs import atomic_write_with, locked
@@ -266,7 +267,7 @@ def _invoke_dbt(args: list[str], env: dict[str, str], home: Path, timeout: float
     run_results.unlink(missing_ok=True)  # a stale file would pass an earlier build off as this one
     command = [sys.executable, "-m", "dbt.cli.main", *args]
     try:
-        child = subprocess.Popen(command, env={**os.environ, **env}, cwd=home,
+        child = subprocess.Popen(command, env=child_env(env), cwd=home,
                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT, text=True, errors="replace",
                                  start_new_session=True)
