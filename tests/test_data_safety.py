@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -264,7 +264,11 @@ def test_a_killed_cli_run_leaves_no_process_behind_and_a_trace_in_the_events(
         time.sleep(0.2)
     os.kill(child.pid, signal.SIGKILL)
     child.wait(timeout=30)
-    time.sleep(1.0)
+    deadline = time.monotonic() + 1.0  # what the rest of its group gets to follow it out
+    with suppress(ProcessLookupError):
+        while time.monotonic() < deadline:
+            os.killpg(child.pid, 0)  # raises once no process of the group is left
+            time.sleep(0.05)
     with pytest.raises(ProcessLookupError):  # nothing of its process group is left running
         os.killpg(child.pid, 0)
     starts = [r for r in read_events(events, "ingest_batches") if r["stage"] == "start"]

@@ -383,30 +383,32 @@ def test_a_re_run_rewrites_only_the_expiries_that_move(
     monkeypatch.setattr(EdgeStore, "set_payload", by_ids)
     monkeypatch.setattr(EdgeStore, "set_payload_where", by_filter)
     day = 86400  # the step of a 100-day TTL
-    if (time.time() + 100 * day) % day > day - 60:  # keep every run inside one step
-        time.sleep(61)
+    start = 1_750_000_000 // day * day + day // 2  # the runs' clock, mid-step: one step for all
+
+    def clock() -> float:
+        return float(start)
+
     src = tmp_path / "src"
     _small_corpus(src, 6)
     settings = load_settings(make_config(sources=[
         {"name": "src", "path": str(src), "delete_missing": delete_missing}]))
-    start = int(time.time())
-    assert run_ingest(settings, ttl="100d")["indexed"] == 6
+    assert run_ingest(settings, ttl="100d", clock=clock)["indexed"] == 6
     (first,) = _expiries(settings)
     assert first % day == 0 and start + 100 * day <= first < start + 101 * day
     points = _points(settings)
 
     touched.clear()
     for verify in (False, True):  # skipped unread, then read and found unchanged
-        out = run_ingest(settings, ttl="100d", verify=verify)
+        out = run_ingest(settings, ttl="100d", verify=verify, clock=clock)
         assert (out["unchanged"], out["chunks_embedded"]) == (6, 0)
     assert sum(touched) == 0 and _expiries(settings) == {first}
 
-    run_ingest(settings, ttl="1h")  # a shorter TTL applies to what is seen again
+    run_ingest(settings, ttl="1h", clock=clock)  # a shorter TTL applies to what is seen again
     assert sum(touched) == points
     (lowered,) = _expiries(settings)
-    assert expiry(start, 3600) <= lowered <= expiry(int(time.time()), 3600)
+    assert expiry(start, 3600) <= lowered <= expiry(int(clock()), 3600)
     touched.clear()
-    run_ingest(settings, ttl="100d", verify=True)
+    run_ingest(settings, ttl="100d", verify=True, clock=clock)
     assert sum(touched) == points and _expiries(settings) == {first}
     _state_agrees(settings)
 

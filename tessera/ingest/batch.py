@@ -2,7 +2,8 @@
 
 check documents -> split off the unchanged (refresh their expiry) -> chunk (check chunks) -> embed
 (check vectors) -> build points (check payloads) -> write, then delete stale chunks -> settle the
-quarantine (what becomes of an invalid document's indexed version) -> outcomes.
+quarantine (what becomes of an invalid document's indexed version) -> the batch's result (each
+document's outcome, and the work done), which the source pass adds to the run.
 
 Write, then delete: a changed document's new chunks are upserted before its stale ones go, so a
 crash in between leaves old + new, never nothing.
@@ -23,8 +24,9 @@ from tessera.core.settings import ChunkingConfig
 from tessera.core.sparse import SparseVec
 from tessera.core.types import Chunk, Document, Loaded, PointRecord, Quarantined
 from tessera.ingest import captions
-from tessera.ingest.context import Batch, Target
-from tessera.ingest.points import Existing, build_points, stale_ids
+from tessera.ingest.context import Batch, BatchResult, Outcome
+from tessera.ingest.points import build_points, stale_ids
+from tessera.ingest.unchanged import document_unchanged, refresh_expiry
 from tessera.store import VectorStore
 
 if TYPE_CHECKING:
@@ -36,11 +38,13 @@ if TYPE_CHECKING:
 PROGRESS_CHUNKS = 64
 
 
-def process_batch(run: IngestRun, store: VectorStore, target: Target, loaded: list[Loaded],
-                  existing: dict[str, Existing], remaining: float = 1.0) -> None:
-    """Check, diff, embed and write one batch of loaded records."""
-    batch = Batch(target, existing, remaining, records=len(loaded))
-    run.counts.seen += len(loaded)
+def process_batch(run: IngestRun, store: VectorStore, batch: Batch,
+                  loaded: list[Loaded]) -> BatchResult:
+    """Check, diff, embed and write one batch of loaded records; returns what became of them
+    (the source pass adds it to the run). The caller makes `batch`, so that a batch that raises
+    still shows what it got done."""
+    target = batch.target
+    batch.records = len(loaded)
     batch.quarantined += [x for x in loaded if isinstance(x, Quarantined)]
     wrote = False
     try:
@@ -59,6 +63,7 @@ def process_batch(run: IngestRun, store: VectorStore, target: Target, loaded: li
     finally:
         settle_quarantine(run, store, batch, apply=wrote)
         run.contracts.publish(batch.name, run.batch_index)  # every suite run, as one report
+    return batch.result()
 
 
 def _check(run: IngestRun, batch: Batch, check: Any, docs: list[Document],
@@ -76,19 +81,15 @@ def split_unchanged(run: IngestRun, store: VectorStore, batch: Batch,
     changed, unchanged_ids = [], []
     for doc in docs:
         old = batch.existing.get(doc.doc_id)
-        if old is not None and old.is_current(doc.content_hash, t.spec.id, t.chunking,
-                                              t.sparse_signature):
+        if old is not None and document_unchanged(old, doc.content_hash, t.spec.id, t.chunking,
+                                                  t.sparse_signature):
             if not old.already_expires_at(t.expires_at):
                 unchanged_ids.extend(old.ids)
-            run.counts.unchanged += 1
-            run.outcome(t, doc.doc_id, "unchanged", modality=doc.modality,
-                        content_hash=doc.content_hash, chunk_count=len(old.ids),
-                        bytes=doc.size_bytes)
+            batch.outcomes.append(Outcome(doc.doc_id, "unchanged", doc.content_hash,
+                                          len(old.ids), doc.modality, doc.size_bytes))
         else:
             changed.append(doc)
-    if unchanged_ids:
-        run.timed(batch.name, "refresh", len(unchanged_ids), "refresh-expiry", store.set_payload,
-                  t.collection, unchanged_ids, {"expires_at": t.expires_at}, io=True)
+    refresh_expiry(run, store, t, unchanged_ids)
     return changed
 
 
@@ -121,7 +122,7 @@ def embed(run: IngestRun, batch: Batch, docs: list[Document],
 
     text_vecs, image_vecs = run.timed(batch.name, "embed", pending, "embed", _embed, backend,
                                       [c.text for c in text_chunks], images, ids, tick)
-    run.counts.chunks_embedded += pending
+    batch.chunks_embedded += pending
     vectors: dict[str, np.ndarray] = {}
     at_text = at_image = 0
     for doc in docs:
@@ -199,11 +200,8 @@ def make_points(run: IngestRun, batch: Batch, docs: list[Document],
               for d in docs if d.doc_id in vectors}
     ready = [d for d in docs if d.doc_id in points]
     kept = _check(run, batch, run.contracts.check_payloads, ready, points, t.spec, t.source)
-    for doc in kept:
-        run.outcome(t, doc.doc_id, "indexed", modality=doc.modality,
-                    content_hash=doc.content_hash, chunk_count=len(points[doc.doc_id]),
-                    bytes=doc.size_bytes)
-    run.counts.indexed += len(kept)
+    batch.outcomes += [Outcome(d.doc_id, "indexed", d.content_hash, len(points[d.doc_id]),
+                               d.modality, d.size_bytes) for d in kept]
     return {d.doc_id: points[d.doc_id] for d in kept}
 
 
@@ -238,8 +236,8 @@ def write(run: IngestRun, store: VectorStore, batch: Batch,
         part = flat[start:start + size]
         run.timed(batch.name, "upsert", len(part), "upsert", store.upsert, t.collection, part,
                   io=True)
-        run.counts.points_upserted += len(part)
-        run.counts.sparse_written += sum(1 for p in part if p.sparse)
+        batch.points_upserted += len(part)
+        batch.sparse_written += sum(1 for p in part if p.sparse)
     if stale:
         run.timed(batch.name, "delete", len(stale), "delete-stale", store.delete, t.collection,
                   stale, io=True)
@@ -263,17 +261,15 @@ def settle_quarantine(run: IngestRun, store: VectorStore, batch: Batch, apply: b
                 if not old.already_expires_at(t.expires_at):
                     keep += old.ids
                 previous = "kept"
-        _record_quarantine(run, t, q, previous)
-    run.counts.quarantined += len(batch.quarantined)
+        _record_quarantine(run, batch, q, previous)
     if remove:
         run.timed(batch.name, "delete", len(remove), "delete-invalid", store.delete,
                   t.collection, remove, io=True)
-    if keep and apply:
-        run.timed(batch.name, "refresh", len(keep), "refresh-expiry", store.set_payload,
-                  t.collection, keep, {"expires_at": t.expires_at}, io=True)
+    if apply:
+        refresh_expiry(run, store, t, keep)
 
 
-def _record_quarantine(run: IngestRun, target: Target, q: Quarantined,
+def _record_quarantine(run: IngestRun, batch: Batch, q: Quarantined,
                        previous: str | None) -> None:
     reason = q.reason
     if previous == "removed":
@@ -283,4 +279,4 @@ def _record_quarantine(run: IngestRun, target: Target, q: Quarantined,
     run.events.add("quarantine", source=q.source, doc_id=q.doc_id, uri=q.uri, suite=q.suite,
                    expectation=q.expectation, observed=q.observed, reason=reason,
                    content_hash=q.content_hash, previous_version=previous, recorded_at=utcnow())
-    run.outcome(target, q.doc_id, "quarantined", content_hash=q.content_hash)
+    batch.outcomes.append(Outcome(q.doc_id, "quarantined", content_hash=q.content_hash))

@@ -1,12 +1,13 @@
 """What one ingest run carries, at the bottom of the ingest so the steps above can take it: the
 run context (`IngestRun`: events, counts, contracts, loaded models), each source resolved into a
-`Target`, and one `Batch` as it moves through the steps."""
+`Target`, one `Batch` as it moves through the steps, and the `BatchResult` it comes back as."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from data_contracts import ContractRunner
@@ -52,19 +53,70 @@ class Target:
         return sparse_signature(self.sparse)
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one document (a `documents_indexed` row), when it was decided."""
+
+    doc_id: str
+    outcome: str  # indexed | unchanged | quarantined | deleted
+    content_hash: str | None = None
+    chunk_count: int | None = None
+    modality: str | None = None
+    bytes: int | None = None
+    recorded_at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What one batch (or one page of skipped or removed documents) did: its documents'
+    outcomes and its work. The source pass adds it to the run's counts and events."""
+
+    outcomes: tuple[Outcome, ...] = ()
+    seen: int = 0  # records read (documents and quarantined); 0 for removals
+    chunks_embedded: int = 0
+    points_upserted: int = 0
+    sparse_written: int = 0
+
+    def count(self, outcome: str) -> int:
+        """Documents with this outcome."""
+        return sum(1 for o in self.outcomes if o.outcome == outcome)
+
+    @property
+    def indexed(self) -> int:
+        return self.count("indexed")
+
+    @property
+    def unchanged(self) -> int:
+        return self.count("unchanged")
+
+    @property
+    def quarantined(self) -> int:
+        return self.count("quarantined")
+
+
 @dataclass
 class Batch:
-    """The documents of one batch as they move through the steps."""
+    """The documents of one batch as they move through the steps, and what they did so far
+    (`result()`: what `process_batch` returns, or what a batch that raised got done)."""
 
     target: Target
     existing: dict[str, Existing]
     remaining: float  # batches of this size still to come in the source, this one included
     records: int = 0  # records loaded into this batch (documents and quarantined)
     quarantined: list[Quarantined] = field(default_factory=list)
+    outcomes: list[Outcome] = field(default_factory=list)
+    chunks_embedded: int = 0
+    points_upserted: int = 0
+    sparse_written: int = 0
 
     @property
     def name(self) -> str:
         return self.target.source.name
+
+    def result(self) -> BatchResult:
+        """The batch's outcomes and work, frozen."""
+        return BatchResult(tuple(self.outcomes), self.records, self.chunks_embedded,
+                           self.points_upserted, self.sparse_written)
 
 
 
@@ -95,7 +147,6 @@ class IngestRun:
         self._bm25: dict[str, Bm25Encoder] = {}
         self.verify = verify  # read and hash every file, trusting no recorded stat
         self.state_rebuilt: list[str] = []  # "source: why" for each diff state rebuilt
-        self._outcomes: list[tuple[str, str, str | None, int | None]] = []
 
     def bm25(self, identity: dict[str, Any]) -> Bm25Encoder:
         """The BM25 encoder for a collection's recorded sparse config."""
@@ -141,19 +192,6 @@ class IngestRun:
             return self.steps.run(name, fn, *args, io=io)
         finally:
             self.stage_done(source, stage, items, time.perf_counter() - start)
-
-    def outcome(self, target: Target, doc_id: str, outcome: str, **extra: Any) -> None:
-        """One `documents_indexed` row: what became of a document."""
-        self.events.add("documents_indexed", source=target.source.name,
-                        collection=target.collection, doc_id=doc_id, outcome=outcome,
-                        recorded_at=utcnow(), **extra)
-        self._outcomes.append((doc_id, outcome, extra.get("content_hash"),
-                               extra.get("chunk_count")))
-
-    def take_outcomes(self) -> list[tuple[str, str, str | None, int | None]]:
-        """(doc id, outcome, content hash, chunk count) recorded since the last call."""
-        out, self._outcomes = self._outcomes, []
-        return out
 
     def summary(self) -> dict[str, Any]:
         """The run's counts, as `tessera ingest --json` prints them."""

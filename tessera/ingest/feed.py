@@ -3,7 +3,8 @@
 Files are read one at a time and their records streamed, so a batch never holds more than its
 records, whatever the size of a file. A file whose (size, mtime_ns, inode) and model and chunking
 are what the diff state recorded when it was last fully indexed is not opened at all (the quick
-check, as rsync's): its documents come from the state. `verify` reads every file.
+check, as rsync's, decided in tessera/ingest/unchanged.py): its documents come from the state.
+`verify` reads every file.
 
 Each file is stat'ed before it is read: a file changed while it was being read has a newer stat
 than the one recorded, so the next run reads it again.
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from tessera.core.types import Loaded, Quarantined
 from tessera.ingest.state import DiffState, FileStat
+from tessera.ingest.unchanged import unchanged_files
 from tessera.sources.base import Source
 
 STAT_PAGE = 1024
@@ -78,8 +80,8 @@ class Feed:
         page = self.listing[self._next_file:self._next_file + STAT_PAGE]
         self._stats = {rel: _stat(self.root / rel) for rel in page}
         known = {rel: s for rel, s in self._stats.items() if s is not None}
-        self._unchanged = (set() if self.verify
-                           else self.state.files_unchanged(known, self.model_id, self.chunking))
+        self._unchanged = unchanged_files(self.state, known, self.model_id, self.chunking,
+                                          self.verify)
 
     def next_batch(self) -> FeedBatch | None:
         """The next batch, or None when the listing is done."""

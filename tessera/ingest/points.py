@@ -31,17 +31,6 @@ class Existing:
     ids_by_index: dict[int, str] = field(default_factory=dict)
     expiries: set[int] = field(default_factory=set)  # expires_at of its points, where known
 
-    def is_current(self, content_hash: str, model_id: str, chunking: str,
-                   sparse: str = "none") -> bool:
-        """True when every chunk is there, from this content, model, chunking and sparse config
-        (nothing to do). A sparse-config change counts like a model change."""
-        if (self.hashes != {content_hash} or self.models != {model_id}
-                or self.chunkings != {chunking} or self.sparses != {sparse}
-                or len(self.chunk_counts) != 1):
-            return False
-        (count,) = self.chunk_counts
-        return set(self.ids_by_index) == set(range(count))
-
     def already_expires_at(self, expires_at: int) -> bool:
         """True when every point of the document already expires at `expires_at` (a refresh
         would write nothing new); False when any differs or is not known."""

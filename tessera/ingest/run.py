@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 from models import get_spec
@@ -38,9 +39,10 @@ DOC_BATCH = 1024
 def run_ingest(settings: Settings, steps: Steps | None = None, sources: list[str] | None = None,
                ttl: str | None = None, path: str | None = None, flow: str = "ingest",
                progress: Progress | None = None, run_id: str | None = None,
-               verify: bool = False) -> dict[str, Any]:
+               verify: bool = False, clock: Callable[[], float] = time.time) -> dict[str, Any]:
     """Ingest these sources (all declared when None), or PATH; returns the run summary.
-    `verify` reads and hashes every file instead of trusting an unchanged stat."""
+    `verify` reads and hashes every file instead of trusting an unchanged stat. `clock` (epoch
+    seconds) dates each source's points and their expiry; a test passes a fixed one."""
     check_ttl(ttl)
     selection = select_sources(settings, sources, path)  # refuses a bad request before any work
     if not writable(settings.home):
@@ -58,7 +60,7 @@ def run_ingest(settings: Settings, steps: Steps | None = None, sources: list[str
     status, error = "completed", None
     try:
         for source, items in selection:
-            ingest_source(run, store, source, items)
+            ingest_source(run, store, source, items, clock)
     except Exception as exc:
         # A user's input error (a bad config value, a source folder that is gone) is kept apart
         # from a pipeline failure: the marts count them separately.
@@ -74,7 +76,7 @@ def run_ingest(settings: Settings, steps: Steps | None = None, sources: list[str
 
 
 def _target(run: IngestRun, store: VectorStore, source: SourceConfig,
-            items: list[str] | None) -> Target:
+            items: list[str] | None, clock: Callable[[], float]) -> Target:
     """Where a source's points go, with which model, until when; the collection made or checked."""
     settings = run.settings
     declared = settings.collection_for(source)
@@ -91,7 +93,7 @@ def _target(run: IngestRun, store: VectorStore, source: SourceConfig,
     placed = place(store, settings, declared, spec)
     spec, cfg = placed.spec, placed.chunking
     ttl = parse_ttl(run.ttl) if run.ttl is not None else source.ttl_seconds
-    now = int(time.time())
+    now = int(clock())
     return Target(source=source, items=items, collection=placed.collection, spec=spec,
                   chunking=chunk_signature(spec.max_length, cfg.max_tokens, cfg.overlap),
                   now=now, expires_at=expiry(now, ttl), chunk_config=cfg,
@@ -99,9 +101,9 @@ def _target(run: IngestRun, store: VectorStore, source: SourceConfig,
 
 
 def ingest_source(run: IngestRun, store: VectorStore, source: SourceConfig,
-                  items: list[str] | None) -> None:
+                  items: list[str] | None, clock: Callable[[], float] = time.time) -> None:
     """One source: every batch, then removal of the documents that disappeared from it."""
-    target = _target(run, store, source, items)
+    target = _target(run, store, source, items, clock)
     run.targets.append(target)
     listing = items if items is not None else run.timed(
         source.name, "discover", 0, "discover", lambda: make_source(source).discover(), io=True)

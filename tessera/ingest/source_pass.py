@@ -15,10 +15,10 @@ from data_contracts import warm_up
 from tessera.core.events import utcnow
 from tessera.core.types import Document, Loaded, Match
 from tessera.ingest.batch import process_batch
-from tessera.ingest.context import Target
+from tessera.ingest.context import Batch, BatchResult, Outcome, Target
 from tessera.ingest.feed import Feed, FeedBatch
-from tessera.ingest.points import stale_expiry
 from tessera.ingest.state import DiffState, build_key, state_path
+from tessera.ingest.unchanged import refresh_expiry
 from tessera.sources import make_source
 from tessera.store import VectorStore
 
@@ -135,23 +135,30 @@ def _backlog(fb: FeedBatch, sp: SourcePass) -> float:
 
 def _process(sp: SourcePass, loaded: list[Loaded], file_of: Mapping[str, str | None],
              remaining: float = 1.0) -> None:
-    """The batch through check, diff, embed, write; then its outcome into the diff state."""
+    """The batch through check, diff, embed, write; then its result into the run and the diff
+    state."""
     run, t = sp.run, sp.target
     docs = [x for x in loaded if isinstance(x, Document)]
     # Quarantined records too: their indexed version follows the source's on_invalid policy.
     existing = sp.state.lookup(x.doc_id for x in loaded)
     had = set(existing)
-    run.take_outcomes()
-    process_batch(run, sp.store, t, loaded, existing, remaining)
+    batch = Batch(t, existing, remaining)
+    try:
+        result = process_batch(run, sp.store, batch, loaded)
+    except BaseException:
+        _account(run, t, batch.result())  # a failed run's summary counts what the batch did
+        raise
+    _account(run, t, result)
     uri = {d.doc_id: d.uri for d in docs}
     indexed, seen, removed = [], [], []
-    for doc_id, outcome, content_hash, chunks in run.take_outcomes():
-        if outcome == "indexed":
-            indexed.append((doc_id, file_of.get(doc_id), uri.get(doc_id, ""), content_hash or "",
-                            int(chunks or 0)))
-        elif outcome == "unchanged":
+    for o in result.outcomes:
+        doc_id = o.doc_id
+        if o.outcome == "indexed":
+            indexed.append((doc_id, file_of.get(doc_id), uri.get(doc_id, ""),
+                            o.content_hash or "", int(o.chunk_count or 0)))
+        elif o.outcome == "unchanged":
             seen.append(doc_id)
-        elif outcome == "quarantined":
+        elif o.outcome == "quarantined":
             sp.bad_files.add(file_of.get(doc_id) or "")
             if doc_id in existing:  # its indexed version was kept (on_invalid = keep_last_good)
                 seen.append(doc_id)
@@ -160,7 +167,26 @@ def _process(sp: SourcePass, loaded: list[Loaded], file_of: Mapping[str, str | N
     sp.state.forget_files(f for f in sp.bad_files if f)
     sp.state.write_batch(run.run_id, t.spec.id, build_key(t.chunking, t.sparse_signature),
                          t.expires_at, indexed, seen, removed)
-    run.done += len(loaded)
+
+
+def _account(run: IngestRun, target: Target, result: BatchResult) -> None:
+    """Add a batch's (or a page's) result to the run: a `documents_indexed` row per document,
+    and the run's counts and progress (changed here only)."""
+    for o in result.outcomes:
+        run.events.add("documents_indexed", source=target.source.name,
+                       collection=target.collection, doc_id=o.doc_id, outcome=o.outcome,
+                       recorded_at=o.recorded_at, modality=o.modality,
+                       content_hash=o.content_hash, chunk_count=o.chunk_count, bytes=o.bytes)
+    c = run.counts
+    c.seen += result.seen
+    c.indexed += result.indexed
+    c.unchanged += result.unchanged
+    c.quarantined += result.quarantined
+    c.deleted += result.count("deleted")
+    c.chunks_embedded += result.chunks_embedded
+    c.points_upserted += result.points_upserted
+    c.sparse_written += result.sparse_written
+    run.done += result.seen
 
 
 def _skip_files(sp: SourcePass, files: list[str]) -> None:
@@ -174,11 +200,7 @@ def _refresh_source(sp: SourcePass) -> None:
     """Every point left of the source belongs to a document seen in this run: filtered updates
     set the expiry of those whose expiry is not already this run's (none, on a re-run inside the
     same expiry step; the range index finds them without a scan)."""
-    t = sp.target
-    for stale in stale_expiry(t.expires_at):
-        sp.run.timed(sp.name, "refresh", 0, "refresh-expiry", sp.store.set_payload_where,
-                     t.collection, Match(source=sp.name, ranges=(stale,)),
-                     {"expires_at": t.expires_at}, io=True)
+    refresh_expiry(sp.run, sp.store, sp.target, Match(source=sp.name))
 
 
 def _refresh_unchanged(sp: SourcePass, page: list[tuple[str, int, str, int | None]]) -> None:
@@ -186,15 +208,10 @@ def _refresh_unchanged(sp: SourcePass, page: list[tuple[str, int, str, int | Non
     if not sp.refresh_at_end:
         ids = [pid for doc_id, n, _, expires in page if expires != t.expires_at
                for pid in state.ids(doc_id, n).values()]
-        if ids:
-            run.timed(sp.name, "refresh", len(ids), "refresh-expiry", sp.store.set_payload,
-                      t.collection, ids, {"expires_at": t.expires_at}, io=True)
-    for doc_id, n, content_hash, _ in page:
-        run.outcome(t, doc_id, "unchanged", content_hash=content_hash, chunk_count=n)
-    run.take_outcomes()
-    run.counts.seen += len(page)
-    run.counts.unchanged += len(page)
-    run.done += len(page)
+        refresh_expiry(run, sp.store, t, ids)
+    same = tuple(Outcome(doc_id, "unchanged", content_hash, n)
+                 for doc_id, n, content_hash, _ in page)
+    _account(run, t, BatchResult(same, seen=len(page)))
     state.write_batch(run.run_id, t.spec.id, build_key(t.chunking, t.sparse_signature),
                       t.expires_at, [],
                       [d for d, _, _, _ in page], [])
@@ -209,11 +226,8 @@ def _remove_missing(sp: SourcePass) -> None:
         if ids:
             run.timed(sp.name, "delete", len(ids), "delete-missing", sp.store.delete,
                       t.collection, ids, io=True)
-        for doc_id, n in page:
-            if n > 0:
-                run.outcome(t, doc_id, "deleted", chunk_count=n)
-                run.counts.deleted += 1
-        run.take_outcomes()
+        gone = tuple(Outcome(doc_id, "deleted", chunk_count=n) for doc_id, n in page if n > 0)
+        _account(run, t, BatchResult(gone))
         state.remove([doc_id for doc_id, _ in page])
         run.events.flush()
 

@@ -252,16 +252,13 @@ class DiffState:
         db.execute("COMMIT")
 
     # ------------------------------------------------------------------ files
-    def files_unchanged(self, stats: dict[str, FileStat], model_id: str,
-                        chunking: str) -> set[str]:
-        """The files whose recorded stat (and model, chunking) match these."""
-        out = set()
-        for file, size, mtime, inode, model, chunk in self.db.execute(
-                "SELECT file, size, mtime_ns, inode, model_id, chunking FROM files WHERE file IN "
-                "(SELECT value FROM json_each(?))", (_json(list(stats)),)):
-            if FileStat(size, mtime, inode) == stats[file] and (model, chunk) == (model_id, chunking):
-                out.add(file)
-        return out
+    def recorded_files(self, files: list[str]) -> dict[str, tuple[FileStat, str, str]]:
+        """(stat, model id, file key) recorded for each of these files that was fully indexed
+        (tessera.ingest.unchanged compares them)."""
+        return {file: (FileStat(size, mtime, inode), model, key)
+                for file, size, mtime, inode, model, key in self.db.execute(
+                    "SELECT file, size, mtime_ns, inode, model_id, chunking FROM files WHERE file "
+                    "IN (SELECT value FROM json_each(?))", (_json(files),))}
 
     def docs_of_files(self, files: list[str], size: int
                       ) -> Iterator[list[tuple[str, int, str, int | None]]]:
