@@ -122,3 +122,57 @@ def test_the_product_lives_in_tessera_and_flows_is_prefect_only() -> None:
             assert "prefect" in path.read_text(encoding="utf-8"), path
     for package in ("core", "store", "sources", "ingest", "jobs", "service", "cli"):
         assert (REPO / "tessera" / package / "__init__.py").is_file(), package
+
+
+def test_gpu_time_is_priced_in_one_dbt_macro() -> None:
+    """The GPU cost arithmetic is written once (dbt/macros/gpu_cost.sql): no mart reads the
+    gpu_prices seed itself, and both cost marts bill through the macro."""
+    models = {p.stem: p.read_text(encoding="utf-8") for p in (REPO / "dbt" / "models").rglob("*.sql")}
+    assert [name for name, sql in models.items() if "gpu_prices" in sql] == []
+    billed = {name for name, sql in models.items() if "gpu_cost(" in sql}
+    assert billed == {"fct_caption_cost", "fct_embedding_cost"}
+
+
+# The process environment is read (and its defaults written) in these two modules only.
+_ENV_READERS = {Path("tessera/core/env.py"), Path("tessera/core/settings.py")}
+
+
+def _environment_uses(path: Path) -> list[str]:
+    """Each `os.environ` / `os.getenv` (or `from os import environ, getenv`) in one file."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if (isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv")
+                and isinstance(node.value, ast.Name) and node.value.id == "os"):
+            found.append(f"{path.relative_to(REPO)}:{node.lineno} os.{node.attr}")
+        elif isinstance(node, ast.ImportFrom) and node.module == "os":
+            found += [f"{path.relative_to(REPO)}:{node.lineno} from os import {a.name}"
+                      for a in node.names if a.name in ("environ", "getenv")]
+    return found
+
+
+def test_only_settings_and_env_read_the_process_environment() -> None:
+    """Everything else asks `tessera.core.env` (named reads) or gets the settings passed in."""
+    uses = [use for root in ROOTS for path in sorted((REPO / root).rglob("*.py"))
+            if path.relative_to(REPO) not in _ENV_READERS for use in _environment_uses(path)]
+    assert uses == []
+
+
+MAX_FUNCTION_LINES = 50  # the house rule: a function fits on a screen
+
+
+def _long_functions(path: Path) -> list[str]:
+    """Each function or method in one file longer than MAX_FUNCTION_LINES, with its length."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            lines = (node.end_lineno or node.lineno) - node.lineno + 1
+            if lines > MAX_FUNCTION_LINES:
+                found.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({lines} lines)")
+    return found
+
+
+def test_no_function_is_over_50_lines() -> None:
+    """Split a longer one into named pieces (one per subcommand group, route group, tool...)."""
+    long = [f for root in ROOTS for path in sorted((REPO / root).rglob("*.py"))
+            for f in _long_functions(path)]
+    assert long == []

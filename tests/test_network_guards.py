@@ -7,11 +7,9 @@ import asyncio
 import base64
 import shutil
 import socket
-import threading
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from pydantic import SecretStr
 
@@ -20,8 +18,9 @@ from tessera.service.app import create_app
 from tessera.service.schemas import SearchRequest
 from tessera.service.search import SearchQuery, run_search
 from tessera.service.service import SearchService
-from tessera.service.web import ReportServer, thumbnail_of
+from tessera.service.web import thumbnail_of
 from tests.conftest import EXAMPLES, write_config
+from tests.test_api import Served
 
 KEY = "tk-guard-3c0ffee4b1d5"
 
@@ -58,7 +57,7 @@ def _with(settings: Settings, **api: Any) -> Settings:
 
 def test_report_serves_a_network_host_only_with_keys_and_then_requires_them(
         indexed: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch, minilm: Any) -> None:
+        monkeypatch: pytest.MonkeyPatch) -> None:
     from tessera.cli.main import main
 
     config = tmp_path / "c.toml"
@@ -82,25 +81,23 @@ def test_report_serves_a_network_host_only_with_keys_and_then_requires_them(
     assert not (tmp_path / "home").exists()  # refused before anything was opened
     assert "loopback" not in keyed and "--port" in keyed and KEY not in keyed
 
-    server = ReportServer(_with(indexed, keys=SecretStr(KEY)))
-    server.backend = minilm
-    httpd = server.make_server("127.0.0.1", 0)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
+    server = Served(create_app(_with(indexed, keys=SecretStr(KEY))))  # what --serve runs
     basic = "Basic " + base64.b64encode(f"me:{KEY}".encode()).decode()
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{httpd.server_address[1]}",
-                          timeout=60) as client:
+        with server.client(key=None) as client:
             missing = client.get("/", params={"q": "tides"})
             wrong = client.get("/", params={"q": "tides"}, headers={"Authorization": "Bearer no"})
             bearer = client.get("/", params={"q": "tides"},
                                 headers={"Authorization": f"Bearer {KEY}"})
             browser = client.get("/", params={"q": "tides"}, headers={"Authorization": basic})
+            # The page's sign-in opens the page only: the API still takes Bearer keys alone.
+            api = client.post("/v1/search", json={"query": "tides"},
+                              headers={"Authorization": basic})
     finally:
-        httpd.shutdown()
-        httpd.server_close()
-    assert missing.status_code == wrong.status_code == 401
+        server.stop()
+    assert missing.status_code == wrong.status_code == api.status_code == 401
     assert missing.headers["www-authenticate"].startswith("Basic")
+    assert api.headers["www-authenticate"] == "Bearer"
     assert "tides.txt" not in missing.text and KEY not in missing.text
     assert bearer.status_code == browser.status_code == 200
     assert 'data-doc-id="docs/tides.txt"' in bearer.text

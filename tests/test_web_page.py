@@ -6,9 +6,12 @@ Skips only when no Chromium binary is installed (`make test` installs Debian's w
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
-import threading
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,9 +21,11 @@ import pytest
 
 from tessera.core.events import EventLog
 from tessera.core.settings import Settings, load_settings
+from tessera.service.app import create_app
 from tessera.service.report_data import daily_ingest, freshness, missed_runs, percentiles
-from tessera.service.web import ReportServer, highlight, write_report
+from tessera.service.web import highlight, write_report
 from tests.conftest import EXAMPLES, write_config
+from tests.test_api import Served
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p),
                 None)
@@ -57,17 +62,14 @@ def _quality_columns() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def served(indexed: Settings, minilm: Any) -> Iterator[str]:
-    app = ReportServer(indexed)
-    app.backend = minilm  # the session's loaded model: the same real backend, loaded once
-    server = app.make_server("127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+def served(indexed: Settings) -> Iterator[str]:
+    """The search service's app (what `tessera api` and `tessera report --serve` run), keyless
+    on loopback under uvicorn."""
+    server = Served(create_app(indexed, auth=False))
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield server.url
     finally:
-        server.shutdown()
-        server.server_close()
+        server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +144,44 @@ def test_the_static_page_renders_its_charts(indexed: Settings, browser: Any, tmp
     assert "tessera report --serve" in page.inner_text("#search")
     _screenshot(page, tmp_path, "report-static.png")
     page.close()
+
+
+def test_a_refused_search_is_told_on_the_page(served: str) -> None:
+    """A field the search service refuses comes back as the page with the reason, not a 422."""
+    import httpx
+
+    page = httpx.get(served + "/index.html", params={"q": "tides", "mode": "fuzzy"}, timeout=60)
+    assert page.status_code == 200 and 'id="search-error"' in page.text
+    assert "mode" in page.text.split('id="search-error"')[1].split("</p>")[0]
+
+
+def test_report_serve_runs_the_search_service_app(indexed: Settings) -> None:
+    """`tessera report --serve` serves the page from the FastAPI app under uvicorn: the page
+    searches, the API's own routes answer on the same port, and Ctrl-C ends it with one JSON
+    object."""
+    import httpx
+
+    config = indexed.home.parent / "tessera.toml"
+    cmd = [sys.executable, "-m", "tessera.cli.main", "report", "--serve", "--port", "0",
+           "--json", "--config", str(config)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        # Printed once the port is bound, before the model loads.
+        banner = next((line for line in proc.stderr if line.startswith("serving the report")), "")
+        assert banner.startswith("serving the report on http://127.0.0.1:"), banner
+        url = banner.split()[4]
+        with httpx.Client(timeout=120) as client:
+            page = client.get(url, params={"q": "why do the tides rise and fall"})
+            health = client.get(url + "healthz")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert 'data-doc-id="examples/tides.txt"' in page.text
+    assert health.json() == {"status": "ok"}  # the search service's route, on the same port
+    assert proc.returncode == 0, err
+    assert json.loads(out) == {"served": url}
 
 
 # ------------------------------------------------------------------ the logic under the page

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 from tessera.cli import errors as cli_errors
 from tessera.cli import preflight
 from tessera.cli import support as cli_support
+from tessera.core import env
 from tessera.core.env import apply_offline_defaults
 from tessera.core.errors import PipelineError, UsageError
 
@@ -43,12 +43,12 @@ def _settings(args: argparse.Namespace) -> Any:
 
 def orchestrated() -> bool:
     """True when a Prefect server is configured: jobs then run as flows on it."""
-    return bool(os.environ.get("PREFECT_API_URL"))
+    return env.prefect_api_url() is not None
 
 
 def _flow_runtime(home: Path) -> None:
     """Prefect's state under the home, for a command that runs flows."""
-    prefect_home = Path(os.environ.setdefault("PREFECT_HOME", str(home / "prefect")))
+    prefect_home = env.default_prefect_home(home / "prefect")
     prefect_home.mkdir(parents=True, exist_ok=True)
 
 
@@ -62,7 +62,7 @@ def _job(args: argparse.Namespace, plain: Callable[[Any], dict[str, Any]],
 
 
 def _interactive(args: argparse.Namespace) -> bool:
-    return not args.json and sys.stderr.isatty() and not os.environ.get("CI")
+    return not args.json and sys.stderr.isatty() and not env.in_ci()
 
 
 @command("ingest")
@@ -326,34 +326,44 @@ def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
 @command("report")
 def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
     """A web page of the index: search, freshness per schedule, quality, volume, latency."""
-    from tessera.service.web import ReportServer, write_report
-
     settings = _settings(args)
     if not args.serve:
+        from tessera.service.web import write_report
+
         out = Path(args.out) if args.out else settings.home / "report" / "index.html"
         return {"report": str(write_report(settings, out))}
-    from tessera.service.server import check_exposure
+    from tessera.service.server import check_exposure, listen, serve_report
 
     check_exposure(args.host, keyed=bool(settings.api.key_list()))  # before the store opens
     preflight.check_store(settings)
-    try:
-        server = ReportServer(settings).make_server(args.host, args.port)
-    except OSError as exc:
-        raise UsageError(f"--port {args.port}: cannot listen on {args.host}:{args.port} "
-                         f"({exc.strerror}); pick another port") from None
-    url = f"http://{args.host}:{server.server_address[1]}/"
+    sock = listen(args.host, args.port)
+    url = f"http://{args.host}:{sock.getsockname()[1]}/"
     print(f"serving the report on {url} (Ctrl-C stops)", file=sys.stderr, flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    serve_report(settings, sock)  # the search service's app, with the page at /
     return {"served": url}
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every command."""
+    parser = cli_support.Parser(prog="tessera", description=__doc__)
+    parser.add_argument("--version", action=cli_support.VersionAction,
+                        help="print the version, model, runtime and store kind, then exit")
+    add = _subcommands(parser, _common_options())
+    # In this order: it is the order `tessera --help` lists them in.
+    _add_ingest_and_search(add)
+    _add_collection_commands(add)
+    _add_job_commands(add)
+    _add_server_commands(add)
+    for name in ("refresh-models", "nightly", "serve", "demo"):
+        add(name)
+    return parser
+
+
+AddCommand = Callable[[str], argparse.ArgumentParser]
+
+
+def _common_options() -> cli_support.Parser:
+    """The options every command takes (a parent parser)."""
     common = cli_support.Parser(add_help=False)
     common.add_argument("--config", help="path to tessera.toml (default: $TESSERA_CONFIG or ./tessera.toml)")
     common.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -361,9 +371,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="more output: -v adds info logs and Prefect's task-state lines")
     common.add_argument("-q", "--quiet", action="store_true",
                         help="errors only: no progress bar, no summary")
-    parser = cli_support.Parser(prog="tessera", description=__doc__)
-    parser.add_argument("--version", action=cli_support.VersionAction,
-                        help="print the version, model, runtime and store kind, then exit")
+    return common
+
+
+def _subcommands(parser: argparse.ArgumentParser, common: cli_support.Parser) -> AddCommand:
+    """The parser's sub-commands, as a function that adds one: its handler's docstring as help,
+    its example as epilog, the common options."""
     sub = parser.add_subparsers(dest="command", required=True, parser_class=cli_support.Parser)
 
     def add(name: str) -> argparse.ArgumentParser:
@@ -371,7 +384,11 @@ def build_parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, parents=[common], help=doc, description=doc,
                               epilog="example:\n  " + cli_support.EXAMPLES.get(name, f"tessera {name}"),
                               formatter_class=argparse.RawDescriptionHelpFormatter)
+    return add
 
+
+def _add_ingest_and_search(add: AddCommand) -> None:
+    """ingest, search, caption, status."""
     p = add("ingest")
     p.add_argument("path", nargs="?", help="ingest this file or folder instead of the declared sources")
     p.add_argument("--source", action="append", help="only this declared source (repeatable)")
@@ -395,6 +412,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--captioner", help="a model of kind captioner (default: "
                    "blip-image-captioning-base)")
     add("status").add_argument("--last", type=int, default=5, help="how many recent runs to show")
+
+
+def _add_collection_commands(add: AddCommand) -> None:
+    """alias, backfill-sparse, optimize, migrate."""
     p = add("alias")
     p.add_argument("alias", type=cli_support.name_arg(declared=True),
                    help="the name readers use, e.g. the configured collection name")
@@ -416,6 +437,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="say what would be built; build nothing")
     p.add_argument("--rollback", action="store_true",
                    help="point the alias back at the collection the last migration replaced")
+
+
+def _add_job_commands(add: AddCommand) -> None:
+    """marts, quarantine, prune, quality."""
     add("marts").add_argument("--docs", action="store_true", help="also write the offline dbt docs site")
     add("quarantine").add_argument("--run", help="only this run id")
     add("prune").add_argument("--dry-run", action="store_true",
@@ -423,6 +448,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("quality")
     p.add_argument("dataset", help="folder with corpus.jsonl, queries.jsonl, qrels/test.tsv")
     p.add_argument("--limit-queries", type=int, default=None, help="score only the first N queries")
+
+
+def _add_server_commands(add: AddCommand) -> None:
+    """api, mcp, report."""
     p = add("api")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback)")
     p.add_argument("--port", type=int, default=8000)
@@ -438,9 +467,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--serve", action="store_true", help="serve the page, with a working search box")
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8765, help="port to serve on (0: any free port)")
-    for name in ("refresh-models", "nightly", "serve", "demo"):
-        add(name)
-    return parser
 
 
 def _print_human(result: dict[str, Any]) -> None:

@@ -1,8 +1,9 @@
 """The search service's HTTP API: a FastAPI app that holds the store and the models open.
 
-`create_app(settings)` builds it; `tessera api` serves it with uvicorn, and infra/modal_app.py
-serves the same app on Modal. Searches run in worker threads (the event loop only parses,
-checks keys and answers); query embedding is batched across concurrent requests.
+`create_app(settings)` builds it; `tessera api` and `tessera report --serve` serve it with
+uvicorn, and infra/modal_app.py serves the same app on Modal. It also serves the report page at
+`/`. Searches run in worker threads (the event loop only parses, checks keys and answers); query
+embedding is batched across concurrent requests.
 """
 
 from __future__ import annotations
@@ -13,20 +14,21 @@ import logging
 import math
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections import deque
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 import anyio
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from tessera.core.errors import ConfigError, PipelineError, StoreLockedError
 from tessera.core.settings import Settings
 from tessera.core.types import STORED_NAME_PATTERN
-from tessera.service.guard import ANONYMOUS, UNAUTHORIZED, BodyLimit, KeyCheck, KeyGuard
+from tessera.service.guard import ANONYMOUS, BodyLimit, KeyCheck, KeyGuard, as_bearer, challenge
 from tessera.service.metrics import Metrics
 from tessera.service.request_log import RequestLog
 from tessera.service.schemas import (
@@ -38,6 +40,7 @@ from tessera.service.schemas import (
     SearchResponse,
 )
 from tessera.service.service import InvalidRequest, NotFound, SearchService
+from tessera.service.web import LATENCY_SAMPLES, live_page
 
 logger = logging.getLogger(__name__)
 
@@ -71,12 +74,24 @@ async def _authorized(request: Request,
                       credentials: Annotated[HTTPAuthorizationCredentials | None,
                                              Depends(_bearer)]) -> int:
     """The caller's key (its index), after the key check and the rate limit."""
-    guard: KeyGuard = request.app.state.guard
+    given = f"Bearer {credentials.credentials}" if credentials else None
+    return _admit(request.app.state.guard, given, page=False)
+
+
+async def _page_authorized(request: Request) -> int:
+    """The same for the page, which a browser signs in to with HTTP Basic."""
+    given = as_bearer(request.headers.get("authorization"))
+    return _admit(request.app.state.guard, given, page=True)
+
+
+def _admit(guard: KeyGuard, authorization: str | None, page: bool) -> int:
+    """The key in `authorization` (ANONYMOUS with auth off) once it passed its rate limit."""
     key = ANONYMOUS
     if guard.enabled:
-        found = guard.identify(f"Bearer {credentials.credentials}" if credentials else None)
+        found = guard.identify(authorization)
         if found is None:
-            raise ApiError(401, "unauthorized", UNAUTHORIZED, {"WWW-Authenticate": "Bearer"})
+            detail, asks = challenge(page)
+            raise ApiError(401, "unauthorized", detail, {"WWW-Authenticate": asks})
         key = found
     wait = guard.take(key)
     if wait > 0:
@@ -166,7 +181,16 @@ def _handlers(app: FastAPI) -> None:
 
 
 def _routes(app: FastAPI) -> None:
+    """Every route: search and captions, the index, the probes, and the page."""
     guarded = [Depends(_authorized)]
+    _search_routes(app, guarded)
+    _index_routes(app, guarded)
+    _ops_routes(app)
+    _page_routes(app)
+
+
+def _search_routes(app: FastAPI, guarded: list[Any]) -> None:
+    """POST /v1/search and POST /v1/caption."""
 
     @app.post("/v1/search", response_model=SearchResponse, dependencies=guarded,
               responses=_ERRORS, tags=["search"])
@@ -184,6 +208,23 @@ def _routes(app: FastAPI) -> None:
         timing = ", ".join(f"{k.removesuffix('_ms')};dur={v:.2f}" for k, v in timings.items())
         return JSONResponse(answer, headers={"Server-Timing": timing})
 
+    @app.post("/v1/caption", dependencies=guarded, responses=_ERRORS, tags=["captions"])
+    async def caption(body: CaptionRequest, request: Request) -> dict[str, Any]:
+        """Caption base64 images with a captioner model (loaded on the first request, then
+        kept), through the home's caption cache: the answer of `tessera caption --json`."""
+        import base64
+
+        from tessera.service.caption import NamedImage
+
+        images = [NamedImage(img.name or f"image{i}", base64.b64decode(img.data))
+                  for i, img in enumerate(body.images)]
+        service = await anyio.to_thread.run_sync(_captioner, request.app, body.captioner)
+        return await anyio.to_thread.run_sync(service.caption, images)
+
+
+def _index_routes(app: FastAPI, guarded: list[Any]) -> None:
+    """GET /v1/collections and GET /v1/documents/{doc_id}."""
+
     @app.get("/v1/collections", response_model=CollectionsResponse, dependencies=guarded,
              responses=_ERRORS, tags=["index"])
     async def collections(request: Request) -> dict[str, Any]:
@@ -200,18 +241,9 @@ def _routes(app: FastAPI) -> None:
         service: SearchService = request.app.state.service
         return await anyio.to_thread.run_sync(service.document, doc_id, collection)
 
-    @app.post("/v1/caption", dependencies=guarded, responses=_ERRORS, tags=["captions"])
-    async def caption(body: CaptionRequest, request: Request) -> dict[str, Any]:
-        """Caption base64 images with a captioner model (loaded on the first request, then
-        kept), through the home's caption cache: the answer of `tessera caption --json`."""
-        import base64
 
-        from tessera.service.caption import NamedImage
-
-        images = [NamedImage(img.name or f"image{i}", base64.b64decode(img.data))
-                  for i, img in enumerate(body.images)]
-        service = await anyio.to_thread.run_sync(_captioner, request.app, body.captioner)
-        return await anyio.to_thread.run_sync(service.caption, images)
+def _ops_routes(app: FastAPI) -> None:
+    """The probes and the metrics, open to anyone (no key, nothing about the data)."""
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:
@@ -231,6 +263,22 @@ def _routes(app: FastAPI) -> None:
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
+def _page_routes(app: FastAPI) -> None:
+    """The report page at / (and /index.html): the status view with a live search box. It is
+    HTML for people, so it stays out of the API's schema."""
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False,
+             dependencies=[Depends(_page_authorized)])
+    @app.get("/index.html", response_class=HTMLResponse, include_in_schema=False,
+             dependencies=[Depends(_page_authorized)])
+    async def page(request: Request) -> HTMLResponse:
+        """The page for this query string (`q`, `mode`, `modality`)."""
+        state = request.app.state
+        body = await anyio.to_thread.run_sync(live_page, state.service,
+                                              dict(request.query_params), state.page_latencies)
+        return HTMLResponse(body)
+
+
 def _captioner(app: FastAPI, name: str | None) -> Any:
     """The caption service for this captioner, made once per app (a model load is seconds)."""
     from tessera.service.caption import DEFAULT_CAPTIONER, CaptionService
@@ -244,7 +292,8 @@ def _captioner(app: FastAPI, name: str | None) -> Any:
 
 def create_app(settings: Settings, *, auth: bool = True,
                service: SearchService | None = None) -> FastAPI:
-    """The API over `settings`' store. With `auth`, at least one key must be configured."""
+    """The API over `settings`' store, and the report page at `/`. With `auth`, at least one
+    key must be configured."""
     keys = settings.api.key_list()
     if auth and not keys:
         raise ConfigError("api.keys", None, "the search API needs at least one key: set "
@@ -252,6 +301,26 @@ def create_app(settings: Settings, *, auth: bool = True,
                           "Secret block); on loopback only, `tessera api --no-auth` runs without")
     metrics = Metrics()
     log = RequestLog(settings.events_dir, settings.api.log_queries)
+    app = FastAPI(title="Tessera search", version="1",
+                  lifespan=_lifespan(settings, service, metrics, log),
+                  description="Search the Tessera index: text or image queries, filters, "
+                              "documents by id. Send `Authorization: Bearer KEY`.")
+    app.state.metrics = metrics
+    app.state.settings = settings
+    app.state.captioners, app.state.captioners_lock = {}, threading.Lock()
+    app.state.guard = KeyGuard(keys if auth else [], settings.api.rate_limit, settings.api.burst)
+    app.state.log = log
+    app.state.page_latencies = deque(maxlen=LATENCY_SAMPLES)
+    _handlers(app)
+    _routes(app)
+    _middleware(app, settings, metrics, log)
+    return app
+
+
+def _lifespan(settings: Settings, service: SearchService | None, metrics: Metrics,
+              log: RequestLog) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
+    """Open the service (unless one was passed in) and warm it before the first request; flush
+    request events now and then; close what was opened here at the end."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -278,16 +347,11 @@ def create_app(settings: Settings, *, auth: bool = True,
             if service is None:
                 await anyio.to_thread.run_sync(svc.close)
 
-    app = FastAPI(title="Tessera search", version="1", lifespan=lifespan,
-                  description="Search the Tessera index: text or image queries, filters, "
-                              "documents by id. Send `Authorization: Bearer KEY`.")
-    app.state.metrics = metrics
-    app.state.settings = settings
-    app.state.captioners, app.state.captioners_lock = {}, threading.Lock()
-    app.state.guard = KeyGuard(keys if auth else [], settings.api.rate_limit, settings.api.burst)
-    app.state.log = log
-    _handlers(app)
-    _routes(app)
+    return lifespan
+
+
+def _middleware(app: FastAPI, settings: Settings, metrics: Metrics, log: RequestLog) -> None:
+    """The ASGI layers around the routes."""
     # The last added runs first: observe, CORS, the key (from headers), then the body reader.
     app.add_middleware(BodyLimit, limit=settings.api.max_body_bytes,
                        on_reject=lambda: metrics.errors.labels("body_too_large").inc(),
@@ -303,4 +367,3 @@ def create_app(settings: Settings, *, auth: bool = True,
                            allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
     app.add_middleware(_Observe, metrics=metrics, log=log)
-    return app

@@ -9,6 +9,7 @@ server no memory.
 
 from __future__ import annotations
 
+import base64
 import hmac
 import json
 import threading
@@ -27,12 +28,35 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 ANONYMOUS = -1  # the bucket shared by requests when auth is off
 UNAUTHORIZED = ("missing or invalid API key; send `Authorization: Bearer KEY` with a key from "
                 "TESSERA_API__KEYS")
+# The report page: a browser signs in with HTTP Basic (any user name, the key as password).
+PAGE_PATHS = frozenset({"/", "/index.html"})
+PAGE_UNAUTHORIZED = ("missing or invalid API key: sign in with any user name and a key from "
+                     "TESSERA_API__KEYS as the password, or send `Authorization: Bearer KEY`")
+PAGE_CHALLENGE = 'Basic realm="Tessera report", charset="UTF-8"'
 # Routes anyone may call: probes, metrics and the API's docs (none of them reads a body).
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect",
                         "/redoc", "/openapi.json"})
 # Bodies held at once, across requests, in units of api.max_body_bytes: room for a few image
 # queries side by side, and a ceiling (64 MiB by default) on what concurrent uploads can pin.
 BODY_BUDGET_BODIES = 4
+
+
+def challenge(page: bool) -> tuple[str, str]:
+    """The message and the WWW-Authenticate header of a 401: the page's asks a browser for the
+    key (HTTP Basic), the API's names the Bearer scheme."""
+    return (PAGE_UNAUTHORIZED, PAGE_CHALLENGE) if page else (UNAUTHORIZED, "Bearer")
+
+
+def as_bearer(authorization: str | None) -> str | None:
+    """`Basic base64(user:KEY)`, what a browser sends, as `Bearer KEY`; anything else as is."""
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "basic":
+        return authorization
+    try:
+        decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
+    except ValueError:  # bad base64 (binascii.Error) or bad UTF-8 (UnicodeDecodeError)
+        return None
+    return "Bearer " + decoded.partition(":")[2]
 
 
 class KeyGuard:
@@ -78,7 +102,8 @@ class KeyCheck:
 
     It sits in front of the body reader, so a keyless upload is never read. Routes in
     OPEN_PATHS and CORS preflights pass; the route dependency still identifies the key and
-    spends its rate limit. The route is matched first, only so that metrics and request events
+    spends its rate limit. The page (PAGE_PATHS) also takes the key as HTTP Basic, and its 401
+    asks a browser for it. The route is matched first, only so that metrics and request events
     name its template as they do for every other answer.
     """
 
@@ -93,7 +118,8 @@ class KeyCheck:
             return
         headers = dict(scope.get("headers") or [])
         given = headers.get(b"authorization", b"").decode("latin-1")
-        if self.guard.identify(given) is not None:
+        page = _path(scope) in PAGE_PATHS
+        if self.guard.identify(as_bearer(given) if page else given) is not None:
             await self.app(scope, receive, send)
             return
         for route in self.router.routes:
@@ -103,7 +129,8 @@ class KeyCheck:
                 break
         if self.on_reject:
             self.on_reject()
-        await _answer(send, 401, UNAUTHORIZED, [(b"www-authenticate", b"Bearer")])
+        detail, asks = challenge(page)
+        await _answer(send, 401, detail, [(b"www-authenticate", asks.encode())])
 
 
 class BodyLimit:

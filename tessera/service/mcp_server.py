@@ -44,17 +44,38 @@ def describe_index(settings: Settings, service: SearchService) -> str:
             + (f" Sources: {sources}." if sources else ""))
 
 
+SEARCH_HELP = (
+    "Search the index with a text `query` (or a base64 `image` for CLIP collections). "
+    "Returns {results: [{doc_id, chunk_index, source, title, text, modality, uri, score}], "
+    "mode, grouped, collection, warning}: documents (best chunk each) best first, or chunks "
+    "with chunks=true. Optional: k (1-100), mode (dense|sparse|hybrid), collection (name or "
+    "alias), source, modality (text|image), equals {doc_id: ...}, ranges "
+    "{expires_at: {gte, lte}}, with_text, chunks. ")
+DOCUMENT_HELP = ("All chunks of one document, in order, by its doc_id (as search returned it, e.g. "
+                 "'docs/guides/setup.md'). ")
+
+
 def build_mcp(settings: Settings, service: SearchService, log: RequestLog | None = None) -> Any:
     """An MCPServer with the `search` and `get_document` tools over `service`."""
     from mcp.server.mcpserver import MCPServer
 
     index = describe_index(settings, service)
     server = MCPServer("tessera", instructions=f"Search the Tessera vector index. {index}")
+    server.add_tool(_search_tool(service, log), name="search", description=SEARCH_HELP + index)
+    server.add_tool(_document_tool(service), name="get_document",
+                    description=DOCUMENT_HELP + index)
+    return server
 
-    def _record(status: int, start: float, **info: Any) -> None:
-        if log is not None and log.add(interface="mcp", route="tool/search", status=status,
-                                       latency_ms=(time.perf_counter() - start) * 1000, **info):
-            log.flush()
+
+def _record(log: RequestLog | None, status: int, start: float, **info: Any) -> None:
+    """A tool call as a request event (interface `mcp`), flushed at once."""
+    if log is not None and log.add(interface="mcp", route="tool/search", status=status,
+                                   latency_ms=(time.perf_counter() - start) * 1000, **info):
+        log.flush()
+
+
+def _search_tool(service: SearchService, log: RequestLog | None) -> Any:
+    """The `search` tool: its parameters are the HTTP API's request fields, filters flattened."""
 
     async def search(query: str | None = None, image: str | None = None, k: int = 5,
                      mode: str | None = None, collection: str | None = None,
@@ -70,18 +91,24 @@ def build_mcp(settings: Settings, service: SearchService, log: RequestLog | None
                             "ranges": ranges or {}},
                 "with_text": with_text, "chunks": chunks})
         except ValidationError as exc:
-            _record(422, start, k=k, mode=mode, collection=collection, query=query)
+            _record(log, 422, start, k=k, mode=mode, collection=collection, query=query)
             raise _tool_error("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
                                        for e in exc.errors())) from None
         try:
             answer, timings = await anyio.to_thread.run_sync(service.search, req)
         except PipelineError as exc:
-            _record(500, start, k=k, mode=mode, collection=collection, query=query)
+            _record(log, 500, start, k=k, mode=mode, collection=collection, query=query)
             raise _tool_error(str(exc)) from None
-        _record(200, start, k=k, mode=answer["mode"], collection=answer["collection"],
+        _record(log, 200, start, k=k, mode=answer["mode"], collection=answer["collection"],
                 query=query, hits=len(answer["results"]), embed_ms=timings.get("embed_ms"),
                 engine_ms=timings.get("engine_ms"))
         return answer
+
+    return search
+
+
+def _document_tool(service: SearchService) -> Any:
+    """The `get_document` tool."""
 
     async def get_document(doc_id: str, collection: str | None = None) -> dict[str, Any]:
         try:
@@ -89,17 +116,7 @@ def build_mcp(settings: Settings, service: SearchService, log: RequestLog | None
         except PipelineError as exc:
             raise _tool_error(str(exc)) from None
 
-    server.add_tool(search, name="search", description=(
-        "Search the index with a text `query` (or a base64 `image` for CLIP collections). "
-        "Returns {results: [{doc_id, chunk_index, source, title, text, modality, uri, score}], "
-        "mode, grouped, collection, warning}: documents (best chunk each) best first, or chunks "
-        "with chunks=true. Optional: k (1-100), mode (dense|sparse|hybrid), collection (name or "
-        "alias), source, modality (text|image), equals {doc_id: ...}, ranges "
-        "{expires_at: {gte, lte}}, with_text, chunks. " + index))
-    server.add_tool(get_document, name="get_document", description=(
-        "All chunks of one document, in order, by its doc_id (as search returned it, e.g. "
-        "'docs/guides/setup.md'). " + index))
-    return server
+    return get_document
 
 
 def serve_mcp(settings: Settings, transport: str, host: str = "127.0.0.1",

@@ -15,11 +15,13 @@ from dataclasses import dataclass, replace
 from pathlib import PurePath
 from typing import Any
 
+import numpy as np
+
 from models import EmbeddingBackend, get_spec, make_backend
 from tessera.core.errors import ConfigError, UsageError, VectorStoreError
 from tessera.core.query import MODES, StoreQuery
 from tessera.core.settings import Settings
-from tessera.core.sparse import Bm25Encoder, config_from_identity, sparse_signature
+from tessera.core.sparse import Bm25Encoder, SparseVec, config_from_identity, sparse_signature
 from tessera.core.types import CollectionInfo, Match
 from tessera.store import VectorStore, open_store, resolve
 
@@ -123,17 +125,8 @@ def run_search(settings: Settings, q: SearchQuery, backend: EmbeddingBackend | N
         mode, warning = effective_mode(info, asked, q.image is not None)
         if warning:
             logger.warning("%s", warning)
-        dense = sparse = None
         started = time.perf_counter()
-        if mode in ("dense", "hybrid"):
-            # Queries are embedded by the model the collection was built with.
-            if backend is None or backend.spec.id != info.model_id:
-                backend = make_backend(settings, get_spec(settings, info.model_name))
-            dense = (backend.embed_images([q.image])[0] if q.image is not None
-                     else backend.embed_queries([q.text or ""])[0])
-        if mode in ("sparse", "hybrid"):
-            assert info.sparse is not None
-            sparse = encoder(info.sparse).query(q.text or "")
+        dense, sparse = _encode(settings, info, q, mode, backend)
         cfg = settings.search
         request = StoreQuery(limit=q.k, dense=dense, sparse=sparse,
                              match=replace(where or Match(), source=q.source,
@@ -152,6 +145,23 @@ def run_search(settings: Settings, q: SearchQuery, backend: EmbeddingBackend | N
                 "uri": public_uri(settings, h.payload), "score": round(h.score, 6)} for h in hits]
     return {"results": results, "mode": mode, "grouped": not q.chunks, "collection": name,
             "warning": warning}
+
+
+def _encode(settings: Settings, info: CollectionInfo, q: SearchQuery, mode: str,
+            backend: EmbeddingBackend | None) -> tuple[np.ndarray | None, SparseVec | None]:
+    """The query's dense vector and its sparse (BM25) one, each None where `mode` has no use
+    for it."""
+    dense = sparse = None
+    if mode in ("dense", "hybrid"):
+        # Queries are embedded by the model the collection was built with.
+        if backend is None or backend.spec.id != info.model_id:
+            backend = make_backend(settings, get_spec(settings, info.model_name))
+        dense = (backend.embed_images([q.image])[0] if q.image is not None
+                 else backend.embed_queries([q.text or ""])[0])
+    if mode in ("sparse", "hybrid"):
+        assert info.sparse is not None
+        sparse = encoder(info.sparse).query(q.text or "")
+    return dense, sparse
 
 
 def search(settings: Settings, query: str | None = None, image: bytes | None = None, k: int = 5,

@@ -1,4 +1,5 @@
-"""`tessera api`: checks that refuse a bad start before any work, then uvicorn."""
+"""`tessera api` and `tessera report --serve`: checks that refuse a bad start before any work,
+then the search service's app under uvicorn."""
 
 from __future__ import annotations
 
@@ -31,16 +32,25 @@ def check_exposure(host: str, keyed: bool) -> None:
                          "TESSERA_API__KEYS, or serve on 127.0.0.1")
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """A socket listening on host:port (port 0: any free one); a UsageError, with advice, for a
+    port this process cannot listen on."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen()
+    except OSError as exc:
+        sock.close()
+        raise UsageError(f"cannot listen on {host}:{port} ({exc.strerror}); pick another "
+                         "--port, or stop what holds it") from None
+    return sock
+
+
 def check_port(host: str, port: int) -> None:
     """Refuse, with advice, a port this process cannot listen on."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            raise UsageError(f"cannot listen on {host}:{port} ({exc.strerror}); pick another "
-                             "--port, or stop what holds it") from None
+    listen(host, port).close()
 
 
 def serve_api(settings: Settings, host: str, port: int, no_auth: bool = False) -> None:
@@ -57,3 +67,22 @@ def serve_api(settings: Settings, host: str, port: int, no_auth: bool = False) -
                        "search the index", host, port)
     uvicorn.run(app, host=host, port=port, log_level="info", access_log=False,
                 timeout_graceful_shutdown=10)
+
+
+def serve_report(settings: Settings, sock: socket.socket) -> None:
+    """Serve the search service's app, the report page at `/` with it, on a listening socket
+    until Ctrl-C. With API keys configured every request needs one; without, check_exposure has
+    allowed only a loopback address."""
+    import uvicorn
+
+    from tessera.service.app import create_app
+
+    try:
+        app = create_app(settings, auth=bool(settings.api.key_list()))
+        server = uvicorn.Server(uvicorn.Config(app, log_level="info", access_log=False,
+                                               timeout_graceful_shutdown=10))
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass  # uvicorn shut down gracefully on Ctrl-C, then raised it again
+    finally:
+        sock.close()

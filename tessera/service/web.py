@@ -2,31 +2,35 @@
 HTML with inline SVG charts: no JavaScript build, nothing fetched from the network.
 
 `tessera report` writes it as one static file (the status view; the search box then says how to
-serve it), `tessera report --serve` serves it from this process with a working search.
+serve it). The search service's app serves it live at `/` (`tessera report --serve`, `tessera
+api`), searching through the same SearchService as the API.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import inspect
 import io
-import math
 import re
-import threading
 import time
-from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Mapping, MutableSequence
 from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
 
 from tessera.core.errors import PipelineError
 from tessera.core.settings import Settings
-from tessera.service.guard import KeyGuard
 from tessera.service.report_data import ReportData, gather
+from tessera.service.schemas import SearchRequest
 
-SearchFn = Callable[..., list[dict[str, Any]]]
+if TYPE_CHECKING:
+    from tessera.service.service import SearchService
+
+PAGE_MODES = ("hybrid", "dense", "sparse")  # the first is the page's default
+PAGE_K = 10
+# The latency chart draws the page's last searches: a long-running server's memory stays flat.
+LATENCY_SAMPLES = 10_000
 COLORS = ["#2563eb", "#16a34a", "#d97706", "#9333ea", "#dc2626", "#0891b2"]
 CSS = """
 body{font:15px/1.45 system-ui,sans-serif;margin:0;color:#111;background:#f6f7f9}
@@ -253,113 +257,37 @@ def write_report(settings: Settings, out: Path) -> Path:
     return out
 
 
-def _as_bearer(authorization: str | None) -> str | None:
-    """`Basic base64(user:KEY)`, what a browser sends, as `Bearer KEY`; anything else as is."""
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "basic":
-        return authorization
+def live_page(service: SearchService, params: Mapping[str, str],
+              latencies: MutableSequence[float]) -> str:
+    """The page for one GET's query string (`q`, `mode`, `modality`), searched through the
+    search service; each search's time goes into `latencies` for the latency chart."""
+    query = params.get("q", "").strip()
+    mode = params.get("mode") or PAGE_MODES[0]
+    modality = params.get("modality", "")
+    results, error = None, None
+    if query:
+        results, error = _page_search(service, query, mode, modality, latencies)
+    return render_page(gather(service.settings, list(latencies)), query=query, mode=mode,
+                       modality=modality, modes=list(PAGE_MODES), results=results, error=error)
+
+
+def _page_search(service: SearchService, query: str, mode: str, modality: str,
+                 latencies: MutableSequence[float]
+                 ) -> tuple[list[dict[str, Any]] | None, str | None]:
+    """(the hits, with thumbnails for images; None) or (None, why the search was refused)."""
     try:
-        decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
-    except ValueError:  # bad base64 (binascii.Error) or bad UTF-8 (UnicodeDecodeError)
-        return None
-    return "Bearer " + decoded.partition(":")[2]
-
-
-def search_modes(search: SearchFn) -> list[str]:
-    """The modes the search function offers (dense only, unless it takes `mode`)."""
-    if "mode" in inspect.signature(search).parameters:
-        return ["hybrid", "dense", "sparse"]
-    return ["dense"]
-
-
-class ReportServer:
-    """Serves the page; each search is timed for the latency chart. With API keys configured,
-    every request needs one, as the API's do: a browser signs in with any user name and the key
-    as password (HTTP Basic), a script sends `Authorization: Bearer KEY`."""
-
-    def __init__(self, settings: Settings, search: SearchFn | None = None) -> None:
-        if search is None:
-            from tessera.service.search import search as default_search
-
-            search = default_search
-        self.settings, self.search = settings, search
-        self.modes = search_modes(search)
-        self.latencies: list[float] = []
-        self.backend: Any = None
-        self._lock = threading.Lock()
-        api = settings.api
-        self.guard = KeyGuard(api.key_list(), api.rate_limit, api.burst)
-
-    def refusal(self, authorization: str | None) -> tuple[int, str, dict[str, str]] | None:
-        """(status, message, headers) for a request refused by the key check or the key's rate
-        limit; None when keys are off or the request may go on."""
-        if not self.guard.enabled:
-            return None
-        key = self.guard.identify(_as_bearer(authorization))
-        if key is None:
-            return 401, ("missing or invalid API key: sign in with any user name and a key from "
-                         "TESSERA_API__KEYS as the password, or send `Authorization: Bearer KEY`"
-                         ), {"WWW-Authenticate": 'Basic realm="Tessera report", charset="UTF-8"'}
-        wait = self.guard.take(key)
-        if wait > 0:
-            return 429, (f"rate limit reached ({self.guard.rate:g} requests/s; api.rate_limit); "
-                         "retry after the delay"), {"Retry-After": str(max(1, math.ceil(wait)))}
-        return None
-
-    def page(self, params: dict[str, str]) -> str:
-        """The page for one GET's query string."""
-        query = params.get("q", "").strip()
-        mode = params.get("mode") or self.modes[0]
-        modality = params.get("modality", "")
-        results, error = None, None
-        if query:
-            kwargs: dict[str, Any] = {"query": query, "k": 10, "modality": modality or None}
-            if len(self.modes) > 1:
-                kwargs["mode"] = mode
-            if self.backend is not None:
-                kwargs["backend"] = self.backend
-            start = time.perf_counter()
-            try:
-                with self._lock:  # one search at a time: the embedded store is one process's
-                    results = self.search(self.settings, **kwargs)
-                self.latencies.append((time.perf_counter() - start) * 1000)
-                for hit in results:
-                    if hit.get("modality") == "image":
-                        hit["thumbnail"] = thumbnail_of(self.settings, hit)
-            except PipelineError as exc:
-                error = str(exc)
-        return render_page(gather(self.settings, self.latencies), query=query, mode=mode,
-                           modality=modality, modes=self.modes, results=results, error=error)
-
-    def make_server(self, host: str = "127.0.0.1", port: int = 8765) -> ThreadingHTTPServer:
-        """An HTTP server for the page (call serve_forever on it)."""
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - the http.server API
-                refused = owner.refusal(self.headers.get("Authorization"))
-                if refused is not None:
-                    status, message, headers = refused
-                    self._reply(status, (message + "\n").encode(), "text/plain", headers)
-                    return
-                parts = urlsplit(self.path)
-                if parts.path not in ("/", "/index.html"):
-                    self.send_error(404)
-                    return
-                params = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-                self._reply(200, owner.page(params).encode("utf-8"), "text/html")
-
-            def _reply(self, status: int, body: bytes, kind: str,
-                       headers: dict[str, str] | None = None) -> None:
-                self.send_response(status)
-                for name, value in (headers or {}).items():
-                    self.send_header(name, value)
-                self.send_header("Content-Type", f"{kind}; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-                """Quiet: the CLI prints the URL once."""
-
-        return ThreadingHTTPServer((host, port), Handler)
+        request = SearchRequest.model_validate({"query": query, "k": PAGE_K, "mode": mode,
+                                                "filters": {"modality": modality or None}})
+        start = time.perf_counter()
+        answer, _ = service.search(request)
+        latencies.append((time.perf_counter() - start) * 1000)
+    except ValidationError as exc:
+        return None, "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                               for e in exc.errors())
+    except PipelineError as exc:
+        return None, str(exc)
+    results: list[dict[str, Any]] = answer["results"]
+    for hit in results:
+        if hit.get("modality") == "image":
+            hit["thumbnail"] = thumbnail_of(service.settings, hit)
+    return results, None
