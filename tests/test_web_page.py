@@ -182,6 +182,7 @@ def test_report_serve_runs_the_search_service_app(indexed: Settings) -> None:
     assert health.json() == {"status": "ok"}  # the search service's route, on the same port
     assert proc.returncode == 0, err
     assert json.loads(out) == {"served": url}
+    assert "serving WITHOUT API keys on 127.0.0.1" in err  # the API's routes answer keyless too
 
 
 # ------------------------------------------------------------------ the logic under the page

@@ -78,7 +78,12 @@ def serve_report(settings: Settings, sock: socket.socket) -> None:
     from tessera.service.app import create_app
 
     try:
-        app = create_app(settings, auth=bool(settings.api.key_list()))
+        keyed = bool(settings.api.key_list())
+        app = create_app(settings, auth=keyed)
+        if not keyed:  # the page's API routes answer too: say so, as `tessera api --no-auth` does
+            host, port = sock.getsockname()[:2]
+            logger.warning("serving WITHOUT API keys on %s:%d: any local process can search the "
+                           "index (set TESSERA_API__KEYS to require keys)", host, port)
         server = uvicorn.Server(uvicorn.Config(app, log_level="info", access_log=False,
                                                timeout_graceful_shutdown=10))
         server.run(sockets=[sock])
