@@ -214,6 +214,7 @@ OPENVINO_PIPELINE_NDCG10 = 0.6557  # dense, the default runtime, before hybrid s
 
 def first_chunk_ndcg(settings: Settings, dataset: Path, collection: str) -> float:
     """nDCG@10 counting only each document's first window (what MTEB's truncation embeds)."""
+    from tessera.core.query import StoreQuery
     from tessera.jobs.quality import embed_queries, mean_metrics
     from tessera.store import open_store
 
@@ -222,7 +223,9 @@ def first_chunk_ndcg(settings: Settings, dataset: Path, collection: str) -> floa
     vectors = embed_queries(settings, [data.queries[q] for q in qids])
     store = open_store(settings)
     try:
-        hits = store.search_batch(collection, vectors, 3000, ["doc_id", "chunk_index"], exact=True)
+        hits = store.query_batch(collection, [
+            StoreQuery(limit=3000, dense=v, fields=("doc_id", "chunk_index"), exact=True)
+            for v in vectors])
     finally:
         store.close()
     run = {q: best_per_doc([h for h in found if h.payload["chunk_index"] == 0], 100)

@@ -154,11 +154,11 @@ def test_set_payload_where_touches_only_the_matching_source(store: VectorStore) 
 def sealing(monkeypatch: pytest.MonkeyPatch) -> None:
     """Seal after every ~16 KB written, sealing any appendable segment over 1 KB of vectors into
     segments of at most 16 KB: a few thousand points then go through many seals and merges."""
-    from tessera.store import edge
+    from tessera.store.edge import tuning
 
-    monkeypatch.setattr(edge, "SEAL_BYTES", 16 * 1024)
-    monkeypatch.setattr(edge, "INDEXING_THRESHOLD_KB", 1)
-    monkeypatch.setattr(edge, "MAX_SEGMENT_KB", 16)
+    monkeypatch.setattr(tuning, "SEAL_BYTES", 16 * 1024)
+    monkeypatch.setattr(tuning, "INDEXING_THRESHOLD_KB", 1)
+    monkeypatch.setattr(tuning, "MAX_SEGMENT_KB", 16)
 
 
 def _segments(root: Path) -> int:
@@ -197,10 +197,11 @@ def test_sealed_segments_keep_every_point_searchable_and_writable(tmp_path: Path
 SEALING_WRITER = """
 import sys
 from pathlib import Path
-from tessera.store import edge, ensure_collection
+from tessera.store import ensure_collection
+from tessera.store.edge import EdgeStore, tuning
 from tests.test_store import INFO, _points
-edge.SEAL_BYTES, edge.INDEXING_THRESHOLD_KB, edge.MAX_SEGMENT_KB = 16 * 1024, 1, 16
-store = edge.EdgeStore(Path(sys.argv[1]))
+tuning.SEAL_BYTES, tuning.INDEXING_THRESHOLD_KB, tuning.MAX_SEGMENT_KB = 16 * 1024, 1, 16
+store = EdgeStore(Path(sys.argv[1]))
 ensure_collection(store, INFO)
 pts = _points(20000)
 for start in range(0, len(pts), 100):
@@ -282,9 +283,9 @@ def test_sealed_segments_get_the_configured_graph_and_optimize_rebuilds_it(
     """A new collection's sealed segments are built with the store's HNSW m. A store configured
     with another m says so at ingest and leaves the segments alone; build_index rebuilds every
     one (under the writer lock, publishing a new generation for readers) and loses no point."""
-    from tessera.store import edge
+    from tessera.store.edge import tuning
 
-    monkeypatch.setattr(edge, "FULL_SCAN_KB", 1)  # a graph even for these tiny segments
+    monkeypatch.setattr(tuning, "FULL_SCAN_KB", 1)  # a graph even for these tiny segments
     root = tmp_path / "edge"
     store = EdgeStore(root, hnsw=HnswParams(0, 100))
     ensure_collection(store, INFO)

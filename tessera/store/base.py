@@ -85,11 +85,6 @@ class VectorStore(Protocol):
         """Nearest points to `vector` in the collection's named vector."""
         ...
 
-    def search_batch(self, name: str, vectors: np.ndarray, limit: int,
-                     fields: list[str] | None = None, exact: bool = False) -> list[list[Hit]]:
-        """Nearest points for each row of `vectors`, in one call; `exact` skips the HNSW index."""
-        ...
-
     def query(self, name: str, query: StoreQuery) -> list[Hit]:
         """Chunk hits for a dense, sparse or hybrid (fused in the engine) query."""
         ...

@@ -235,23 +235,6 @@ class ServerStore:
         return [Hit(id=str(p.id), score=float(p.score), payload=dict(p.payload or {}))
                 for p in res.points]
 
-    def search_batch(self, name: str, vectors: np.ndarray, limit: int,
-                     fields: list[str] | None = None, exact: bool = False) -> list[list[Hit]]:
-        """query_batch_points: one round trip for many queries."""
-        m = _m()
-        info = self.get_collection(name)
-        if info is None:
-            raise VectorStoreError(f"collection {name!r} does not exist; run `tessera ingest` first")
-        requests = [m.QueryRequest(query=np.asarray(v, np.float32).tolist(), using=info.vector_name,
-                                   limit=limit, with_payload=fields if fields is not None else True,
-                                   params=m.SearchParams(exact=exact))
-                    for v in vectors]
-        if not requests:
-            return []
-        responses = self._call("search", self.client.query_batch_points, name, requests=requests)
-        return [[Hit(id=str(p.id), score=float(p.score), payload=dict(p.payload or {}))
-                 for p in res.points] for res in responses]
-
     def _info(self, name: str) -> CollectionInfo:
         info = self.get_collection(name)
         if info is None:
