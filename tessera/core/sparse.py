@@ -18,7 +18,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 SPARSE_VECTOR = "bm25"  # the sparse named vector on every collection that has one
-TOKENIZERS = ("word", "whitespace", "prefix", "multilingual", "code")
 _DEFAULT = "language"  # stemmer / stopwords: what the language implies
 
 
