@@ -26,7 +26,7 @@ install: $(STAMP)
 browser:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
-	  || echo "no Chromium installed: tests/test_web_page.py's browser tests will skip"
+	  || echo "no Chromium installed: tests/service/test_web_page.py's browser tests will skip"
 
 demo: install
 	$(BIN)/tessera demo

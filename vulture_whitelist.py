@@ -6,7 +6,7 @@ This file is read by vulture only, never imported."""
 from flows.deployments import WORK_POOL
 from tessera.core import beir
 
-WORK_POOL  # the work pool infra/prefect.yaml deploys to; tests/test_deployments.py creates it
+WORK_POOL  # the work pool infra/prefect.yaml deploys to; tests/flows/test_deployments.py creates it
 beir.unpack  # unpacks the bundled SciFact for the suite and the benchmarks
 beir.read_corpus  # reads a BEIR corpus for the suite and the benchmarks
 
@@ -22,7 +22,7 @@ _.dotenv_settings
 _.file_secret_settings
 _.collect  # prometheus_client calls a collector's collect (tessera/service/metrics.py)
 _.grouped  # a field of the search response schema (tessera/service/schemas.py)
-_.refreshes  # snapshots taken after the first: read by tests/test_api_snapshot.py
+_.refreshes  # snapshots taken after the first: read by tests/service/test_api_snapshot.py
 _.handle_starttag  # html.parser.HTMLParser's callbacks (tessera/sources/text_formats.py)
 _.handle_endtag
 _.handle_data

@@ -4,7 +4,8 @@
 
 Models measured, each through `models.captioning.LocalCaptioner` (the code ingest and the Modal
 container run):
-- `tiny`: the test suite's tiny random BLIP (tests/tiny_blip.py): the pipeline's own overhead;
+- `tiny`: the test suite's tiny random BLIP (tests/support/tiny_blip.py): the pipeline's own
+  overhead;
 - `base-arch`: a BLIP with `Salesforce/blip-image-captioning-base`'s architecture (BlipConfig's
   defaults: ViT-B/16 at 384 px, a 12-layer BERT decoder) and random weights, generating a fixed
   number of tokens (`--tokens`, about a real caption's length): the compute of the real model,
@@ -59,7 +60,7 @@ def _base_arch(target: Path) -> Path:
         BlipProcessor,
     )
 
-    from tests.tiny_blip import WORDS
+    from tests.support.tiny_blip import WORDS
 
     torch.manual_seed(0)
     config = BlipConfig(vision_config={"image_size": 384})
@@ -75,7 +76,7 @@ def _base_arch(target: Path) -> Path:
 def _measure(name: str, path: Path, images: list[bytes], device: str, batch: int, beams: int,
              tokens: int | None, rounds: int) -> dict[str, Any]:
     from models.captioning import Generation, LocalCaptioner
-    from tests.tiny_blip import tiny_blip_spec
+    from tests.support.tiny_blip import tiny_blip_spec
 
     spec = tiny_blip_spec(path, name)
     captioner = LocalCaptioner(spec, path, Generation(max_new_tokens=tokens or 30, num_beams=beams),
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
         from models.registry import BUILTIN, resolve_model_path
         from tessera.core.errors import EmbeddingError
         from tessera.core.settings import Settings
-        from tests.tiny_blip import build_tiny_blip
+        from tests.support.tiny_blip import build_tiny_blip
 
         paths: dict[str, tuple[Path | None, int | None]] = {
             "tiny": (build_tiny_blip(Path(tmp) / "tiny"), None),

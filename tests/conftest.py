@@ -1,16 +1,12 @@
-"""Shared fixtures: one Prefect test server (opt-in), the bundled model loaded at most once, and
-config files in tmp dirs."""
+"""Shared fixtures: one Prefect test server (opt-in), the bundled model loaded at most once, a
+tiny CLIP built once, and config files in tmp dirs. Helpers shared by test modules live in
+tests/support/."""
 
 from __future__ import annotations
 
-import atexit
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
@@ -19,6 +15,8 @@ from typing import Any
 import pytest
 
 from tessera.core.env import apply_offline_defaults
+from tests.support.config import write_config
+from tests.support.paths import EXAMPLES
 
 # Before Prefect or Hugging Face import: offline, quiet, state in a per-session temp dir.
 apply_offline_defaults(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120",
@@ -27,21 +25,6 @@ for _key in [k for k in os.environ if k.startswith("TESSERA_")]:
     del os.environ[_key]  # a developer's own TESSERA_* must not leak into tests
 # Test modules import Prefect at collection, and Prefect reads its home at import: set it now.
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="tessera-tests-prefect-")
-
-REPO = Path(__file__).resolve().parents[1]
-EXAMPLES = REPO / "examples" / "corpus"
-# BEIR SciFact kept in the repo (xz-compressed; see its README): a clone needs nothing beside it.
-SCIFACT_PACKED = REPO / "tests" / "data" / "scifact"
-
-
-@cache
-def scifact_dir() -> Path:
-    """The SciFact set as a plain BEIR folder, unpacked once per session into a temp dir."""
-    from tessera.core.beir import unpack
-
-    dest = Path(tempfile.mkdtemp(prefix="tessera-tests-scifact-"))
-    atexit.register(shutil.rmtree, dest, True)
-    return unpack(SCIFACT_PACKED, dest)
 
 
 @pytest.fixture(scope="session")
@@ -99,40 +82,20 @@ def _share_model(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(local, "load_sentence_transformer", cached)
 
 
+@pytest.fixture(scope="session")
+def clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random CLIP saved in the Hub repo's layout, built once per session (read only)."""
+    from tests.support.tiny_clip import build_tiny_clip
+
+    return build_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
+
+
 @pytest.fixture
 def corpus(tmp_path: Path) -> Path:
     """A writable copy of the sample corpus."""
     target = tmp_path / "corpus"
     shutil.copytree(EXAMPLES, target)
     return target
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return str(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def write_config(path: Path, top: dict[str, Any], sections: dict[str, dict[str, Any]],
-                 sources: list[dict[str, Any]]) -> Path:
-    """Write a tessera.toml from plain dicts."""
-    lines = [f"{k} = {_toml_value(v)}" for k, v in top.items()]
-    for name, values in sections.items():
-        lines.append(f"\n[{name}]")
-        lines += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
-    for src in sources:
-        lines.append("\n[[sources]]")
-        opts = src.pop("options", None)
-        lines += [f"{k} = {_toml_value(v)}" for k, v in src.items()]
-        if opts:
-            lines.append("[sources.options]")
-            lines += [f"{k} = {_toml_value(v)}" for k, v in opts.items()]
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 @pytest.fixture
@@ -145,22 +108,3 @@ def make_config(tmp_path: Path) -> Callable[..., Path]:
         tables = {k: v for k, v in sections.items() if isinstance(v, dict)}
         return write_config(tmp_path / name, top, tables, [dict(s) for s in (sources or [])])
     return make
-
-
-def kill_when_marked(code: str, args: list[str], marker: Path, env: dict[str, str], what: str,
-                     timeout: float = 240) -> None:
-    """Run `python -c code *args` until it writes `marker`, then SIGKILL it: a crash mid-step.
-    Fails with the child's stderr if it exits first, or with `what` if the marker never comes."""
-    child = subprocess.Popen([sys.executable, "-c", code, *args], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    assert child.stderr is not None
-    try:
-        deadline = time.monotonic() + timeout
-        while not marker.exists():
-            assert child.poll() is None, child.stderr.read().decode()[-3000:]
-            assert time.monotonic() < deadline, f"child never {what}"
-            time.sleep(0.2)
-    finally:
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait(timeout=30)
-        child.stderr.close()

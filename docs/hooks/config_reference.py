@@ -2,8 +2,8 @@
 
 A page holding the line `<!-- config-reference -->` gets one table per section of
 `tessera.core.settings.Settings`: key, type, default, limits and the field's docstring. A field
-added without a docstring fails the build (and `tests/test_docs.py`), so the reference cannot
-fall behind the code.
+added without a docstring fails the build (and `tests/project/test_docs.py`), so the reference
+cannot fall behind the code.
 """
 
 from __future__ import annotations
