@@ -18,27 +18,14 @@ from flows.ingest import ingest_flow
 from tessera.core.settings import load_settings
 from tessera.core.types import Match
 from tessera.store import open_store
+from tests.support.machine import crash_on_third_upsert
 from tests.support.paths import REPO
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
 # Runs the real ingest in a child process. The real upsert runs; after writing half of its
 # third batch the child announces itself and sleeps, so the parent can SIGKILL it mid-upsert.
-CHILD = r"""
-import os, sys, time
-from pathlib import Path
-from tessera.store.edge import EdgeStore
-marker = Path(sys.argv[2])
-real = EdgeStore.upsert
-calls = []
-def upsert(self, name, points):
-    calls.append(len(points))
-    if len(calls) == 3:
-        real(self, name, points[: len(points) // 2])
-        marker.write_text(str(os.getpid()))
-        time.sleep(600)
-    real(self, name, points)
-EdgeStore.upsert = upsert
+CHILD = crash_on_third_upsert() + """
 from flows.ingest import ingest_flow
 ingest_flow(config=sys.argv[1])
 """

@@ -25,7 +25,7 @@ from tessera.jobs.migration.job import prune_previous, run_migrate, run_rollback
 from tessera.store import open_store
 from tessera.store.writers import writer_section
 from tests.support.datasets import make_slice
-from tests.support.machine import kill_when_marked
+from tests.support.machine import crash_on_third_upsert, kill_when_marked
 from tests.support.paths import REPO
 from tests.support.tiny_text import build_tiny_text, tiny_text_toml
 
@@ -334,22 +334,8 @@ def test_the_migrate_flow_reports_live_and_shadow_side_by_side(setup: Callable[.
 
 # Runs the real migration in a child; the shadow's third upsert writes half its points, then the
 # child announces itself and sleeps so the parent can SIGKILL it mid-build.
-CHILD = r"""
-import os, sys, time
-from pathlib import Path
-from tessera.store.edge import EdgeStore
-marker = Path(sys.argv[2])
-real = EdgeStore.upsert
-calls = []
-def upsert(self, name, points):
-    if "all-minilm" in self.real_name(name) and not name.startswith("quality-"):
-        calls.append(len(points))
-        if len(calls) == 3:
-            real(self, name, points[: len(points) // 2])
-            marker.write_text(str(os.getpid()))
-            time.sleep(600)
-    real(self, name, points)
-EdgeStore.upsert = upsert
+CHILD = crash_on_third_upsert(
+    '"all-minilm" in self.real_name(name) and not name.startswith("quality-")') + """
 from tessera.jobs.migration.job import run_migrate
 from tessera.core.settings import load_settings
 run_migrate(load_settings(sys.argv[1]), "test", "all-minilm-l6-v2")

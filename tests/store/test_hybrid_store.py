@@ -5,7 +5,6 @@ document results, and the sparse config as part of the collection's identity."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -13,12 +12,10 @@ import pytest
 
 from tessera.core.errors import ConfigError, SparseConfigMismatchError, VectorStoreError
 from tessera.core.query import StoreQuery
-from tessera.core.settings import StoreConfig, load_settings
+from tessera.core.settings import load_settings
 from tessera.core.sparse import Bm25Encoder, SparseConfig, sparse_identity, sparse_signature
 from tessera.core.types import CollectionInfo, Match, PointRecord, point_id
 from tessera.store import VectorStore, ensure_collection
-from tessera.store.edge import EdgeStore
-from tessera.store.server import ServerStore
 
 pytestmark = pytest.mark.filterwarnings("ignore:Payload indexes have no effect")
 
@@ -32,17 +29,6 @@ DOCS = [
     ("d2", "b", ["kinase inhibitors in cancer", "kinase signalling cascades"]),
     ("d3", "b", ["ocean tides and the moon", "tidal power plants"]),
 ]
-
-
-@pytest.fixture(params=["edge", "qdrant-local"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorStore]:
-    s: VectorStore
-    if request.param == "edge":
-        s = EdgeStore(tmp_path / "edge")
-    else:
-        s = ServerStore(StoreConfig(kind="qdrant", path=tmp_path / "local"))
-    yield s
-    s.close()
 
 
 def _vec(i: int) -> np.ndarray:

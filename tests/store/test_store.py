@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,17 +20,6 @@ pytestmark = [pytest.mark.usefixtures("prefect_server"),
               pytest.mark.filterwarnings("ignore:Payload indexes have no effect")]
 
 INFO = CollectionInfo("c", "model-a", "a", 8, "cosine", "a")
-
-
-@pytest.fixture(params=["edge", "qdrant-local"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorStore]:
-    s: VectorStore
-    if request.param == "edge":
-        s = EdgeStore(tmp_path / "edge")
-    else:
-        s = ServerStore(StoreConfig(kind="qdrant", path=tmp_path / "local"))
-    yield s
-    s.close()
 
 
 def _points(n: int, source: str = "s", expires: int = 1000) -> list[PointRecord]:

@@ -76,3 +76,27 @@ def kill_when_marked(code: str, args: list[str], marker: Path, env: dict[str, st
         os.kill(child.pid, signal.SIGKILL)
         child.wait(timeout=30)
         child.stderr.close()
+
+
+def crash_on_third_upsert(counts: str = "True") -> str:
+    """Code for a child process: the real EdgeStore.upsert runs, but the third call that
+    `counts` (a Python expression over `self` and `name`) lets through writes only half its
+    points, writes the marker (argv[2]) and sleeps, so the parent can SIGKILL it mid-upsert.
+    Append the job to run."""
+    return f"""
+import os, sys, time
+from pathlib import Path
+from tessera.store.edge import EdgeStore
+marker = Path(sys.argv[2])
+real = EdgeStore.upsert
+calls = []
+def upsert(self, name, points):
+    if {counts}:
+        calls.append(len(points))
+        if len(calls) == 3:
+            real(self, name, points[: len(points) // 2])
+            marker.write_text(str(os.getpid()))
+            time.sleep(600)
+    real(self, name, points)
+EdgeStore.upsert = upsert
+"""
