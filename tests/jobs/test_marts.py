@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -135,6 +136,57 @@ def test_contract_failures_by_day_source_suite(built: tuple[Settings, dict[str, 
     assert rows == [("2024-05-01/notes/text_documents/min_length", 1, 1, 1, "text is empty")]
 
 
+@pytest.fixture(scope="module")
+def rechecked(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """A warehouse built from a day on which two runs both refused the same two bad files, and
+    from searches the service answered, rejected (`hybird`, a 401, a 429) or failed."""
+    tmp = tmp_path_factory.mktemp("rechecked")
+    settings = _settings(tmp / "home", tmp)
+    for n, run_id in enumerate(("20240501T100000-check001", "20240501T120000-check002")):
+        log = EventLog(settings.events_dir, run_id)
+        at = DAY1 + timedelta(hours=2 * n)
+        write_run(log, at, backend="local", device="cpu", gpu_type=None, seen=2, indexed=0,
+                  unchanged=0, quarantined=2, deleted=0, chunks_embedded=0, points_upserted=0,
+                  seconds=1.0, gpu_seconds=0.0)
+        write_docs(log, at, "notes", "quarantined", 2)
+        for i in range(2):
+            log.add("quarantine", source="notes", doc_id=f"notes-{i}", uri=f"notes/{i}.txt",
+                    suite="text_documents", expectation="min_length", observed="0 chars",
+                    reason="text is empty", content_hash=f"h{i}", recorded_at=at)
+        log.flush()
+    api = EventLog(settings.events_dir, "20240501T090000-api00001")
+    for status, mode in ((200, "dense"), (200, "hybrid"), (422, "hybird"), (401, None),
+                         (429, None), (503, None)):
+        api.add("search_requests", request_id=f"{status}-{mode}", interface="mcp",
+                route="tool/search", status=status, mode=mode, latency_ms=5.0,
+                recorded_at=DAY1)
+    api.flush()
+    build_marts(settings)
+    return settings
+
+
+def test_a_bad_file_rechecked_by_a_second_run_counts_once(rechecked: Settings) -> None:
+    """Two bad files, each refused by two runs: 2 quarantined records (in 2 runs), not 4; and
+    both are still quarantined, counted once."""
+    assert query(rechecked.warehouse_path, "select sum(quarantined_records) "
+                 "from fct_contract_failures") == [(2,)]
+    assert query(rechecked.warehouse_path, """
+        select failure_id, quarantine_runs, currently_quarantined_records
+        from fct_contract_failures""") == [("2024-05-01/notes/text_documents/min_length", 2, 2)]
+
+
+def test_only_searches_that_ran_have_a_mode(rechecked: Settings) -> None:
+    """A rejected `hybird` request (as an older MCP server recorded it) is no `hybird` row, and
+    failed requests are not mode `default`: they are rejected or failed, with no mode."""
+    modes = query(rechecked.warehouse_path, "select distinct search_mode from fct_search_requests")
+    assert {mode for (mode,) in modes} == {"dense", "hybrid", None}
+    rows = query(rechecked.warehouse_path, """
+        select request_status, search_mode, requests, rate_limited_requests
+        from fct_search_requests order by 1, 2""")
+    assert rows == [("answered", "dense", 1, 0), ("answered", "hybrid", 1, 0),
+                    ("failed", None, 1, 0), ("rejected", None, 3, 1)]
+
+
 def test_index_size_and_pruning(built: tuple[Settings, dict[str, Any]]) -> None:
     settings, _ = built
     latest = query(settings.warehouse_path, """
@@ -184,11 +236,13 @@ def test_reader_in_another_process(built: tuple[Settings, dict[str, Any]]) -> No
 
 
 def test_readme_questions_run(built: tuple[Settings, dict[str, Any]]) -> None:
-    """Every SQL example in the analysts' README runs against a real warehouse."""
-    readme = (DBT_PROJECT_DIR / "README.md").read_text(encoding="utf-8")
-    blocks = re.findall(r"```sql\n(.*?)```", readme, flags=re.S)
+    """Every SQL example in the analysts' README and docs page runs, through Python's duckdb,
+    against a real warehouse."""
+    pages = [DBT_PROJECT_DIR / "README.md", DBT_PROJECT_DIR.parent / "docs" / "marts.md"]
+    blocks = [b for page in pages
+              for b in re.findall(r"```sql\n(.*?)```", page.read_text(encoding="utf-8"), re.S)]
     statements = [q for b in blocks for q in b.split(";") if q.strip()]
-    assert len(statements) >= 7
+    assert len(statements) >= 8
     settings, _ = built
     con = duckdb.connect(str(settings.warehouse_path), read_only=True)
     try:
@@ -198,13 +252,53 @@ def test_readme_questions_run(built: tuple[Settings, dict[str, Any]]) -> None:
         con.close()
 
 
-def test_docs_site_is_generated_offline(built: tuple[Settings, dict[str, Any]]) -> None:
+def test_docs_python_one_liners_open_the_warehouse(built: tuple[Settings, dict[str, Any]],
+                                                   tmp_path: Path) -> None:
+    """The docs' way to open the warehouse from the shell (Python's duckdb, no duckdb CLI) runs
+    as written, from a directory whose .tessera is a built home."""
+    pages = [DBT_PROJECT_DIR / "README.md", DBT_PROJECT_DIR.parent / "docs" / "marts.md"]
+    lines = [re.search(r'python -c "(.*)"', line) for page in pages
+             for line in page.read_text(encoding="utf-8").splitlines()
+             if "python -c" in line and "import duckdb" in line]
+    assert len(lines) == 2 and all(lines)
+    (tmp_path / ".tessera").symlink_to(built[0].home)
+    for found in lines:
+        assert found is not None
+        out = subprocess.run([sys.executable, "-c", found.group(1)], cwd=tmp_path,
+                             capture_output=True, text=True, check=True).stdout
+        assert "20240502T100000-gpu00002" in out and "completed" in out
+
+
+@pytest.fixture(scope="module")
+def docs_site(built: tuple[Settings, dict[str, Any]]) -> Path:
+    """The dbt docs site of the shared warehouse (with its manifest.json and catalog.json)."""
+    return generate_docs(built[0])
+
+
+def test_docs_site_is_generated_offline(built: tuple[Settings, dict[str, Any]],
+                                        docs_site: Path) -> None:
     settings, _ = built
-    page = generate_docs(settings)
+    page = docs_site
     assert page.name == "static_index.html"
     html = page.read_text(encoding="utf-8")
     assert "fct_embedding_cost" in html and "one row per run" in html.lower()
     assert not (settings.home / ".marts-build" / "warehouse.duckdb").exists()
+
+
+def test_every_model_column_is_documented(docs_site: Path) -> None:
+    """Each column of each model, as the catalog read it from the built warehouse, has a
+    description in the manifest (the project's YAML): no column is left for analysts to guess."""
+    manifest = json.loads((docs_site.parent / "manifest.json").read_text(encoding="utf-8"))
+    catalog = json.loads((docs_site.parent / "catalog.json").read_text(encoding="utf-8"))
+    models = {k: v for k, v in catalog["nodes"].items() if k.startswith("model.")}
+    assert len(models) >= 20
+    missing = []
+    for unique_id, node in models.items():
+        documented = {name.lower() for name, column in manifest["nodes"][unique_id]["columns"].items()
+                      if column.get("description", "").strip()}
+        missing += [f"{node['metadata']['name']}.{name.lower()}" for name in node["columns"]
+                    if name.lower() not in documented]
+    assert missing == []
 
 
 def test_empty_events_then_failed_build_keeps_warehouse(tmp_path: Path) -> None:
@@ -343,8 +437,6 @@ def test_ingest_twice_then_tessera_marts(
     The second ingest also rebuilds the marts as its flow's last task (build_marts_task), and
     `tessera marts` then rebuilds them again from the same events.
     """
-    import json
-
     from flows.ingest import ingest_flow
     from tessera.cli.main import main
     from tessera.core.settings import load_settings

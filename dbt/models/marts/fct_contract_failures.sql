@@ -6,7 +6,51 @@ with results as (
 
 quarantine as (
 
-    select * from {{ ref('stg_tessera__quarantine') }}
+    -- A record is one file or document of a source, however often it is re-checked.
+    select *, coalesce(doc_id, uri) as record_key
+    from {{ ref('stg_tessera__quarantine') }}
+
+),
+
+documents as (
+
+    select * from {{ ref('stg_tessera__documents_indexed') }}
+
+),
+
+cleared as (
+
+    -- The last time a run took each quarantined record in (indexed, unchanged) or removed it:
+    -- a quarantine before that no longer stands.
+    select d.source, d.doc_id, max(d.recorded_at) as cleared_at
+    from documents as d
+    semi join quarantine as q
+        on d.source is not distinct from q.source and d.doc_id = q.record_key
+    where d.outcome <> 'quarantined'
+    group by all
+
+),
+
+standing as (
+
+    -- Each record's last quarantining run (every expectation it broke in it), unless a later
+    -- run cleared the record.
+    select
+        cast(q.recorded_at as date) as failure_date,
+        q.source,
+        q.suite,
+        q.expectation,
+        count(distinct q.record_key) as currently_quarantined_records
+
+    from (
+        select *, arg_max(run_id, recorded_at) over (partition by source, record_key) as last_run_id
+        from quarantine
+    ) as q
+    left join cleared as c
+        on q.source is not distinct from c.source and q.record_key = c.doc_id
+    where q.run_id = q.last_run_id
+        and (c.cleared_at is null or c.cleared_at < q.recorded_at)
+    group by all
 
 ),
 
@@ -38,7 +82,8 @@ quarantined as (
         source,
         suite,
         expectation,
-        count(*) as quarantined_records,
+        -- Distinct records: a bad file re-checked by a second run that day is one record.
+        count(distinct record_key) as quarantined_records,
         count(distinct run_id) as quarantine_runs,
         mode(reason) as top_reason,
         string_agg(distinct reason, ' | ' order by reason) as reasons,
@@ -64,6 +109,7 @@ joined as (
         f.column_names,
         f.worst_severity,
         coalesce(q.quarantined_records, 0) as quarantined_records,
+        coalesce(s.currently_quarantined_records, 0) as currently_quarantined_records,
         q.top_reason,
         q.reasons,
         q.last_quarantined_at
@@ -74,6 +120,11 @@ joined as (
         and f.source is not distinct from q.source
         and f.suite is not distinct from q.suite
         and f.expectation is not distinct from q.expectation
+    left join standing as s
+        on q.failure_date = s.failure_date
+        and q.source is not distinct from s.source
+        and q.suite is not distinct from s.suite
+        and q.expectation is not distinct from s.expectation
 
 )
 

@@ -8,8 +8,10 @@ with requests as (
 final as (
 
     select
-        cast(recorded_at as date) || '/' || search_mode as day_mode_id,
+        concat_ws('/', cast(cast(recorded_at as date) as varchar), request_status, coalesce(search_mode, '-'))
+            as day_status_mode_id,
         cast(recorded_at as date) as request_date,
+        request_status,
         search_mode,
         count(*) as requests,
         count(*) filter (where is_error) as failed_requests,
@@ -22,7 +24,7 @@ final as (
         avg(hits) filter (where not is_error) as mean_hits
 
     from requests
-    group by 1, 2, 3
+    group by 1, 2, 3, 4
 
 )
 

@@ -12,7 +12,16 @@ renamed as (
         interface,
         route,
         status as http_status,
-        coalesce(mode, 'default') as search_mode,
+        -- The mode that ran: a request refused or failed before its search ran has none, and
+        -- a value outside the three modes (a typo an older service recorded) is no mode.
+        case
+            when status < 400 and mode in ('dense', 'sparse', 'hybrid') then mode
+        end as search_mode,
+        case
+            when status < 400 then 'answered'
+            when status < 500 then 'rejected'
+            else 'failed'
+        end as request_status,
         k,
         hits,
         collection,
