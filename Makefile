@@ -9,7 +9,7 @@ export TESSERA_HOME ?= $(CURDIR)/.tessera
 # PREFECT_HOME: `tessera` puts it in $(TESSERA_HOME)/prefect; tests use a temp dir. The other
 # offline defaults (HF_HUB_OFFLINE, DO_NOT_TRACK, ...) are set by the code itself.
 
-.PHONY: install browser demo test test-fast lint docs bench lock clean
+.PHONY: install browser prometheus demo test test-fast lint docs bench lock clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -28,10 +28,22 @@ browser:
 	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
 	  || echo "no Chromium installed: tests/service/test_web_page.py's browser tests will skip"
 
+# Debian's Prometheus for promtool: the alert rules, the scrape config and the rules' unit tests
+# in infra/prometheus/ are checked here. Installed only where we are root with apt; elsewhere
+# these checks (and tests/service/test_monitoring.py's) skip and say why.
+prometheus:
+	@command -v promtool >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; } \
+	  || echo "no promtool installed: infra/prometheus/ is not checked (needs root and apt for Debian's prometheus)"
+	@if command -v promtool >/dev/null 2>&1; then \
+	  promtool check rules infra/prometheus/alerts.yml \
+	  && promtool check config infra/prometheus/prometheus.yml \
+	  && promtool test rules infra/prometheus/alerts_test.yml; fi
+
 demo: install
 	$(BIN)/tessera demo
 
-test: lint docs browser
+test: lint docs browser prometheus
 	$(BIN)/python -X faulthandler -m pytest -q --durations=15
 
 test-fast: install

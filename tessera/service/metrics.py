@@ -1,5 +1,6 @@
 """Prometheus metrics for the search service: requests, search time split, errors, and the
-index itself (points per collection, seconds since each source's last successful ingest).
+index itself (points per collection, seconds since each source's last successful ingest, the
+scheduled runs each declared source missed since, records quarantined per source).
 
 Each app has its own registry, so two apps in one process (tests) never share counters. Labels
 carry route templates (`/v1/documents/{doc_id}`), never paths, query text or keys.
@@ -8,20 +9,25 @@ carry route templates (`/v1/documents/{doc_id}`), never paths, query text or key
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from tessera.core.events import read_events
+from tessera.service.report_data import missed_runs
 
 logger = logging.getLogger(__name__)
+
+# A source weeks behind need not count every missed run of a per-minute cron at each scrape.
+MISSED_RUNS_CAP = 100
 
 # Search latencies live between 1 ms and a second; the 30 ms goal sits on a boundary.
 _BUCKETS = (0.001, 0.002, 0.004, 0.006, 0.008, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2,
@@ -29,33 +35,37 @@ _BUCKETS = (0.001, 0.002, 0.004, 0.006, 0.008, 0.01, 0.015, 0.02, 0.03, 0.05, 0.
 
 
 class IndexCollector(Collector):
-    """Gauges read at scrape time: points per collection, freshness per source (cached)."""
+    """Gauges read at scrape time: points per collection, freshness per source (its run events
+    re-read at most every `cache_seconds`), quarantined records per source."""
 
     def __init__(self, points: Callable[[], dict[str, int]], events_dir: Path,
-                 cache_seconds: float = 15.0) -> None:
+                 schedules: dict[str, str | None] | None = None, timezone: str = "UTC",
+                 cache_seconds: float = 15.0, clock: Callable[[], float] = time.time) -> None:
         self._points = points
         self._events_dir = events_dir
+        # Declared sources and their cron (None: judged against a day, as the report page does).
+        self._schedules = schedules or {}
+        self._timezone = timezone
         self._cache_seconds = cache_seconds
+        self._clock = clock
         self._last_ok: dict[str, float] = {}
-        self._read_at = -cache_seconds
+        self._quarantined: dict[str, int] = {}
+        self._read_at = -math.inf
         self._lock = threading.Lock()
 
-    def _freshness(self) -> dict[str, float]:
-        """Epoch seconds of each source's last completed ingest, re-read at most every 15 s."""
+    def _events(self) -> tuple[dict[str, float], dict[str, int]]:
+        """Each source's last completed ingest (epoch seconds) and its quarantined records,
+        re-read from the events at most every `cache_seconds`."""
         with self._lock:
-            if time.monotonic() - self._read_at >= self._cache_seconds:
-                last: dict[str, float] = {}
-                for run in read_events(self._events_dir, "ingest_runs"):
-                    finished = run.get("finished_at")
-                    if run.get("status") != "completed" or not isinstance(finished, datetime):
-                        continue
-                    for source in (run.get("sources") or "").split(","):
-                        if source:
-                            last[source] = max(last.get(source, 0.0), finished.timestamp())
-                self._last_ok, self._read_at = last, time.monotonic()
-            return dict(self._last_ok)
+            if self._clock() - self._read_at >= self._cache_seconds:
+                self._last_ok = last_completed_ingest(read_events(self._events_dir,
+                                                                  "ingest_runs"))
+                self._quarantined = quarantined_records(read_events(self._events_dir,
+                                                                    "quarantine"))
+                self._read_at = self._clock()
+            return dict(self._last_ok), dict(self._quarantined)
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         """Yield the index gauges (an unreadable store or event file yields none, not an error)."""
         points = GaugeMetricFamily("tessera_collection_points", "Points in each collection, as "
                                    "searches see it", labels=["collection"])
@@ -65,16 +75,64 @@ class IndexCollector(Collector):
         except Exception as exc:  # noqa: BLE001 - a scrape must not fail on a busy store
             logger.warning("points per collection unavailable: %s", exc)
         yield points
+        try:
+            last_ok, quarantined = self._events()
+        except Exception as exc:  # noqa: BLE001
+            logger.warning("ingest events unavailable: %s", exc)
+            last_ok, quarantined = {}, {}
+        yield from self._freshness(last_ok)
+        refused = CounterMetricFamily("tessera_quarantined_records",
+                                      "Records refused into quarantine, per source (one per "
+                                      "record and run)", labels=["source"])
+        for source, count in sorted(quarantined.items()):
+            refused.add_metric([source], count)
+        yield refused
+
+    def _freshness(self, last_ok: dict[str, float]) -> Iterator[Metric]:
+        """Seconds since each source's last completed ingest, and the scheduled runs each
+        declared source missed since then (the report page calls a source stale at 2)."""
+        now = self._clock()
         fresh = GaugeMetricFamily("tessera_source_seconds_since_last_ingest",
                                   "Seconds since each source's last successful ingest",
                                   labels=["source"])
-        try:
-            now = time.time()
-            for source, at in sorted(self._freshness().items()):
-                fresh.add_metric([source], max(0.0, now - at))
-        except Exception as exc:  # noqa: BLE001
-            logger.warning("ingest freshness unavailable: %s", exc)
+        missed = GaugeMetricFamily("tessera_source_missed_runs",
+                                   "Scheduled runs of each declared source since its last "
+                                   f"successful ingest (a day when unscheduled; at most "
+                                   f"{MISSED_RUNS_CAP})", labels=["source"])
+        for source, at in sorted(last_ok.items()):
+            fresh.add_metric([source], max(0.0, now - at))
+            if source in self._schedules:
+                count = missed_runs(self._schedules[source], datetime.fromtimestamp(at, UTC),
+                                    datetime.fromtimestamp(now, UTC), self._timezone,
+                                    MISSED_RUNS_CAP)
+                missed.add_metric([source], count)
         yield fresh
+        yield missed
+
+
+def last_completed_ingest(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """Epoch seconds of each source's last completed ingest run, as the report page reads it."""
+    last: dict[str, float] = {}
+    for run in runs:
+        if run.get("status") != "completed" or (run.get("flow") or "ingest") != "ingest":
+            continue
+        finished = run.get("finished_at") or run.get("started_at")
+        if not isinstance(finished, datetime):
+            continue
+        at = (finished if finished.tzinfo else finished.replace(tzinfo=UTC)).timestamp()
+        for source in (run.get("sources") or "").split(","):
+            if source:
+                last[source] = max(last.get(source, 0.0), at)
+    return last
+
+
+def quarantined_records(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Records quarantined per source: one per (run, record), however often a run wrote it."""
+    seen: dict[str, set[tuple[str, str]]] = {}
+    for row in rows:
+        key = (str(row.get("run_id")), str(row.get("doc_id") or row.get("uri")))
+        seen.setdefault(row.get("source") or "unknown", set()).add(key)
+    return {source: len(keys) for source, keys in seen.items()}
 
 
 class Metrics:
@@ -97,9 +155,11 @@ class Metrics:
         self.hits = Histogram("tessera_search_hits", "Hits returned per search",
                               buckets=(0, 1, 5, 10, 20, 50, 100), registry=r)
 
-    def watch_index(self, points: Callable[[], dict[str, int]], events_dir: Path) -> None:
-        """Add the index gauges (points, freshness)."""
-        self.registry.register(IndexCollector(points, events_dir))
+    def watch_index(self, points: Callable[[], dict[str, int]], events_dir: Path,
+                    schedules: dict[str, str | None] | None = None,
+                    timezone: str = "UTC") -> None:
+        """Add the index gauges (points, freshness, missed runs, quarantine)."""
+        self.registry.register(IndexCollector(points, events_dir, schedules, timezone))
 
     def observe_search(self, timings: dict[str, Any], hits: int) -> None:
         """One search's embed and engine time, and its hit count."""
