@@ -21,6 +21,8 @@ _.settings_cls
 _.dotenv_settings
 _.file_secret_settings
 _.collect  # prometheus_client calls a collector's collect (tessera/service/metrics.py)
+_.__signature__  # the MCP SDK reads a tool's signature for its input schema (tessera/service/mcp_tools.py)
+_.__annotations__  # and its annotations for its output schema (tessera/service/mcp_tools.py)
 _.grouped  # a field of the search response schema (tessera/service/schemas.py)
 _.refreshes  # snapshots taken after the first: read by tests/service/test_api_snapshot.py
 _.handle_starttag  # html.parser.HTMLParser's callbacks (tessera/sources/text_formats.py)

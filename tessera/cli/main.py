@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tessera.cli import errors as cli_errors
-from tessera.cli import preflight
+from tessera.cli import preflight, usage
 from tessera.cli import support as cli_support
 from tessera.core import env
 from tessera.core.env import apply_offline_defaults
@@ -94,6 +94,9 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
     """Search the index with text or an image."""
     from tessera.service.search import SearchQuery, run_search
 
+    if (args.query is None) == (args.image is None):
+        what = "not both" if args.image else 'e.g. tessera search "why do tides happen"'
+        raise UsageError(f"give a text query or --image PATH, {what}")
     if args.image and not Path(args.image).is_file():
         raise UsageError(f"--image {args.image!r} is not a file; give the path of an image")
     image = Path(args.image).read_bytes() if args.image else None
@@ -211,6 +214,7 @@ def cmd_quarantine(args: argparse.Namespace) -> dict[str, Any]:
     """Quarantined records and why."""
     from tessera.service.status import quarantine_rows
 
+    preflight.check_run(_settings(args), args.run)
     rows = quarantine_rows(_settings(args), run_id=args.run)
     return {"count": len(rows), "rows": rows}
 
@@ -345,18 +349,36 @@ def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every command."""
-    parser = cli_support.Parser(prog="tessera", description=__doc__)
+    common = _common_options()
+    summaries = {name: fn.__doc__ or "" for name, fn in COMMANDS.items()}
+    parser = cli_support.Parser(
+        prog="tessera", usage="%(prog)s [options] COMMAND [command options]",
+        description=f"{__doc__}{usage.overview(summaries)}", parents=[common],
+        epilog="`tessera help COMMAND` (or `tessera COMMAND --help`) shows a command's options "
+               "and an example.\nThe options above go before or after the command: "
+               "`tessera --json status` is `tessera status --json`.",
+        formatter_class=usage.HelpFormatter)
     parser.add_argument("--version", action=cli_support.VersionAction,
                         help="print the version, model, runtime and store kind, then exit")
-    add = _subcommands(parser, _common_options())
-    # In this order: it is the order `tessera --help` lists them in.
+    add = _subcommands(parser, common)
+    # In this order: `tessera COMMAND`'s did-you-mean lists them so (--help lists usage's groups).
     _add_ingest_and_search(add)
     _add_collection_commands(add)
     _add_job_commands(add)
     _add_server_commands(add)
     for name in ("refresh-models", "nightly", "serve", "demo"):
         add(name)
+    _add_help(parser)
     return parser
+
+
+def _add_help(parser: argparse.ArgumentParser) -> None:
+    """`tessera help [COMMAND]`: answered by usage.normalise before parsing, and listed among
+    the commands so that a typo of it gets a did-you-mean."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    sub.add_parser("help", description="`tessera help` lists the commands; `tessera help "
+                   "COMMAND` is `tessera COMMAND --help`.").add_argument(
+                       "topic", nargs="?", metavar="COMMAND")
 
 
 AddCommand = Callable[[str], argparse.ArgumentParser]
@@ -365,7 +387,7 @@ AddCommand = Callable[[str], argparse.ArgumentParser]
 def _common_options() -> cli_support.Parser:
     """The options every command takes (a parent parser)."""
     common = cli_support.Parser(add_help=False)
-    common.add_argument("--config", help="path to tessera.toml (default: $TESSERA_CONFIG or ./tessera.toml)")
+    common.add_argument("--config", metavar="PATH", help="path to tessera.toml (default: $TESSERA_CONFIG or ./tessera.toml)")
     common.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     common.add_argument("-v", "--verbose", action="count", default=0,
                         help="more output: -v adds info logs and Prefect's task-state lines")
@@ -377,13 +399,15 @@ def _common_options() -> cli_support.Parser:
 def _subcommands(parser: argparse.ArgumentParser, common: cli_support.Parser) -> AddCommand:
     """The parser's sub-commands, as a function that adds one: its handler's docstring as help,
     its example as epilog, the common options."""
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=cli_support.Parser)
+    # The listing is the description's (grouped), not argparse's one brace blob.
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=cli_support.Parser,
+                                metavar="COMMAND", help=argparse.SUPPRESS, prog=parser.prog)
 
     def add(name: str) -> argparse.ArgumentParser:
         doc = COMMANDS[name].__doc__
         return sub.add_parser(name, parents=[common], help=doc, description=doc,
                               epilog="example:\n  " + cli_support.EXAMPLES.get(name, f"tessera {name}"),
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+                              formatter_class=usage.HelpFormatter)
     return add
 
 
@@ -398,7 +422,7 @@ def _add_ingest_and_search(add: AddCommand) -> None:
     p = add("search")
     p.add_argument("query", nargs="?", help="text to search for")
     p.add_argument("--image", help="search with this image instead of text")
-    p.add_argument("-k", type=int, default=5, help="number of results")
+    p.add_argument("-k", type=cli_support.positive_int, default=5, help="number of results")
     p.add_argument("--source", help="only results from this source")
     p.add_argument("--modality", choices=["text", "image"], help="only text or only image results")
     p.add_argument("--collection", type=cli_support.name_arg(declared=False),
@@ -454,14 +478,16 @@ def _add_server_commands(add: AddCommand) -> None:
     """api, mcp, report."""
     p = add("api")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (0: any free port)")
     p.add_argument("--no-auth", action="store_true",
                    help="serve without API keys (loopback addresses only)")
     p = add("mcp")
     p.add_argument("--transport", choices=["stdio", "http"], default="stdio",
                    help="stdio (an agent starts this command) or streamable HTTP")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8001)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on, with --transport http (default: loopback)")
+    p.add_argument("--port", type=int, default=8001,
+                   help="port to listen on, with --transport http")
     p = add("report")
     p.add_argument("--out", help="where to write the page (default: TESSERA_HOME/report/index.html)")
     p.add_argument("--serve", action="store_true", help="serve the page, with a working search box")
@@ -488,7 +514,7 @@ def _print_human(result: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `tessera` console script."""
     apply_offline_defaults()
-    argv = sys.argv[1:] if argv is None else argv
+    argv = usage.normalise(sys.argv[1:] if argv is None else argv)
     cli_support.Parser.argv = argv
     cli_support.Parser.json_errors = cli_support.wants_json(argv)
     try:

@@ -7,28 +7,19 @@ Nothing here imports Prefect, the model or the store's client library unless the
 
 from __future__ import annotations
 
-import difflib
 import socket
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from tessera.core import env
 from tessera.core.errors import ConfigError, StorageError, UsageError
-from tessera.core.settings import Settings
-from tessera.ingest.selection import check_ttl
+from tessera.core.suggest import did_you_mean as did_you_mean  # re-exported for cli.support
+from tessera.core.suggest import known as _known
 
-
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """` (did you mean 'x'?)` for the closest choice, or '' when none is close."""
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _known(names: Iterable[str]) -> str:
-    listed = sorted(set(names))
-    return ", ".join(listed) if listed else "none"
+if TYPE_CHECKING:  # the settings (pydantic) load with the config: `tessera --help` needs neither
+    from tessera.core.settings import Settings
 
 
 def check_sources(settings: Settings, names: list[str] | None) -> None:
@@ -108,6 +99,8 @@ def check_search_source(settings: Settings, source: str, indexed: bool,
 def ingest_checks(settings: Settings, sources: list[str] | None, ttl: str | None,
                   path: str | None) -> None:
     """Everything `tessera ingest` can refuse before it starts."""
+    from tessera.ingest.selection import check_ttl
+
     check_ttl(ttl)
     check_path(path)
     check_sources(settings, sources)
@@ -152,3 +145,24 @@ def _indexed_sources(settings: Settings) -> set[str]:
     for row in read_events(settings.events_dir, "ingest_runs"):
         names.update(n for n in (row.get("sources") or "").split(",") if n)
     return names
+
+
+def check_run(settings: Settings, run_id: str | None) -> None:
+    """`--run ID` must name a run the events hold: `count: 0` for a typo would read as a clean
+    run."""
+    if run_id is None:
+        return
+    runs = _run_ids(settings.events_dir)
+    if run_id in runs:
+        return
+    recent = ", ".join(sorted(runs, reverse=True)[:5]) or "none yet"
+    raise UsageError(f"--run {run_id!r}: no such run{did_you_mean(run_id, runs)}; recent runs: "
+                     f"{recent} (`tessera status --last 20` lists more)")
+
+
+def _run_ids(events_dir: Path) -> set[str]:
+    """Ids of the runs that left events, from the file names alone (`<run_id>-<part>.parquet`;
+    `_schema.parquet` is no run's)."""
+    return {p.name.rsplit("-", 1)[0]
+            for table in ("ingest_runs", "ingest_batches", "quarantine")
+            for p in (events_dir / table).glob("*.parquet") if not p.name.startswith("_")}

@@ -17,7 +17,6 @@ from typing import Any, NoReturn
 
 from tessera.cli.preflight import did_you_mean
 from tessera.core import env
-from tessera.core.types import name_problem
 
 EXAMPLES: dict[str, str] = {
     "ingest": "tessera ingest                      # every declared source\n"
@@ -58,6 +57,8 @@ def name_arg(declared: bool) -> Callable[[str], str]:
     """An argparse type for a collection or alias name: `declared` for a name the command
     creates (an alias), else any name the store may hold (versioned ones too)."""
     def check(value: str) -> str:
+        from tessera.core.types import name_problem  # numpy: not for `tessera --help`
+
         problem = name_problem(value, declared)
         if problem:
             raise argparse.ArgumentTypeError(f"{value!r}: {problem}")
@@ -65,11 +66,27 @@ def name_arg(declared: bool) -> Callable[[str], str]:
     return check
 
 
+def positive_int(value: str) -> int:
+    """An argparse type for a count of 1 or more (`-k 0` is the argument's mistake, named so)."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: give 1 or more")
+    return number
+
+
 class Parser(argparse.ArgumentParser):
     """argparse, with mistakes answered in one line and with the nearest valid spelling."""
 
     json_errors = False
     argv: list[str] = []  # the command line being parsed (main() sets it)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # No prefix matching: `--sourc` is a typo to point out, not `--source` taken silently.
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         """One line, "did you mean", exit 2 (argparse prints the whole usage instead)."""
@@ -81,7 +98,7 @@ class Parser(argparse.ArgumentParser):
             word = bad_choice.group(1)
             choices = re.findall(r"'([^']*)'", bad_choice.group(2)) or [
                 c.strip() for c in bad_choice.group(2).split(",")]
-            what = "command" if "argument command" in message else "value"
+            what = "command" if "argument COMMAND" in message else "value"
             return (f"{word!r} is not a tessera {what}{did_you_mean(word, choices)}; "
                     f"choose from {', '.join(choices)} (tessera --help)")
         unknown = re.search(r"unrecognized arguments: (.*)", message)

@@ -19,7 +19,10 @@ class ConfigError(PipelineError):
 
     def __init__(self, key: str, value: object, fix: str) -> None:
         self.key, self.value, self.fix = key, value, fix
-        super().__init__(f"config error at {key!r} (value: {value!r}): {fix}")
+        # A TESSERA_* variable is named as one: the fix is in the environment, not the file.
+        where = (f"environment variable {key}" if key.startswith("TESSERA_")
+                 else f"config error at {key!r}")
+        super().__init__(f"{where} (value: {value!r}): {fix}")
 
 
 class UsageError(PipelineError):

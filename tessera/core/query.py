@@ -7,13 +7,15 @@ by Reciprocal Rank Fusion or Distribution-Based Score Fusion). Filters apply ins
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from tessera.core.sparse import SparseVec
 from tessera.core.types import Match
+
+if TYPE_CHECKING:  # an annotation only: the settings (and `tessera --version`) load without numpy
+    import numpy as np
 
 SearchMode = Literal["dense", "sparse", "hybrid"]
 MODES: tuple[str, ...] = ("dense", "sparse", "hybrid")

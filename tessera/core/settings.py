@@ -384,10 +384,12 @@ class ApiConfig(_Section):
     from `TESSERA_API__KEYS` (or a Modal Secret setting it), refused in the file; never logged."""
     keys_block: str | None = None
     """Or the name of a Prefect Secret block holding them."""
-    rate_limit: float = Field(default=50.0, gt=0)
-    """Token bucket per key: requests per second."""
-    burst: int = Field(default=100, ge=1)
-    """Token bucket per key: requests a key may send at once."""
+    rate_limit: float = Field(default=1000.0, gt=0)
+    """Token bucket per key: requests per second. The limit is for abuse: one client sending a
+    request after each answer (~100-125 searches/s on 2 cores) never reaches it. Size it above
+    (clients sharing a key) / (fastest round trip); see docs/search.md."""
+    burst: int = Field(default=1000, ge=1)
+    """Token bucket per key: requests a key may send at once, beyond the rate."""
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     """Larger request bodies get 413 (base64 images included)."""
     max_k: int = Field(default=100, ge=1)
@@ -619,4 +621,15 @@ def _config_error(exc: ValidationError) -> ConfigError:
         fix = "this key is required"
     else:
         fix = err["msg"]
-    return ConfigError(key, err.get("input"), fix)
+    return ConfigError(_origin(key, err.get("input")), err.get("input"), fix)
+
+
+def _origin(key: str, value: object) -> str:
+    """Where a bad value came from: the TESSERA_* variable that holds it, else the config key.
+    (The name as tessera.core.env.setting_variable spells it; that module imports this one.)"""
+    config = Settings.model_config
+    delimiter = config.get("env_nested_delimiter") or "__"
+    variable = f"{config.get('env_prefix', '')}{delimiter.join(key.split('.'))}".upper()
+    if value is not None and os.environ.get(variable) == str(value):
+        return variable
+    return key

@@ -6,9 +6,11 @@ import hashlib
 import re
 import uuid
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import numpy as np
+if TYPE_CHECKING:  # an annotation only: the settings (and `tessera --version`) load without numpy
+    import numpy as np
+
 
 # Fixed namespace: point ids must be the same in every process and every release.
 _POINT_NAMESPACE = uuid.UUID("6f1c1b8e-4a57-5d0e-9a43-7e55a1d2c0de")

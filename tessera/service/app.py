@@ -28,8 +28,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from tessera.core.errors import ConfigError, PipelineError, StoreLockedError
 from tessera.core.settings import Settings
 from tessera.core.types import STORED_NAME_PATTERN
+from tessera.service.docs import add_docs
 from tessera.service.guard import ANONYMOUS, BodyLimit, KeyCheck, KeyGuard, as_bearer, challenge
 from tessera.service.metrics import Metrics
+from tessera.service.problems import body_model, explain
 from tessera.service.request_log import RequestLog
 from tessera.service.schemas import (
     CaptionRequest,
@@ -138,11 +140,11 @@ class _Observe:
                     asyncio.get_running_loop().run_in_executor(None, self.log.flush)
 
 
-def _validation_message(exc: RequestValidationError) -> str:
+def _validation_message(exc: RequestValidationError, body: Any = None) -> str:
     parts = []
     for err in exc.errors()[:5]:
         field = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
-        parts.append(f"{field}: {err.get('msg')}")
+        parts.append(f"{field}: {explain(err, body)}")
     return "; ".join(parts)
 
 
@@ -153,9 +155,10 @@ def _handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"field": ".".join(str(p) for p in e.get("loc", ())), "message": e.get("msg")}
-                  for e in exc.errors()]
-        return _error(request, 422, "validation", _validation_message(exc), errors=errors)
+        body = body_model(request.scope.get("route"))
+        errors = [{"field": ".".join(str(p) for p in e.get("loc", ())),
+                   "message": explain(e, body)} for e in exc.errors()]
+        return _error(request, 422, "validation", _validation_message(exc, body), errors=errors)
 
     @app.exception_handler(InvalidRequest)
     async def invalid_field(request: Request, exc: InvalidRequest) -> JSONResponse:
@@ -187,6 +190,7 @@ def _routes(app: FastAPI) -> None:
     _index_routes(app, guarded)
     _ops_routes(app)
     _page_routes(app)
+    add_docs(app)
 
 
 def _search_routes(app: FastAPI, guarded: list[Any]) -> None:
@@ -301,7 +305,7 @@ def create_app(settings: Settings, *, auth: bool = True,
                           "Secret block); on loopback only, `tessera api --no-auth` runs without")
     metrics = Metrics()
     log = RequestLog(settings.events_dir, settings.api.log_queries)
-    app = FastAPI(title="Tessera search", version="1",
+    app = FastAPI(title="Tessera search", version="1", docs_url=None, redoc_url=None,
                   lifespan=_lifespan(settings, service, metrics, log),
                   description="Search the Tessera index: text or image queries, filters, "
                               "documents by id. Send `Authorization: Bearer KEY`.")
@@ -328,7 +332,8 @@ def _lifespan(settings: Settings, service: SearchService | None, metrics: Metric
                else await anyio.to_thread.run_sync(SearchService, settings))
         app.state.service = svc
         metrics.watch_index(lambda: {n: svc.points(n) for n in svc.reader.live.list_collections()},
-                            settings.events_dir)
+                            settings.events_dir, {s.name: s.schedule for s in settings.sources},
+                            settings.timezone)
         await anyio.to_thread.run_sync(svc.warm)
 
         async def flush_now_and_then() -> None:

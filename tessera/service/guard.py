@@ -33,9 +33,11 @@ PAGE_PATHS = frozenset({"/", "/index.html"})
 PAGE_UNAUTHORIZED = ("missing or invalid API key: sign in with any user name and a key from "
                      "TESSERA_API__KEYS as the password, or send `Authorization: Bearer KEY`")
 PAGE_CHALLENGE = 'Basic realm="Tessera report", charset="UTF-8"'
-# Routes anyone may call: probes, metrics and the API's docs (none of them reads a body).
+# Routes anyone may call: probes, metrics and the API's docs (none of them reads a body), and
+# the Swagger UI files the docs page loads (the same for everyone, nothing about the data).
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect",
-                        "/redoc", "/openapi.json"})
+                        "/openapi.json"})
+OPEN_PREFIXES = ("/static/swagger/",)
 # Bodies held at once, across requests, in units of api.max_body_bytes: room for a few image
 # queries side by side, and a ceiling (64 MiB by default) on what concurrent uploads can pin.
 BODY_BUDGET_BODIES = 4
@@ -62,9 +64,11 @@ def as_bearer(authorization: str | None) -> str | None:
 class KeyGuard:
     """Bearer-key checks and a token bucket per key."""
 
-    def __init__(self, keys: list[str], rate: float, burst: int) -> None:
+    def __init__(self, keys: list[str], rate: float, burst: int,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._keys = [k.encode() for k in keys]
         self.rate, self.burst = rate, burst
+        self._clock = clock
         self._buckets: dict[int, tuple[float, float]] = {}  # key -> (tokens, at)
         self._lock = threading.Lock()
 
@@ -86,7 +90,7 @@ class KeyGuard:
 
     def take(self, key: int) -> float:
         """Spend a token from this key's bucket: 0.0 if allowed, else seconds until one is."""
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             tokens, at = self._buckets.get(key, (float(self.burst), now))
             tokens = min(float(self.burst), tokens + (now - at) * self.rate)
@@ -113,7 +117,7 @@ class KeyCheck:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (scope["type"] != "http" or not self.guard.enabled or scope["method"] == "OPTIONS"
-                or _path(scope) in OPEN_PATHS):
+                or _path(scope) in OPEN_PATHS or _path(scope).startswith(OPEN_PREFIXES)):
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])

@@ -1,122 +1,186 @@
-"""`tessera mcp`: the index as MCP tools for agents (`search`, `get_document`), over stdio or
-streamable HTTP, with the official `mcp` SDK. The tools call the same SearchService as the HTTP
-API, so an agent and an app get the same results."""
+"""`tessera mcp`: the index as MCP tools for agents (`search`, `get_document`) and its collections
+as resources, over stdio or streamable HTTP, with the official `mcp` SDK. The tools call the same
+SearchService as the HTTP API and take its request models (mcp_tools.py), so an agent and an app
+get the same results, the same checks and the same schema."""
 
 from __future__ import annotations
 
+import difflib
 import logging
 import time
+from datetime import UTC, datetime
+from functools import partial
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-import anyio
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ResourceError, ToolError
+from mcp.server.mcpserver.resources import FunctionResource
+from mcp.types import ToolAnnotations
 from pydantic import ValidationError
 
 from tessera.core.errors import PipelineError, UsageError
 from tessera.core.settings import Settings
+from tessera.service.catalog import adhoc_sources, collection_cards, written
+from tessera.service.mcp_tools import (
+    DOCUMENT_PARAMETERS,
+    document_tool,
+    record,
+    search_parameters,
+    search_tool,
+    validation_message,
+)
 from tessera.service.request_log import RequestLog
-from tessera.service.schemas import SearchRequest
 from tessera.service.server import check_port, is_loopback
 from tessera.service.service import SearchService
 
 logger = logging.getLogger(__name__)
 
-
-def _tool_error(message: str) -> Exception:
-    """An error the agent sees with its message (the SDK hides other exceptions' text)."""
-    from mcp.server.mcpserver.exceptions import ToolError
-
-    return ToolError(message)
+# Both tools only read the index: a client may run them without asking and retry them freely.
+READ_ONLY = {"readOnlyHint": True, "idempotentHint": True, "destructiveHint": False,
+             "openWorldHint": False}
 
 
-def describe_index(settings: Settings, service: SearchService) -> str:
-    """One paragraph for the tool descriptions: collections, their models and sizes, sources."""
+def tessera_version() -> str:
+    """The installed tessera's version, which the server reports in `initialize`."""
     try:
-        found = service.collections()
+        return version("tessera")
+    except PackageNotFoundError:  # pragma: no cover - a source tree without an install
+        return "unknown"
+
+
+def describe_index(settings: Settings, found: dict[str, Any] | PipelineError,
+                   history: dict[str, dict[str, Any]]) -> str:
+    """One paragraph for the instructions and tool descriptions: collections, their models and
+    sizes, and the sources, declared and ad-hoc (`tessera ingest PATH`, known from the runs)."""
+    if isinstance(found, PipelineError):
+        parts, aliases = [f"unavailable right now ({found})"], ""
+    else:
         parts = [f"{c['name']} ({c['points']} points, model {c['model']}, "
                  f"{'/'.join(c['modalities'])})" for c in found["collections"]]
         aliases = ", ".join(f"{a} -> {c}" for a, c in found["aliases"].items())
-    except PipelineError as exc:
-        parts, aliases = [f"unavailable right now ({exc})"], ""
-    sources = ", ".join(f"{s.name} ({s.kind}, {s.modality})" for s in settings.sources)
+    sources = [f"{s.name} ({s.kind}, {s.modality})" for s in settings.sources]
+    sources += [f"{n} (ad-hoc, from `tessera ingest PATH`)" for n in adhoc_sources(history, settings)]
     return (f"Collections: {'; '.join(parts) or 'none yet'}."
             + (f" Aliases: {aliases}." if aliases else "")
             + f" Default collection: {settings.collection}."
-            + (f" Sources: {sources}." if sources else ""))
+            + (f" Sources: {', '.join(sources)}." if sources else ""))
 
 
 SEARCH_HELP = (
-    "Search the index with a text `query` (or a base64 `image` for CLIP collections). "
-    "Returns {results: [{doc_id, chunk_index, source, title, text, modality, uri, score}], "
-    "mode, grouped, collection, warning}: documents (best chunk each) best first, or chunks "
-    "with chunks=true. Optional: k (1-100), mode (dense|sparse|hybrid), collection (name or "
-    "alias), source, modality (text|image), equals {doc_id: ...}, ranges "
-    "{expires_at: {gte, lte}}, with_text, chunks. ")
-DOCUMENT_HELP = ("All chunks of one document, in order, by its doc_id (as search returned it, e.g. "
-                 "'docs/guides/setup.md'). ")
+    "Search the index with a text `query` (or a base64 `image` for CLIP collections): documents "
+    "(best chunk each) best first, or chunks with chunks=true. Each argument is described in the "
+    "input schema; `collection` takes the names and aliases below, `source` the sources. ")
+DOCUMENT_HELP = "All chunks of one document, in order, by its doc_id (as search returned it). "
 
 
-def build_mcp(settings: Settings, service: SearchService, log: RequestLog | None = None) -> Any:
-    """An MCPServer with the `search` and `get_document` tools over `service`."""
-    from mcp.server.mcpserver import MCPServer
-
-    index = describe_index(settings, service)
-    server = MCPServer("tessera", instructions=f"Search the Tessera vector index. {index}")
-    server.add_tool(_search_tool(service, log), name="search", description=SEARCH_HELP + index)
-    server.add_tool(_document_tool(service), name="get_document",
-                    description=DOCUMENT_HELP + index)
+def build_mcp(settings: Settings, service: SearchService,
+              log: RequestLog | None = None) -> MCPServer:
+    """An MCP server with the `search` and `get_document` tools over `service`, and each
+    collection as a resource."""
+    history = written(settings.events_dir)
+    try:
+        found: dict[str, Any] | PipelineError = service.collections()
+    except PipelineError as exc:
+        found = exc
+    index = describe_index(settings, found, history)
+    server = _Server("tessera", version=tessera_version(), log=log,
+                     instructions=f"Search the Tessera vector index. {index}")
+    server.add_tool(search_tool(service, log), name="search", title="Search the index",
+                    description=SEARCH_HELP + index, structured_output=True,
+                    annotations=ToolAnnotations.model_validate(
+                        {**READ_ONLY, "title": "Search the index"}))
+    server.add_tool(document_tool(service), name="get_document", title="Read one document",
+                    description=DOCUMENT_HELP + index, structured_output=True,
+                    annotations=ToolAnnotations.model_validate(
+                        {**READ_ONLY, "title": "Read one document"}))
+    _add_collections(server, settings, service,
+                     [] if isinstance(found, PipelineError) else collection_cards(
+                         found, history, datetime.now(UTC)))
     return server
 
 
-def _record(log: RequestLog | None, status: int, start: float, **info: Any) -> None:
-    """A tool call as a request event (interface `mcp`), flushed at once."""
-    if log is not None and log.add(interface="mcp", route="tool/search", status=status,
-                                   latency_ms=(time.perf_counter() - start) * 1000, **info):
-        log.flush()
+class _Server(MCPServer):
+    """The SDK's server, with argument errors worded as the API words them. The SDK checks the
+    arguments against the input schema before a tool runs, so a `search` it refuses is also
+    counted here, as the rejected request it is; an unknown argument is refused, not dropped."""
 
+    def __init__(self, *args: Any, log: RequestLog | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.request_log = log
+        self.takes = {"search": [p.name for p in search_parameters(1)],
+                      "get_document": [p.name for p in DOCUMENT_PARAMETERS]}
 
-def _search_tool(service: SearchService, log: RequestLog | None) -> Any:
-    """The `search` tool: its parameters are the HTTP API's request fields, filters flattened."""
-
-    async def search(query: str | None = None, image: str | None = None, k: int = 5,
-                     mode: str | None = None, collection: str | None = None,
-                     source: str | None = None, modality: str | None = None,
-                     equals: dict[str, str | int | bool] | None = None,
-                     ranges: dict[str, dict[str, float]] | None = None,
-                     with_text: bool = True, chunks: bool = False) -> dict[str, Any]:
+    async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        """Run a tool; a refusal of its arguments as `field: problem`."""
         start = time.perf_counter()
         try:
-            req = SearchRequest.model_validate({
-                "query": query, "image": image, "k": k, "mode": mode, "collection": collection,
-                "filters": {"source": source, "modality": modality, "equals": equals or {},
-                            "ranges": ranges or {}},
-                "with_text": with_text, "chunks": chunks})
-        except ValidationError as exc:
-            _record(log, 422, start, k=k, mode=mode, collection=collection, query=query)
-            raise _tool_error("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
-                                       for e in exc.errors())) from None
-        try:
-            answer, timings = await anyio.to_thread.run_sync(service.search, req)
-        except PipelineError as exc:
-            _record(log, 500, start, k=k, mode=mode, collection=collection, query=query)
-            raise _tool_error(str(exc)) from None
-        _record(log, 200, start, k=k, mode=answer["mode"], collection=answer["collection"],
-                query=query, hits=len(answer["results"]), embed_ms=timings.get("embed_ms"),
-                engine_ms=timings.get("engine_ms"))
-        return answer
-
-    return search
+            _known_arguments(name, arguments, self.takes.get(name))
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            cause = exc.__cause__
+            if not isinstance(cause, ValidationError | _UnknownArgument):
+                raise
+            if name == "search":
+                k, query, collection = (arguments.get(f) for f in ("k", "query", "collection"))
+                record(self.request_log, 422, start,
+                       k=k if isinstance(k, int) and not isinstance(k, bool) else None,
+                       query=query if isinstance(query, str) else None,
+                       collection=collection if isinstance(collection, str) else None)
+            message = validation_message(cause) if isinstance(cause, ValidationError) else str(cause)
+            raise ToolError(message) from None
 
 
-def _document_tool(service: SearchService) -> Any:
-    """The `get_document` tool."""
+class _UnknownArgument(Exception):
+    """An argument the tool does not take."""
 
-    async def get_document(doc_id: str, collection: str | None = None) -> dict[str, Any]:
-        try:
-            return await anyio.to_thread.run_sync(service.document, doc_id, collection)
-        except PipelineError as exc:
-            raise _tool_error(str(exc)) from None
 
-    return get_document
+def _known_arguments(name: str, arguments: dict[str, Any], takes: list[str] | None) -> None:
+    """Refuse an argument the tool does not take (the SDK would drop it: `querry` would search
+    for nothing), with the closest one it does take."""
+    for given in sorted(set(arguments) - set(takes or arguments)):
+        close = difflib.get_close_matches(given, takes or [], n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        problem = _UnknownArgument(f"{given}: {name} takes no argument {given!r}{hint}; it takes "
+                                   f"{', '.join(takes or [])}")
+        raise ToolError(str(problem)) from problem
+
+
+def _add_collections(server: MCPServer, settings: Settings, service: SearchService,
+                     listed: list[dict[str, Any]]) -> None:
+    """`tessera://collections` (every collection) and `tessera://collections/<name>` for each one
+    (by its alias where it has one). Read when a client reads them: counts and freshness are
+    current; the list of resources is the one at start."""
+    cards = partial(_cards, settings, service)
+    server.add_resource(FunctionResource(
+        uri="tessera://collections", name="collections", title="Collections",
+        mime_type="application/json", fn=cards,
+        description="Every collection: the name to search (alias first), model, points, the "
+                    "sources that wrote it, when it was last written"))
+    for card in listed:
+        server.add_resource(FunctionResource(
+            uri=f"tessera://collections/{card['name']}", name=card["name"],
+            title=f"Collection {card['name']}", mime_type="application/json",
+            fn=partial(_card, cards, card["name"]),
+            description=f"{card['collection']}: model {card['model']}, "
+                        f"{'/'.join(card['modalities'])}; points, sources and freshness"))
+
+
+def _cards(settings: Settings, service: SearchService) -> list[dict[str, Any]]:
+    """Every collection's card, as of now."""
+    try:
+        found = service.collections()
+    except PipelineError as exc:
+        raise ResourceError(str(exc)) from None
+    return collection_cards(found, written(settings.events_dir), datetime.now(UTC))
+
+
+def _card(cards: Any, name: str) -> dict[str, Any]:
+    """The card of the collection (or alias) `name`, as of now."""
+    for card in cards():
+        if name in (card["name"], card["collection"], *card["aliases"]):
+            return dict(card)
+    raise ResourceError(f"no collection {name!r} any more; read tessera://collections")
 
 
 def serve_mcp(settings: Settings, transport: str, host: str = "127.0.0.1",

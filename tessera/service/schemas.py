@@ -39,7 +39,8 @@ class Filters(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     source: str | None = Field(default=None, description="only this source", max_length=200)
-    modality: Literal["text", "image"] | None = None
+    modality: Literal["text", "image"] | None = Field(
+        default=None, description="only text chunks or only images")
     equals: dict[str, str | int | bool] = Field(
         default_factory=dict, description=f"exact match on indexed fields: {', '.join(EQUALITY_FIELDS)}")
     ranges: dict[str, Range] = Field(
@@ -83,7 +84,8 @@ class SearchRequest(BaseModel):
              "expires_at": {"gte": 1767225600}}}, "with_text": False},
     ]})
 
-    query: str | None = Field(default=None, min_length=1, max_length=10_000)
+    query: str | None = Field(default=None, min_length=1, max_length=10_000,
+                              description="the text to search for (or give image)")
     image: str | None = Field(default=None, description="base64 of a png/jpeg/webp/gif")
     k: int = Field(default=5, ge=1, description="number of results (at most api.max_k)")
     mode: Literal["dense", "sparse", "hybrid"] | None = Field(

@@ -20,7 +20,9 @@ import numpy as np
 
 from models import get_spec, make_backend
 from models.optimized import OpenVINOBackend
+from tessera.core import suggest
 from tessera.core.errors import PipelineError
+from tessera.core.events import read_events
 from tessera.core.fs import writable
 from tessera.core.settings import Settings
 from tessera.core.types import CollectionInfo, Match
@@ -52,6 +54,22 @@ class InvalidRequest(PipelineError):
     def __init__(self, field: str, message: str) -> None:
         self.field = field
         super().__init__(f"{field}: {message}")
+
+
+def _unknown_collection(name: str, collections: list[str], aliases: dict[str, str]) -> str:
+    """Why `name` was not found, naming what a caller can type: aliases first, then collections
+    no alias points at (a versioned `name--model-hash` behind an alias is an implementation
+    detail, listed only when nothing else is)."""
+    behind = set(aliases.values())
+    plain = [c for c in collections if c not in behind]
+    if not aliases and not plain:
+        return (f"no collection or alias {name!r}; this index has no collections yet "
+                "(run `tessera ingest`)")
+    hint = (suggest.did_you_mean(name, [*aliases, *plain])
+            or suggest.did_you_mean(name, collections))
+    listed = ([f"aliases: {suggest.known(aliases)}"] if aliases else []) + (
+        [f"collections: {suggest.known(plain)}"] if plain else [])
+    return f"no collection or alias {name!r}{hint}; {'; '.join(listed)}"
 
 
 class Reader(Protocol):
@@ -157,8 +175,7 @@ class SearchService:
         known = self.reader.live.list_collections()
         self._listed, self._listed_at = set(known), now
         if target not in known:
-            raise NotFound(f"no collection or alias {name!r}; this index has "
-                           f"{', '.join(known) or 'no collections yet (run `tessera ingest`)'}")
+            raise NotFound(_unknown_collection(name, known, self.reader.live.aliases()))
         return self._settled(name, str(target))
 
     def _settled(self, name: str, target: str) -> str:
@@ -236,10 +253,28 @@ class SearchService:
         with self.reader.reading(name) as store:
             answer = run_search(self.settings, query, self.embedder(info), store, where=where,
                                 timings=timings)
+            if not answer["results"] and req.filters.source is not None:
+                self._check_source(store, name, req.filters.source, req.collection)
         if not req.with_text:
             for hit in answer["results"]:
                 hit.pop("text", None)
         return answer, timings
+
+    def _check_source(self, store: VectorStore, name: str, source: str,
+                      asked: str | None) -> None:
+        """Refuse a source with nothing in the collection, as `tessera search --source` does,
+        naming the sources it holds. Run only when a search found nothing: a count per source
+        named in the config or in ingest runs, on that path alone."""
+        if store.count(name, Match(source=source)) > 0:
+            return
+        seen = {s.name for s in self.settings.sources}
+        for row in read_events(self.settings.events_dir, "ingest_runs"):
+            seen.update(n for n in (row.get("sources") or "").split(",") if n)
+        held = [s for s in seen if s != source and store.count(name, Match(source=s)) > 0]
+        raise InvalidRequest("filters.source", f"{source!r}: collection "
+                             f"{asked or self.settings.collection!r} holds nothing from that "
+                             f"source{suggest.did_you_mean(source, held)}; known sources: "
+                             f"{suggest.known(held)}")
 
     def document(self, doc_id: str, collection: str | None = None) -> dict[str, Any]:
         """A document's chunks in order, from the payload; NotFound when it has no points."""

@@ -154,11 +154,66 @@ def test_unreachable_store_url_is_not_retried(command: list[str], tmp_path: Path
     (["ingest", "--sorce", "examples"], "did you mean '--source'?"),
     (["search", "tides", "--modality", "video"], "choose from text, image"),
     (["search", "tides", "-k", "many"], "invalid int value"),
+    # No silent prefix matching: a typo is pointed out, not taken as the option it begins.
+    (["search", "tides", "--sourc", "examples"], "unknown option '--sourc' (did you mean '--source'?)"),
+    (["status", "--las", "3"], "did you mean '--last'?"),
+    (["--jso", "status"], "did you mean '--json'?"),
+    # An argument's mistake names the argument, not a config key.
+    (["search", "tides", "-k", "0"], "argument -k: '0': give 1 or more"),
 ])
 def test_parse_mistakes_are_one_line(argv: list[str], hint: str,
                                      capsys: pytest.CaptureFixture[str]) -> None:
     obj, err = _refused(capsys, *argv)
     assert obj is not None and hint in err
+    assert "config error" not in err
+
+
+@pytest.mark.parametrize(("argv", "said"), [
+    ([], 'give a text query or --image PATH, e.g. tessera search "why do tides happen"'),
+    (["tides", "--image", "photo.png"], "give a text query or --image PATH, not both"),
+])
+def test_search_needs_one_query(argv: list[str], said: str, make_config: Callable[..., Path],
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    obj, err = _refused(capsys, "search", *argv, "--config", str(make_config()))
+    assert obj is not None and obj["error"] == "UsageError" and said in err
+    if not argv:
+        assert "not both" not in err
+
+
+@pytest.mark.parametrize(("variable", "value", "key"), [
+    ("TESSERA_EMBEDDING__BACKEND", "gpu", "embedding.backend"),
+    ("TESSERA_STORE__LOCK_TIMEOUT", "abc", "store.lock_timeout"),
+])
+def test_a_bad_variable_is_named_not_the_key_it_sets(
+        variable: str, value: str, key: str, make_config: Callable[..., Path],
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv(variable, value)
+    obj, err = _refused(capsys, "status", "--config", str(make_config()))
+    assert obj is not None and obj["error"] == "ConfigError" and obj["key"] == variable
+    assert f"environment variable {variable} (value: {value!r})" in err
+    assert key not in err and "config error" not in err
+    # The same value written in the file is the key's.
+    monkeypatch.delenv(variable)
+    section, name = key.split(".")
+    obj, err = _refused(capsys, "status", "--config", str(make_config(**{section: {name: value}})))
+    assert obj is not None and obj["key"] == key and f"config error at {key!r}" in err
+
+
+def test_quarantine_of_an_unknown_run_is_refused(indexed: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """`count: 0` for a mistyped run id would read as a clean run."""
+    from tessera.cli.main import main
+
+    assert main(["status", "--json", "--config", str(indexed)]) == 0
+    last = json.loads(capsys.readouterr().out)["last_runs"][0]
+    run_id = last["run_id"]
+    obj, err = _refused(capsys, "quarantine", "--run", "nope", "--config", str(indexed))
+    assert obj is not None and obj["error"] == "UsageError"
+    assert "--run 'nope': no such run" in err and run_id in err and "tessera status" in err
+    _, err = _refused(capsys, "quarantine", "--run", run_id[:-1], "--config", str(indexed))
+    assert f"did you mean {run_id!r}?" in err
+    assert main(["quarantine", "--run", run_id, "--config", str(indexed), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["count"] == last["quarantined"]
 
 
 @pytest.mark.parametrize(("toml", "key"), [

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,149 @@ def test_mcp_lists_tools_and_searches_over_stdio(tmp_path: Path) -> None:
     assert _payload(doc)["doc_id"] == expected[0] and _payload(doc)["chunks"]
     rows = [r for r in _read(settings.events_dir) if r["interface"] == "mcp"]
     assert {r["status"] for r in rows} == {200, 422} and all(r["query"] is None for r in rows)
+
+
+def test_a_rejected_mode_is_recorded_without_a_mode(make_config: Any) -> None:
+    """A tool call with `mode: "hybird"` is refused (422) and its event carries no mode, so the
+    marts never see a `hybird` row: only a search that ran has a mode."""
+    from mcp.server.mcpserver.exceptions import ToolError
+
+    from tessera.service.mcp_tools import search_tool
+    from tessera.service.request_log import RequestLog
+    from tessera.service.service import SearchService
+
+    settings = load_settings(make_config())
+    log = RequestLog(settings.events_dir)
+    search = search_tool(SearchService(settings), log)
+    with pytest.raises(ToolError, match="mode"):
+        anyio.run(partial(search, query="tides", mode="hybird"))
+    assert log.flush() == 1
+    [row] = _read(settings.events_dir)
+    assert (row["status"], row["mode"], row["route"]) == (422, None, "tool/search")
+
+
+def _enum(prop: dict[str, Any]) -> list[Any]:
+    """The values an optional enum allows (pydantic writes `anyOf: [{enum}, {null}]`)."""
+    return [v for arm in prop.get("anyOf", [prop]) for v in arm.get("enum", [])]
+
+
+def _in_process(settings: Any, call: Any) -> Any:
+    """`call(client)` with the SDK's client connected in-process to our server over `settings`."""
+    from mcp import Client
+
+    from tessera.service.mcp_server import build_mcp
+    from tessera.service.request_log import RequestLog
+    from tessera.service.service import SearchService
+
+    service = SearchService(settings)
+    log = RequestLog(settings.events_dir)
+    try:
+        server = build_mcp(settings, service, log)
+
+        async def session() -> Any:
+            async with Client(server) as client:
+                return await call(client)
+
+        return anyio.run(session)
+    finally:
+        log.flush()
+        service.close()
+
+
+def test_the_search_tool_takes_the_api_request_schema(make_config: Any) -> None:
+    """`search`'s input schema is the API's SearchRequest: enums for mode and modality, k bounded
+    by api.max_k, a description on every parameter. Both tools say they only read, and are
+    idempotent; their output schemas are the API's response models; the server has a version."""
+    from importlib.metadata import version
+
+    settings = load_settings(make_config(api={"max_k": 40}))
+
+    async def call(client: Any) -> tuple[Any, Any]:
+        return client.server_info, (await client.list_tools()).tools
+
+    info, tools = _in_process(settings, call)
+
+    by_name = {t.name: t for t in tools}
+    props = by_name["search"].input_schema["properties"]
+    assert set(props) == {"query", "image", "k", "mode", "collection", "with_text", "chunks",
+                          "source", "modality", "equals", "ranges"}
+    assert _enum(props["mode"]) == ["dense", "sparse", "hybrid"]
+    assert _enum(props["modality"]) == ["text", "image"]
+    assert (props["k"]["minimum"], props["k"]["maximum"], props["k"]["default"]) == (1, 40, 5)
+    assert "pattern" in str(props["collection"]) and "Range" in str(props["ranges"])
+    for tool in tools:
+        assert [n for n, p in tool.input_schema["properties"].items()
+                if not p.get("description")] == [], tool.name
+        assert tool.annotations is not None and tool.annotations.read_only_hint is True
+        assert tool.annotations.idempotent_hint is True
+        assert tool.annotations.destructive_hint is False
+    assert by_name["get_document"].input_schema["required"] == ["doc_id"]
+    out = by_name["search"].output_schema
+    assert out is not None and {"results", "mode", "grouped", "collection"} <= set(out["properties"])
+    assert "score" in out["$defs"]["Hit"]["properties"]
+    document = by_name["get_document"].output_schema
+    assert document is not None and "chunks" in document["properties"]
+    assert info is not None and info.name == "tessera" and info.version == version("tessera")
+    assert info.version
+
+
+def test_arguments_the_schema_refuses_are_worded_and_counted(make_config: Any) -> None:
+    """A k over api.max_k, an unknown mode, a misspelt argument: each refused before any search
+    (no model loads), worded `field: problem` (with a did-you-mean for the argument), and
+    recorded as a rejected request without a mode."""
+    settings = load_settings(make_config(api={"max_k": 40}))
+
+    async def call(client: Any) -> list[Any]:
+        return [await client.call_tool("search", args) for args in (
+            {"query": "tides", "k": 41}, {"query": "tides", "mode": "hybird"},
+            {"querry": "tides"})]
+
+    over, mode, typo = _in_process(settings, call)
+
+    assert all(r.is_error for r in (over, mode, typo))
+    assert over.content[0].text == "k: Input should be less than or equal to 40"
+    assert mode.content[0].text.startswith("mode: Input should be 'dense', 'sparse' or 'hybrid'")
+    assert "querry" in typo.content[0].text and "did you mean 'query'" in typo.content[0].text
+    rows = _read(settings.events_dir)
+    assert [(r["status"], r["mode"]) for r in rows] == [(422, None)] * 3
+    assert sorted(r["k"] or 0 for r in rows) == [0, 0, 41]
+
+
+def test_collections_are_resources_and_ad_hoc_sources_are_named(make_config: Any,
+                                                                tmp_path: Path) -> None:
+    """After an ingest of a declared source and one of a path (`tessera ingest PATH`), the
+    instructions name both sources, and each collection is a resource under the name users
+    type (its alias) with its model, point count, sources and when it was last written."""
+    from tessera.ingest.selection import adhoc_name
+
+    docs, notes = tmp_path / "docs", tmp_path / "notes"
+    for folder, text in ((docs, "Volcanoes erupt molten rock."), (notes, "Tides follow the moon.")):
+        folder.mkdir()
+        (folder / "a.md").write_text(f"# {folder.name}\n\n{text}\n")
+    settings = load_settings(make_config(sources=[{"name": "docs", "path": str(docs)}],
+                                         embedding={"runtime": "torch", "device": "cpu"}))
+    run_ingest(settings)
+    run_ingest(settings, path=str(notes))
+    adhoc = adhoc_name(notes.resolve())
+
+    async def call(client: Any) -> tuple[Any, Any, Any, Any]:
+        listed = await client.list_resources()
+        one = await client.read_resource("tessera://collections/test")
+        every = await client.read_resource("tessera://collections")
+        return client.instructions, listed, one, every
+
+    instructions, listed, one, every = _in_process(settings, call)
+
+    assert f"Sources: docs (directory, text), {adhoc} (ad-hoc" in (instructions or "")
+    assert {str(r.uri) for r in listed.resources} == {"tessera://collections",
+                                                     "tessera://collections/test"}
+    card = json.loads(one.contents[0].text)
+    assert card["name"] == "test" and card["aliases"] == ["test"]
+    assert card["collection"].startswith("test--all-minilm-l6-v2-")
+    assert card["model"] == "sentence-transformers/all-MiniLM-L6-v2" and card["points"] == 2
+    assert card["sources"] == sorted(["docs", adhoc]) and card["last_written"]
+    assert 0 <= card["seconds_since_written"] < 600
+    assert json.loads(every.contents[0].text) == [card]
 
 
 def _read(events_dir: Path) -> list[dict[str, Any]]:
