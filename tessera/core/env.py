@@ -61,11 +61,9 @@ def modal_config_path() -> Path:
 
 def setting_variable(key: str) -> str:
     """The variable that sets a dotted settings key: "store.url" -> TESSERA_STORE__URL."""
-    from tessera.core.settings import Settings
+    from tessera.core.settings import variable_for  # settings imports this module at load
 
-    config = Settings.model_config
-    delimiter = config.get("env_nested_delimiter") or "__"
-    return f"{config.get('env_prefix', '')}{delimiter.join(key.split('.'))}".upper()
+    return variable_for(key)
 
 
 def setting_from_env(key: str) -> str | None:

@@ -624,12 +624,16 @@ def _config_error(exc: ValidationError) -> ConfigError:
     return ConfigError(_origin(key, err.get("input")), err.get("input"), fix)
 
 
-def _origin(key: str, value: object) -> str:
-    """Where a bad value came from: the TESSERA_* variable that holds it, else the config key.
-    (The name as tessera.core.env.setting_variable spells it; that module imports this one.)"""
+def variable_for(key: str) -> str:
+    """The variable that sets a dotted settings key: "store.url" -> TESSERA_STORE__URL."""
     config = Settings.model_config
     delimiter = config.get("env_nested_delimiter") or "__"
-    variable = f"{config.get('env_prefix', '')}{delimiter.join(key.split('.'))}".upper()
+    return f"{config.get('env_prefix', '')}{delimiter.join(key.split('.'))}".upper()
+
+
+def _origin(key: str, value: object) -> str:
+    """Where a bad value came from: the TESSERA_* variable that holds it, else the config key."""
+    variable = variable_for(key)
     if value is not None and os.environ.get(variable) == str(value):
         return variable
     return key

@@ -4,12 +4,9 @@ Playwright; skips only where no Chromium is installed)."""
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -18,12 +15,8 @@ from pydantic import SecretStr
 from tessera.core.settings import load_settings
 from tessera.service.app import create_app
 from tessera.service.docs import SWAGGER_DIR, SWAGGER_UI_VERSION
+from tests.support.browser import CHROMIUM, needs_chromium, screenshot
 from tests.support.servers import Served
-
-CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p),
-                None)
-needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium binary on this machine "
-                                    "(apt-get install chromium; `make test` does it as root)")
 
 
 @pytest.fixture
@@ -87,7 +80,7 @@ def test_docs_render_offline_in_chromium(served: Served, tmp_path: Path) -> None
             page.wait_for_selector(".opblock-summary-path", timeout=30_000)
             title = page.locator(".info .title").inner_text()
             paths = page.locator(".opblock-summary-path").all_inner_texts()
-            _screenshot(page, tmp_path, "api-docs.png")
+            screenshot(page, tmp_path, "api-docs.png")
         finally:
             browser.close()
     assert left == [] and failed == [], (left, failed)
@@ -95,11 +88,3 @@ def test_docs_render_offline_in_chromium(served: Served, tmp_path: Path) -> None
     assert title.startswith("Tessera search")
     assert "/v1/search" in [p.replace("\u200b", "") for p in paths]
 
-
-def _screenshot(page: Any, tmp_path: Path, name: str) -> None:
-    """Into tmp_path, and also into $WEB_PAGE_SCREENSHOT_DIR when set (for a report)."""
-    page.screenshot(path=str(tmp_path / name), full_page=True)
-    keep = os.environ.get("WEB_PAGE_SCREENSHOT_DIR")
-    if keep:
-        Path(keep).mkdir(parents=True, exist_ok=True)
-        shutil.copy(tmp_path / name, Path(keep) / name)

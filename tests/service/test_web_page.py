@@ -7,8 +7,6 @@ Skips only when no Chromium binary is installed (`make test` installs Debian's w
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,14 +22,10 @@ from tessera.core.settings import Settings, load_settings
 from tessera.service.app import create_app
 from tessera.service.report_data import daily_ingest, freshness, missed_runs, percentiles
 from tessera.service.web import highlight, write_report
+from tests.support.browser import CHROMIUM, needs_chromium, screenshot
 from tests.support.config import write_config
 from tests.support.paths import EXAMPLES
 from tests.support.servers import Served
-
-CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p),
-                None)
-needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium binary on this machine "
-                                    "(apt-get install chromium; `make test` does it as root)")
 
 
 @pytest.fixture(scope="module")
@@ -87,14 +81,6 @@ def browser() -> Iterator[Any]:
             chromium.close()
 
 
-def _screenshot(page: Any, tmp_path: Path, name: str) -> None:
-    """Into tmp_path, and also into $WEB_PAGE_SCREENSHOT_DIR when set (for a report)."""
-    page.screenshot(path=str(tmp_path / name), full_page=True)
-    keep = os.environ.get("WEB_PAGE_SCREENSHOT_DIR")
-    if keep:
-        Path(keep).mkdir(parents=True, exist_ok=True)
-        shutil.copy(tmp_path / name, Path(keep) / name)
-
 
 def _charts_render(page: Any) -> None:
     """Every chart is an SVG with a real size on screen, and its marks are drawn."""
@@ -131,7 +117,7 @@ def test_search_from_the_page_returns_the_expected_document(served: str, browser
     fresh = page.locator("#freshness tr[data-source=examples]")
     assert fresh.get_attribute("class") == "fresh"
     assert page.locator("#freshness tr[data-source=never-run]").get_attribute("class") == "never"
-    _screenshot(page, tmp_path, "report-served.png")
+    screenshot(page, tmp_path, "report-served.png")
     page.close()
 
 
@@ -143,7 +129,7 @@ def test_the_static_page_renders_its_charts(indexed: Settings, browser: Any, tmp
     _charts_render(page)
     assert page.locator("input[name=q]").is_disabled()
     assert "tessera report --serve" in page.inner_text("#search")
-    _screenshot(page, tmp_path, "report-static.png")
+    screenshot(page, tmp_path, "report-static.png")
     page.close()
 
 
