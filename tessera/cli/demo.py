@@ -18,7 +18,7 @@ def run_demo(settings: Settings) -> dict[str, Any]:
     """Ingest twice (the second run must embed nothing), then answer the sample queries."""
     from models import make_backend
     from tessera.ingest.run import run_ingest
-    from tessera.service.search import search
+    from tessera.service.search import readable_score, search
 
     first = run_ingest(settings)
     second = run_ingest(settings)
@@ -30,7 +30,7 @@ def run_demo(settings: Settings) -> dict[str, Any]:
         hits = search(settings, query=query, k=1, backend=backend)
         top = hits[0] if hits else {}
         answers[query] = top.get("doc_id")
-        print(f"  search {query!r:48} -> {top.get('doc_id')} ({top.get('score', 0):.3f})")
+        print(f"  search {query!r:48} -> {top.get('doc_id')} ({readable_score(top)})")
     print(f"\nstate is in {settings.home}; try `tessera search \"your question\"`")
     return {"first": first, "second": second, "answers": answers}
 

@@ -56,7 +56,7 @@ class StoreQuery:
     fusion: Fusion = "rrf"
     rrf_k: int = 60
     prefetch: int = 100
-    fields: tuple[str, ...] | None = None  # payload keys to return (None: all)
+    fields: tuple[str, ...] | None = None  # payload keys to return (None: all, (): none)
     exact: bool = False  # dense side: exact search, skipping the HNSW index
     hnsw_ef: int | None = None  # dense side: graph search candidates (None: the engine's default)
     overfetch: int = 4  # document results without engine grouping: chunks fetched per document

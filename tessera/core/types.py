@@ -134,11 +134,13 @@ class Hit:
 class Match:
     """A payload filter: exact matches on source / modality / doc ids, plus equality on other
     payload fields (`equals`: (field, value) pairs) and numeric ranges (`ranges`: (field, gte,
-    lte), either bound None). All optional; every condition must hold."""
+    lte), either bound None); `point_ids` keeps only those points. All optional; every
+    condition must hold."""
 
     source: str | None = None
     modality: str | None = None
     doc_ids: tuple[str, ...] | None = None
+    point_ids: tuple[str, ...] | None = None
     equals: tuple[tuple[str, str | int | bool], ...] = ()
     ranges: tuple[tuple[str, float | None, float | None], ...] = ()
 

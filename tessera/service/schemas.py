@@ -125,7 +125,16 @@ class Hit(BaseModel):
     modality: str | None = None
     uri: str | None = Field(default=None, description="`source:path`, relative to the source's "
                             "root (absolute only with api.absolute_uris)")
-    score: float
+    rank: int = Field(ge=1, description="1 for the best result")
+    score: float = Field(description="the engine's ordering score: the similarity in dense "
+                         "mode, BM25 in sparse mode, the fused score in hybrid mode (RRF: a sum "
+                         "over ranks; DBSF: normalised scores summed), comparable only within "
+                         "one answer")
+    scores: dict[str, float] = Field(
+        default_factory=dict,
+        description="what each side the mode ran scored this result: `dense` (the model's "
+                    "similarity, cosine for the bundled model) and/or `sparse` (BM25; 0 when "
+                    "no query word occurs)")
 
 
 class SearchResponse(BaseModel):
@@ -134,7 +143,8 @@ class SearchResponse(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"results": [
         {"doc_id": "docs/guides/vaccines.md", "chunk_index": 0, "source": "docs",
          "title": "Vaccines", "text": "Vaccines train the immune system ...", "modality": "text",
-         "uri": "docs:guides/vaccines.md", "score": 0.71}],
+         "uri": "docs:guides/vaccines.md", "rank": 1, "score": 0.032787,
+         "scores": {"dense": 0.71, "sparse": 7.42}}],
         "mode": "hybrid", "grouped": True, "collection": "tessera", "warning": None}]})
 
     results: list[Hit]

@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 
 from models import EmbeddingBackend, get_spec, make_backend
-from tessera.core.errors import ConfigError, UsageError, VectorStoreError
+from tessera.core.errors import UsageError, VectorStoreError
 from tessera.core.query import MODES, StoreQuery
 from tessera.core.settings import Settings
 from tessera.core.sparse import Bm25Encoder, SparseVec, config_from_identity, sparse_signature
-from tessera.core.types import CollectionInfo, Match
+from tessera.core.types import CollectionInfo, Hit, Match
 from tessera.store import VectorStore, open_store, resolve
 
 logger = logging.getLogger(__name__)
@@ -46,13 +46,15 @@ class SearchQuery:
 
 def check_query(settings: Settings, q: SearchQuery) -> str:
     """Refuse a malformed request before any work; the mode asked for (or the default)."""
+    # The CLI, the API and MCP refuse these first in their own words; this guards library calls.
     if (q.text is None) == (q.image is None):
-        raise ConfigError("query", q.text, "give either a text query or --image PATH, not both")
+        raise UsageError(f"give a text query or an image, not "
+                         f"{'both' if q.text is not None else 'neither'}")
     if q.k < 1:
-        raise ConfigError("k", q.k, "ask for at least one result (-k 1 or more)")
+        raise UsageError(f"k={q.k}: ask for at least one result")
     mode = q.mode or settings.search.mode
     if mode not in MODES:
-        raise ConfigError("mode", mode, f"use one of {', '.join(MODES)}")
+        raise UsageError(f"mode {mode!r}: use one of {', '.join(MODES)}")
     return mode
 
 
@@ -126,7 +128,7 @@ def run_search(settings: Settings, q: SearchQuery, backend: EmbeddingBackend | N
         if warning:
             logger.warning("%s", warning)
         started = time.perf_counter()
-        dense, sparse = _encode(settings, info, q, mode, backend)
+        dense, sparse = encode_query(settings, info, q, mode, backend)
         cfg = settings.search
         request = StoreQuery(limit=q.k, dense=dense, sparse=sparse,
                              match=replace(where or Match(), source=q.source,
@@ -135,6 +137,7 @@ def run_search(settings: Settings, q: SearchQuery, backend: EmbeddingBackend | N
                              overfetch=cfg.group_overfetch, hnsw_ef=cfg.hnsw_ef)
         encoded = time.perf_counter()
         hits = (store.query(name, request) if q.chunks else store.query_documents(name, request))
+        sides = side_scores(store, name, request, hits)
         if timings is not None:
             timings.update(embed_ms=(encoded - started) * 1000,
                            engine_ms=(time.perf_counter() - encoded) * 1000)
@@ -142,12 +145,47 @@ def run_search(settings: Settings, q: SearchQuery, backend: EmbeddingBackend | N
         if own:
             store.close()
     results = [{**{f: h.payload.get(f) for f in RESULT_FIELDS},
-                "uri": public_uri(settings, h.payload), "score": round(h.score, 6)} for h in hits]
+                "uri": public_uri(settings, h.payload), "rank": rank,
+                "score": round(h.score, 6), "scores": sides.get(h.id, {})}
+               for rank, h in enumerate(hits, 1)]
     return {"results": results, "mode": mode, "grouped": not q.chunks, "collection": name,
             "warning": warning}
 
 
-def _encode(settings: Settings, info: CollectionInfo, q: SearchQuery, mode: str,
+def side_scores(store: VectorStore, name: str, request: StoreQuery, hits: list[Hit]
+                ) -> dict[str, dict[str, float]]:
+    """Each hit's score on each side its mode computed: `dense` (the model's similarity) and
+    `sparse` (BM25). A one-sided search's score is that side's; a fused (hybrid) score is only
+    a rank-based sum, so each side is asked again for just these points, in one batch."""
+    if request.mode != "hybrid":
+        return {h.id: {request.mode: round(h.score, 6)} for h in hits}
+    if not hits:
+        return {}
+    only = replace(request.match or Match(), point_ids=tuple(h.id for h in hits))
+    sides = {"dense": replace(request, sparse=None, match=only, limit=len(hits), fields=(),
+                              exact=True),
+             "sparse": replace(request, dense=None, match=only, limit=len(hits), fields=())}
+    answers = store.query_batch(name, list(sides.values()))
+    # A point a side does not return scored nothing there (BM25: no query word in it).
+    out: dict[str, dict[str, float]] = {h.id: dict.fromkeys(sides, 0.0) for h in hits}
+    for side, answer in zip(sides, answers, strict=True):
+        for hit in answer:
+            if hit.id in out:
+                out[hit.id][side] = round(hit.score, 6)
+    return out
+
+
+def readable_score(hit: dict[str, Any]) -> str:
+    """What a person reads for one result: the dense similarity and the BM25 score where the
+    search computed them (`dense 0.783 · bm25 5.90`); the fused hybrid score ranks but means
+    nothing on its own."""
+    scores = hit.get("scores") or {}
+    parts = ([f"dense {scores['dense']:.3f}"] if "dense" in scores else []) + (
+        [f"bm25 {scores['sparse']:.2f}"] if "sparse" in scores else [])
+    return " · ".join(parts) or f"score {hit.get('score', 0):.3f}"
+
+
+def encode_query(settings: Settings, info: CollectionInfo, q: SearchQuery, mode: str,
             backend: EmbeddingBackend | None) -> tuple[np.ndarray | None, SparseVec | None]:
     """The query's dense vector and its sparse (BM25) one, each None where `mode` has no use
     for it."""

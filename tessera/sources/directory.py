@@ -132,7 +132,7 @@ class DirectorySource:
             uri=str(self.root / rel),
             modality="text",
             text=text,
-            title=title or Path(rel).stem,
+            title=title or fmt.first_line_title(text) or Path(rel).stem,
             size_bytes=len(raw),
             metadata={"path": rel},
         )

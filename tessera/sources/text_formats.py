@@ -76,6 +76,17 @@ def markdown_title(text: str) -> str:
     return ""
 
 
+def first_line_title(text: str, limit: int = 80) -> str:
+    """A title for a file that names none: its first non-blank line, cut at a word before
+    `limit` characters (with "…"), or ''."""
+    line = next((" ".join(ln.split()) for ln in text.splitlines() if ln.strip()), "")
+    line = line.lstrip("#").strip()
+    if len(line) <= limit:
+        return line
+    cut = line[:limit].rsplit(" ", 1)[0] if " " in line[:limit] else line[:limit]
+    return cut.rstrip(" ,;:.-") + "…"
+
+
 def _too_deep(where: str) -> RecordError:
     return RecordError(f"{where}: the JSON is nested too deeply to read (over ~1,000 levels); "
                        "flatten the record", expectation="valid_json")

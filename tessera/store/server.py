@@ -37,6 +37,8 @@ def _filter(match: Match | None) -> Any:
         must.append(m.FieldCondition(key="modality", match=m.MatchValue(value=match.modality)))
     if match.doc_ids is not None:
         must.append(m.FieldCondition(key="doc_id", match=m.MatchAny(any=list(match.doc_ids))))
+    if match.point_ids is not None:
+        must.append(m.HasIdCondition(has_id=list(match.point_ids)))
     for key, value in match.equals:
         must.append(m.FieldCondition(key=key, match=m.MatchValue(value=value)))
     for key, gte, lte in match.ranges:
@@ -248,7 +250,7 @@ class ServerStore:
             raise VectorStoreError(f"collection {info.name!r} has no sparse vectors; run "
                                    f"`tessera backfill-sparse --collection {info.name}`")
         flt = _filter(q.match)
-        payload = list(q.fields) if q.fields is not None else True
+        payload = list(q.fields) if q.fields else q.fields is None  # (): no payload
         exact = m.SearchParams(exact=q.exact, hnsw_ef=q.hnsw_ef)
         dense = np.asarray(q.dense, np.float32).tolist() if q.dense is not None else None
         sparse = _sparse(q.sparse) if q.sparse is not None else None

@@ -70,6 +70,29 @@ def test_rare_exact_term_dense_misses_is_found_by_hybrid(scifact: dict[str, Any]
     assert len(set(_ids(hybrid["results"]))) == 3  # documents, not chunks
 
 
+def test_each_hybrid_hit_carries_what_each_side_scored_it(scifact: dict[str, Any],
+                                                          minilm: Any) -> None:
+    """The fused score only ranks; `scores` holds the dense similarity and BM25 of the very
+    chunk shown, equal to what a one-sided search of that chunk scores."""
+    settings = load_settings(scifact["config"])
+    query = "vitamin D deficiency and bone fractures"
+    fused = run_search(settings, SearchQuery(text=query, k=10, chunks=True), backend=minilm)
+    alone = {mode: {(h["doc_id"], h["chunk_index"]): h["score"] for h in run_search(
+        settings, SearchQuery(text=query, k=2000, mode=mode, chunks=True), backend=minilm)["results"]}
+        for mode in ("dense", "sparse")}
+    hits = fused["results"]
+    assert [h["rank"] for h in hits] == list(range(1, 11))
+    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+    for hit in hits:
+        key = (hit["doc_id"], hit["chunk_index"])
+        assert hit["scores"]["dense"] == pytest.approx(alone["dense"][key], abs=1e-5)
+        # A chunk without any query word is not among sparse hits: BM25 0.
+        assert hit["scores"]["sparse"] == pytest.approx(alone["sparse"].get(key, 0.0), abs=1e-4)
+    assert len({round(h["scores"]["dense"], 3) for h in hits}) > 1  # not one fused number
+    dense_only = run_search(settings, SearchQuery(text=query, k=3, mode="dense"), backend=minilm)
+    assert all(h["scores"] == {"dense": h["score"]} for h in dense_only["results"])
+
+
 def test_reingest_embeds_nothing_and_writes_no_sparse_vector(scifact: dict[str, Any]) -> None:
     again = ingest_flow(config=str(scifact["config"]))
     assert (again["unchanged"], again["chunks_embedded"], again["sparse_written"]) == (DOCS, 0, 0)

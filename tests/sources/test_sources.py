@@ -61,3 +61,18 @@ def test_beir_corpus_uses_corpus_ids_and_title_plus_text(tmp_path: Path) -> None
     (doc,) = _load(tmp_path, kind="beir")
     assert isinstance(doc, Document)
     assert doc.doc_id == "42" and doc.text == "T body"
+
+
+def test_a_file_without_a_title_is_titled_by_its_first_line(tmp_path: Path) -> None:
+    """A heading or <title> wins; else the first non-blank line, cut at a word; else the stem."""
+    (tmp_path / "9555784.txt").write_text("\n  Vitamin D and fractures in older adults \nBody.\n")
+    (tmp_path / "plain.md").write_text("No heading here, just prose.\n\n# Later heading\n")
+    (tmp_path / "long.txt").write_text("word " * 40)
+    (tmp_path / "page.html").write_text("<html><body><p>First paragraph of a page</p></body></html>")
+    (tmp_path / "empty-ish.txt").write_text("   \n")
+    docs = {d.doc_id: d.title for d in _load(tmp_path) if isinstance(d, Document)}
+    assert docs["s/9555784.txt"] == "Vitamin D and fractures in older adults"
+    assert docs["s/plain.md"] == "Later heading"  # a markdown heading anywhere is the title
+    assert docs["s/long.txt"].endswith("…") and len(docs["s/long.txt"]) <= 81
+    assert docs["s/page.html"] == "First paragraph of a page"
+    assert docs.get("s/empty-ish.txt", "empty-ish") == "empty-ish"

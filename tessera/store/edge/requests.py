@@ -41,6 +41,8 @@ def match_filter(match: Match | None) -> Any:
         must.append(edge.FieldCondition(key="modality", match=edge.MatchValue(match.modality)))
     if match.doc_ids is not None:
         must.append(edge.FieldCondition(key="doc_id", match=edge.MatchAny(list(match.doc_ids))))
+    if match.point_ids is not None:
+        must.append(edge.HasIdCondition(set(match.point_ids)))
     for key, value in match.equals:
         must.append(edge.FieldCondition(key=key, match=edge.MatchValue(value)))
     for key, gte, lte in match.ranges:
@@ -75,7 +77,7 @@ def store_request(info: CollectionInfo, q: StoreQuery) -> Any:
     """One QueryRequest: a nearest query on one side, or prefetches of both fused."""
     edge = qe()
     flt = match_filter(q.match)
-    payload = list(q.fields) if q.fields is not None else True
+    payload = list(q.fields) if q.fields else q.fields is None  # (): no payload
     if q.sparse is not None and info.sparse is None:
         raise VectorStoreError(f"collection {info.name!r} has no sparse vectors; run "
                                f"`tessera backfill-sparse --collection {info.name}`")
