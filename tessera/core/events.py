@@ -220,13 +220,14 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("recorded_at", _TS),
         ]
     ),
-    # One row per search-service request (HTTP API, MCP); run_id is the serving process's id.
+    # One row per search-service request (HTTP API, MCP, CLI, the page's search box); run_id is
+    # the serving process's id.
     # No query text unless api.log_queries = true; never a key.
     "search_requests": pa.schema(
         _RUN
         + [
             ("request_id", pa.string()),
-            ("interface", pa.string()),  # http | mcp
+            ("interface", pa.string()),  # http | mcp | cli | page
             ("route", pa.string()),  # the route template, e.g. /v1/search
             ("status", pa.int64()),  # the HTTP status (MCP: 200, or 500 on a tool error)
             ("mode", pa.string()),  # dense | sparse | hybrid | null (the default)

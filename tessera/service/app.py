@@ -14,7 +14,6 @@ import logging
 import math
 import threading
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
@@ -23,11 +22,13 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from tessera.core.errors import ConfigError, PipelineError, StoreLockedError
+from tessera.core.errors import ConfigError, PipelineError, StoreLockedError, UsageError
 from tessera.core.settings import Settings
 from tessera.core.types import STORED_NAME_PATTERN
+from tessera.service.charts import VEGA_DIR, VEGA_PREFIX
 from tessera.service.docs import add_docs
 from tessera.service.guard import ANONYMOUS, BodyLimit, KeyCheck, KeyGuard, as_bearer, challenge
 from tessera.service.metrics import Metrics
@@ -42,7 +43,7 @@ from tessera.service.schemas import (
     SearchResponse,
 )
 from tessera.service.service import InvalidRequest, NotFound, SearchService
-from tessera.service.web import LATENCY_SAMPLES, live_page
+from tessera.service.web import live_page
 
 logger = logging.getLogger(__name__)
 
@@ -177,6 +178,10 @@ def _handlers(app: FastAPI) -> None:
     async def config(request: Request, exc: ConfigError) -> JSONResponse:
         return _error(request, 422, "validation", f"{exc.key}: {exc.fix}")
 
+    @app.exception_handler(UsageError)
+    async def usage(request: Request, exc: UsageError) -> JSONResponse:
+        return _error(request, 422, "validation", str(exc))  # e.g. an image for a text model
+
     @app.exception_handler(PipelineError)
     async def pipeline(request: Request, exc: PipelineError) -> JSONResponse:
         logger.warning("request failed: %s", exc)
@@ -279,8 +284,11 @@ def _page_routes(app: FastAPI) -> None:
         """The page for this query string (`q`, `mode`, `modality`)."""
         state = request.app.state
         body = await anyio.to_thread.run_sync(live_page, state.service,
-                                              dict(request.query_params), state.page_latencies)
+                                              dict(request.query_params), state.log)
         return HTMLResponse(body)
+
+    # The dashboard's chart library, vendored (static/vega/README.md): the page loads it from here.
+    app.mount(VEGA_PREFIX, StaticFiles(directory=VEGA_DIR), name="vega")
 
 
 def _captioner(app: FastAPI, name: str | None) -> Any:
@@ -314,7 +322,6 @@ def create_app(settings: Settings, *, auth: bool = True,
     app.state.captioners, app.state.captioners_lock = {}, threading.Lock()
     app.state.guard = KeyGuard(keys if auth else [], settings.api.rate_limit, settings.api.burst)
     app.state.log = log
-    app.state.page_latencies = deque(maxlen=LATENCY_SAMPLES)
     _handlers(app)
     _routes(app)
     _middleware(app, settings, metrics, log)

@@ -45,6 +45,11 @@ class RequestLog:
             self._rows.append(row)
             return len(self._rows) >= _MAX_ROWS
 
+    def pending(self) -> list[dict[str, Any]]:
+        """The rows queued and not yet written (copies), for a reader that must see them now."""
+        with self._lock:
+            return [dict(row) for row in self._rows]
+
     def flush(self) -> int:
         """Write what is queued as one file; the number of rows written. The event loop only
         ever waits for a list swap: the write happens outside that lock. On an error the rows

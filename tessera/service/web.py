@@ -1,9 +1,10 @@
-"""The web page: a search box with results, and a status view with charts. Plain server-rendered
-HTML with inline SVG charts: no JavaScript build, nothing fetched from the network.
+"""The web page: a search box with results, and the operator dashboard (freshness, collections,
+charts, failures). Server-rendered HTML; the charts are Vega-Lite specs drawn by the vendored
+Vega files (charts.py): no JavaScript build, nothing fetched from outside the machine.
 
-`tessera report` writes it as one static file (the status view; the search box then says how to
-serve it). The search service's app serves it live at `/` (`tessera report --serve`, `tessera
-api`), searching through the same SearchService as the API.
+`tessera report` writes it as one static file (the dashboard, Vega inlined; the search box then
+says how to serve it). The search service's app serves it live at `/` (`tessera report --serve`,
+`tessera api`), searching through the same SearchService as the API.
 """
 
 from __future__ import annotations
@@ -21,17 +22,24 @@ from pydantic import ValidationError
 
 from tessera.core.errors import PipelineError
 from tessera.core.settings import Settings
+from tessera.service.charts import scripts
+from tessera.service.dashboard import dashboard
 from tessera.service.report_data import ReportData, gather
 from tessera.service.schemas import SearchRequest
+from tessera.service.search import readable_score
 
 if TYPE_CHECKING:
+    from tessera.service.request_log import RequestLog
     from tessera.service.service import SearchService
 
 PAGE_MODES = ("hybrid", "dense", "sparse")  # the first is the page's default
 PAGE_K = 10
-# The latency chart draws the page's last searches: a long-running server's memory stays flat.
-LATENCY_SAMPLES = 10_000
-COLORS = ["#2563eb", "#16a34a", "#d97706", "#9333ea", "#dc2626", "#0891b2"]
+# The page's searches as search_requests rows: the route, like the MCP tool's "tool/search".
+PAGE_ROUTE = "page/search"
+# A "T" on the header's colour, inline: the browser asks for no /favicon.ico.
+FAVICON = ("data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 16 16'%3E"
+           "%3Crect width='16' height='16' rx='3' fill='%23111827'/%3E%3Cpath d='M3 3h10v2.5H9.3V13"
+           "H6.7V5.5H3z' fill='%23fff'/%3E%3C/svg%3E")
 CSS = """
 body{font:15px/1.45 system-ui,sans-serif;margin:0;color:#111;background:#f6f7f9}
 header{background:#111827;color:#fff;padding:12px 24px}header h1{margin:0;font-size:20px}
@@ -43,9 +51,12 @@ td,th{padding:4px 8px;border-bottom:1px solid #eee;text-align:left;font-size:14p
 form input[type=text]{width:55%;padding:6px;font-size:15px}form select,form button{padding:6px}
 .hit{display:flex;gap:12px;padding:8px 0;border-bottom:1px solid #eee}
 .hit img{width:96px;height:96px;object-fit:cover;border-radius:4px}
-.score{font-variant-numeric:tabular-nums;color:#374151;min-width:56px}
+.rank{font-variant-numeric:tabular-nums;color:#374151;min-width:24px;font-weight:600}
+.score{font-variant-numeric:tabular-nums;color:#374151;font-size:13px}
 mark{background:#fde68a}.muted{color:#6b7280;font-size:13px}
-.charts{display:grid;grid-template-columns:1fr 1fr;gap:14px}
+.charts{display:grid;grid-template-columns:1fr 1fr;gap:14px}.charts>div{min-width:0}
+.chart{width:100%}.empty{border:1px dashed #d1d5db;border-radius:6px;padding:10px 14px}
+details summary{cursor:pointer;color:#374151;margin:8px 0}td.err{font-family:monospace;font-size:12px}
 """
 
 
@@ -110,68 +121,6 @@ def thumbnail_of(settings: Settings, hit: dict[str, Any]) -> str | None:
         return None
 
 
-# ------------------------------------------------------------------------------------ charts
-
-
-def _short(label: str) -> str:
-    """MM-DD for an ISO date, the label itself otherwise."""
-    return label[5:] if re.fullmatch(r"\d{4}-\d\d-\d\d", label) else label
-
-
-def bar_chart(title: str, labels: list[str], series: dict[str, list[float]],
-              width: int = 500, height: int = 200) -> str:
-    """Grouped bars, one group per label (an SVG with class `chart`)."""
-    pad, n = 30, max(len(labels), 1)
-    top = max([v for vals in series.values() for v in vals] + [1.0])
-    group = (width - pad) / n
-    bar = max(group / (len(series) + 1), 1.0)
-    parts = [f'<svg class="chart" role="img" aria-label="{_e(title)}" width="{width}" '
-             f'height="{height + 40}" viewBox="0 0 {width} {height + 40}">',
-             f'<text x="{pad}" y="14" font-size="13">{_e(title)}</text>',
-             f'<line x1="{pad}" y1="{height + 20}" x2="{width}" y2="{height + 20}" stroke="#999"/>',
-             f'<text x="0" y="34" font-size="10">{top:g}</text>']
-    for s, (name, vals) in enumerate(series.items()):
-        for i, v in enumerate(vals):
-            h = (height - 20) * v / top
-            x = pad + i * group + s * bar
-            parts.append(f'<rect class="bar" data-series="{_e(name)}" x="{x:.1f}" '
-                         f'y="{height + 20 - h:.1f}" width="{bar * 0.9:.1f}" height="{h:.1f}" '
-                         f'fill="{COLORS[s % len(COLORS)]}"><title>{_e(labels[i])} {_e(name)}: '
-                         f'{v:g}</title></rect>')
-        parts.append(f'<text x="{pad + 110 * s}" y="{height + 36}" font-size="11" '
-                     f'fill="{COLORS[s % len(COLORS)]}">■ {_e(name)}</text>')
-    for i, label in enumerate(labels):
-        if i % max(1, n // 7) == 0:
-            parts.append(f'<text x="{pad + i * group:.1f}" y="{height + 30}" font-size="9">'
-                         f"{_e(_short(label))}</text>")
-    return "".join(parts) + "</svg>"
-
-
-def line_chart(title: str, series: dict[str, list[tuple[Any, float]]], width: int = 500,
-               height: int = 200) -> str:
-    """One polyline per series over its runs in order, y from 0 to 1 (nDCG)."""
-    pad = 30
-    parts = [f'<svg class="chart" role="img" aria-label="{_e(title)}" width="{width}" '
-             f'height="{height + 40}" viewBox="0 0 {width} {height + 40}">',
-             f'<text x="{pad}" y="14" font-size="13">{_e(title)}</text>',
-             f'<line x1="{pad}" y1="{height + 20}" x2="{width}" y2="{height + 20}" stroke="#999"/>',
-             '<text x="0" y="34" font-size="10">1.0</text>',
-             f'<text x="0" y="{height + 20}" font-size="10">0</text>']
-    for s, (name, points) in enumerate(series.items()):
-        color = COLORS[s % len(COLORS)]
-        step = (width - pad - 10) / max(len(points) - 1, 1)
-        xy = [(pad + 5 + i * step, height + 20 - (height - 20) * v) for i, (_, v) in enumerate(points)]
-        parts.append(f'<polyline class="series" data-series="{_e(name)}" fill="none" '
-                     f'stroke="{color}" stroke-width="2" points="'
-                     + " ".join(f"{x:.1f},{y:.1f}" for x, y in xy) + '"/>')
-        parts += [f'<circle class="point" cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{color}">'
-                  f'<title>{_e(name)} {when:%Y-%m-%d %H:%M}: {v:.3f}</title></circle>'
-                  for (x, y), (when, v) in zip(xy, points, strict=True)]
-        parts.append(f'<text x="{pad + 160 * s}" y="{height + 36}" font-size="11" '
-                     f'fill="{color}">■ {_e(name)}</text>')
-    return "".join(parts) + "</svg>"
-
-
 # -------------------------------------------------------------------------------------- page
 
 
@@ -197,59 +146,31 @@ def _search_section(query: str, mode: str, modality: str, modes: list[str],
             thumb = hit.get("thumbnail")  # made by the server, which knows the source roots
             img = f'<img src="{thumb}" alt="{_e(hit.get("title") or hit["doc_id"])}">' if thumb else ""
             rows.append(f'<div class="hit" data-doc-id="{_e(hit["doc_id"])}">{img}'
-                        f'<span class="score">{hit["score"]:.3f}</span><div>'
+                        f'<span class="rank">{hit["rank"]}</span><div>'
                         f'<b>{_e(hit.get("title") or hit["doc_id"])}</b> '
-                        f'<span class="muted">{_e(hit["doc_id"])} · {_e(hit.get("source"))}</span>'
+                        f'<span class="muted">{_e(hit.get("uri") or hit["doc_id"])}</span> '
+                        f'<span class="score">{_e(readable_score(hit))}</span>'
                         f'<br>{highlight(str(hit.get("text") or ""), query)}</div></div>')
         body = "".join(rows) or '<p class="muted" id="no-results">No results.</p>'
     return f'<section id="search"><h2>Search</h2>{form}<div id="results">{body}</div></section>'
 
 
-def _status_section(data: ReportData) -> str:
-    rows = ""
-    for f in data.freshness:
-        last = f"{f.last_success:%Y-%m-%d %H:%M} UTC" if f.last_success else "never"
-        rows += (f'<tr class="{f.status}" data-source="{_e(f.source)}"><td>{_e(f.source)}</td>'
-                 f'<td>{_e(f.schedule or "none (judged daily)")}</td><td>{last}</td>'
-                 f"<td>{f.missed}</td><td>{f.status}</td></tr>")
-    fresh = ("<table><tr><th>source</th><th>schedule</th><th>last completed ingest</th>"
-             f"<th>scheduled runs missed</th><th>verdict</th></tr>{rows}</table>")
-    cols = "".join(f"<tr><td>{_e(c['name'])}</td><td>{_e(c['model'])}</td><td>{c['points']}</td></tr>"
-                   for c in data.collections)
-    days = [d["day"] for d in data.daily]
-    volume = bar_chart("Documents indexed per day", days, {"indexed": [d["documents"] for d in data.daily]})
-    failures = bar_chart("Failed runs per day", days, {
-        "pipeline": [d["failures"] for d in data.daily],
-        "input": [d["input_failures"] for d in data.daily]})
-    quality = (line_chart("nDCG@10 per quality set and mode", data.quality) if data.quality
-               else '<p class="muted">No quality runs yet: <code>tessera nightly</code>.</p>')
-    lat = data.latency_ms
-    latency = (bar_chart(f"Search latency, ms ({int(lat['count'])} searches)", ["p50", "p95", "p99"],
-                         {"ms": [lat["p50"], lat["p95"], lat["p99"]]}) if lat else
-               '<p class="muted">No searches measured yet (search from this page).</p>')
-    return (f'<section id="freshness"><h2>Freshness against each source\'s schedule</h2>{fresh}'
-            f'</section><section id="collections"><h2>Collections</h2><table><tr><th>collection'
-            f"</th><th>model</th><th>points</th></tr>{cols}</table></section>"
-            f'<section id="charts"><h2>Quality, volume, failures, latency</h2><div class="charts">'
-            f'<div id="quality-chart">{quality}</div><div id="volume-chart">{volume}</div>'
-            f'<div id="failure-chart">{failures}</div><div id="latency-chart">{latency}</div>'
-            "</div></section>")
-
-
 def render_page(data: ReportData, *, query: str = "", mode: str = "dense", modality: str = "",
                 modes: list[str] | None = None, results: list[dict[str, Any]] | None = None,
                 error: str | None = None, live: bool = True) -> str:
-    """The whole page as one HTML document."""
+    """The whole page as one HTML document; the static copy (not `live`) inlines the Vega files,
+    so it is one file that draws its charts offline."""
+    board, specs = dashboard(data)
     return ('<!doctype html><html lang="en"><head><meta charset="utf-8">'
-            f"<title>Tessera index</title><style>{CSS}</style></head><body><header><h1>Tessera "
-            f'index</h1><span class="muted">generated {data.generated_at:%Y-%m-%d %H:%M:%S} UTC'
-            f"</span></header><main>"
+            f'<link rel="icon" href="{FAVICON}"><title>Tessera index</title><style>{CSS}</style>'
+            '</head><body><header><h1>Tessera index</h1><span class="muted">generated '
+            f"{data.generated_at:%Y-%m-%d %H:%M:%S} UTC</span></header><main>"
             + _search_section(query, mode, modality, modes or ["dense"], results, error, live)
-            + _status_section(data) + "</main></body></html>")
+            + board + "</main>" + scripts(specs, inline=not live) + "</body></html>")
 
 
 def write_report(settings: Settings, out: Path) -> Path:
-    """The static page (status view; search needs `--serve`)."""
+    """The static page (the dashboard; search needs `--serve`)."""
     from tessera.core.fs import atomic_write
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -258,17 +179,33 @@ def write_report(settings: Settings, out: Path) -> Path:
 
 
 def live_page(service: SearchService, params: Mapping[str, str],
-              latencies: MutableSequence[float]) -> str:
+              log: RequestLog | None = None) -> str:
     """The page for one GET's query string (`q`, `mode`, `modality`), searched through the
-    search service; each search's time goes into `latencies` for the latency chart."""
+    search service. Each search is a search_requests event (interface `page`) in `log`, so the
+    latency chart counts it with the API's, MCP's and CLI's searches."""
     query = params.get("q", "").strip()
     mode = params.get("mode") or PAGE_MODES[0]
     modality = params.get("modality", "")
     results, error = None, None
     if query:
-        results, error = _page_search(service, query, mode, modality, latencies)
-    return render_page(gather(service.settings, list(latencies)), query=query, mode=mode,
-                       modality=modality, modes=list(PAGE_MODES), results=results, error=error)
+        took: list[float] = []
+        results, error = _page_search(service, query, mode, modality, took)
+        if log is not None:
+            for ms in took:
+                log.add(interface="page", route=PAGE_ROUTE, status=200, latency_ms=ms, mode=mode,
+                        k=PAGE_K, hits=len(results or []), query=query)
+    data = gather(service.settings, found=_collections(service),
+                  pending=log.pending() if log is not None else None)
+    return render_page(data, query=query, mode=mode, modality=modality, modes=list(PAGE_MODES),
+                       results=results, error=error)
+
+
+def _collections(service: SearchService) -> dict[str, Any] | None:
+    """The open service's collections; None (the store is read instead) when it cannot say."""
+    try:
+        return service.collections()
+    except PipelineError:
+        return None
 
 
 def _page_search(service: SearchService, query: str, mode: str, modality: str,

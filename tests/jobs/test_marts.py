@@ -160,6 +160,9 @@ def rechecked(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         api.add("search_requests", request_id=f"{status}-{mode}", interface="mcp",
                 route="tool/search", status=status, mode=mode, latency_ms=5.0,
                 recorded_at=DAY1)
+    # A search from the page's search box (the app records it as interface "page").
+    api.add("search_requests", request_id="page-dense", interface="page", route="page/search",
+            status=200, mode="dense", latency_ms=7.0, recorded_at=DAY1)
     api.flush()
     build_marts(settings)
     return settings
@@ -183,8 +186,8 @@ def test_only_searches_that_ran_have_a_mode(rechecked: Settings) -> None:
     rows = query(rechecked.warehouse_path, """
         select request_status, search_mode, requests, rate_limited_requests
         from fct_search_requests order by 1, 2""")
-    assert rows == [("answered", "dense", 1, 0), ("answered", "hybrid", 1, 0),
-                    ("failed", None, 1, 0), ("rejected", None, 3, 1)]
+    assert rows == [("answered", "dense", 2, 0), ("answered", "hybrid", 1, 0),
+                    ("failed", None, 1, 0), ("rejected", None, 3, 1)]  # dense: MCP and the page
 
 
 def test_index_size_and_pruning(built: tuple[Settings, dict[str, Any]]) -> None:

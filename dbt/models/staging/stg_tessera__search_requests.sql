@@ -29,7 +29,7 @@ renamed as (
         embed_ms,
         engine_ms,
         query as query_text,
-        route in ('/v1/search', 'tool/search') as is_search,
+        route in ('/v1/search', 'tool/search', 'page/search', 'cli/search') as is_search,
         status >= 400 as is_error,
         timezone('UTC', recorded_at) as recorded_at
 
