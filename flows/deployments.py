@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -47,14 +48,44 @@ def _default_config() -> str | None:
 
 
 def serve_all(settings: Settings, config: str | None = None) -> None:
-    """Serve every deployment from this process until stopped (stopping pauses their schedules)."""
-    from prefect import serve
+    """Serve every deployment from this process until Ctrl-C or SIGTERM, which stop the runner
+    and pause the deployments' schedules."""
+    import asyncio
 
     deployments = build_deployments(settings, config)
     if not deployments:
         raise PipelineError("nothing to serve")
     refuse_pool_bound(deployments)
-    serve(*deployments)
+    print(f"serving {len(deployments)} deployments from this process: "
+          f"{', '.join(d.full_name for d in deployments)} (Ctrl-C stops them and pauses their "
+          "schedules)", file=sys.stderr, flush=True)
+    asyncio.run(_serve(deployments))
+
+
+async def _serve(deployments: list[Any]) -> None:
+    """Prefect's Runner until a stop signal, then its own async stop. (prefect.serve stops from
+    a signal handler that calls the sync `stop` inside the running loop: the coroutine it makes
+    is never awaited, and Python warns on the way out.)"""
+    import asyncio
+    import signal
+
+    from prefect.runner import Runner
+
+    runner = Runner(pause_on_shutdown=True)
+    for deployment in deployments:
+        await runner.aadd_deployment(deployment)  # registers it (and its schedules) now
+    running = asyncio.create_task(runner.start())
+    await asyncio.sleep(0)  # start() sets its own SIGTERM handler first; ours replaces it
+    loop = asyncio.get_running_loop()
+    stopped = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopped.set)
+    waiting = asyncio.create_task(stopped.wait())
+    await asyncio.wait({running, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    if stopped.is_set() and runner.started:
+        await runner.astop()
+    waiting.cancel()
+    await running
 
 
 def refuse_pool_bound(deployments: list[Any]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 from tessera.cli import errors as cli_errors
 from tessera.cli import preflight, usage
 from tessera.cli import support as cli_support
+from tessera.cli.output import print_human
 from tessera.core import env
 from tessera.core.env import apply_offline_defaults
 from tessera.core.errors import PipelineError, UsageError
@@ -76,7 +78,7 @@ def cmd_ingest(args: argparse.Namespace) -> dict[str, Any]:
             return run_ingest(settings, None, args.source, args.ttl, args.path,
                               verify=args.verify)
         with cli_support.ingest_bar() as bar, cli_support.route_logs(bar.console):
-            job = bar.add_task("ingest", total=None, chunks=0)
+            job = bar.add_task("starting", total=None, documents=0, chunks=0)
             return run_ingest(settings, None, args.source, args.ttl, args.path,
                               progress=cli_support.bar_callback(bar, job), verify=args.verify)
 
@@ -92,6 +94,7 @@ def cmd_ingest(args: argparse.Namespace) -> dict[str, Any]:
 @command("search")
 def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
     """Search the index with text or an image."""
+    from tessera.service.request_log import record_search
     from tessera.service.search import SearchQuery, run_search
 
     if (args.query is None) == (args.image is None):
@@ -101,9 +104,15 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError(f"--image {args.image!r} is not a file; give the path of an image")
     image = Path(args.image).read_bytes() if args.image else None
     preflight.check_search(_settings(args), args.collection, args.source)
-    return run_search(_settings(args), SearchQuery(
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    answer = run_search(_settings(args), SearchQuery(
         text=args.query, image=image, k=args.k, mode=args.mode, chunks=args.chunks,
-        source=args.source, modality=args.modality, collection=args.collection))
+        source=args.source, modality=args.modality, collection=args.collection), timings=timings)
+    # Counted with the API's and MCP's searches (the dashboard's latency, fct_search_requests).
+    record_search(_settings(args), "cli", answer, k=args.k, timings=timings, query=args.query,
+                  latency_ms=(time.perf_counter() - started) * 1000)
+    return answer
 
 
 @command("caption")
@@ -390,7 +399,8 @@ def _common_options() -> cli_support.Parser:
     common.add_argument("--config", metavar="PATH", help="path to tessera.toml (default: $TESSERA_CONFIG or ./tessera.toml)")
     common.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     common.add_argument("-v", "--verbose", action="count", default=0,
-                        help="more output: -v adds info logs and Prefect's task-state lines")
+                        help="more output: -v adds info logs and Prefect's task-state lines, "
+                             "-vv debug logs and each request to the Prefect API")
     common.add_argument("-q", "--quiet", action="store_true",
                         help="errors only: no progress bar, no summary")
     return common
@@ -495,22 +505,6 @@ def _add_server_commands(add: AddCommand) -> None:
     p.add_argument("--port", type=int, default=8765, help="port to serve on (0: any free port)")
 
 
-def _print_human(result: dict[str, Any]) -> None:
-    if "captions" in result:
-        for row in result["captions"]:
-            print(f"{row['image']}: {row.get('caption') or 'error: ' + str(row.get('error'))}")
-        return
-    if "results" in result:
-        for i, hit in enumerate(result["results"], 1):
-            text = " ".join(str(hit.get("text", "")).split())[:100]
-            print(f"{i:>2}. {hit['score']:.3f}  {hit['doc_id']}  [{hit['source']}]  {text}")
-        return
-    for key, value in result.items():
-        if isinstance(value, (list, dict)):
-            value = json.dumps(value, default=str, indent=2)
-        print(f"{key}: {value}")
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `tessera` console script."""
     apply_offline_defaults()
@@ -570,9 +564,8 @@ def _print_result(args: argparse.Namespace, result: dict[str, Any]) -> int:
     """The result: one JSON object under --json, else the command's human form; exit 0."""
     if args.json:
         print(json.dumps(result, default=str))
-    elif (args.command != "demo" and not args.quiet
-          and not cli_support.print_human(args.command, result)):
-        _print_human(result)
+    elif args.command != "demo" and not args.quiet:
+        print_human(args.command, result)
     return 0
 
 

@@ -136,48 +136,30 @@ class VersionAction(argparse.Action):
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: Any, values: Any,
                  option_string: str | None = None) -> None:
+        from tessera.cli.version import version_line
+
         print(version_line(getattr(namespace, "config", None)))
         raise SystemExit(0)
 
 
-def version_line(config: str | None = None) -> str:
-    """`tessera 0.1.0 · model ... · runtime ... · store ...` (from the config in force)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        ours = version("tessera")
-    except PackageNotFoundError:  # pragma: no cover - a source tree without an install
-        ours = "unknown"
-    parts = [f"tessera {ours}", f"python {sys.version.split()[0]}"]
-    try:
-        from tessera.core.settings import load_settings
-
-        s = load_settings(config)
-    except Exception as exc:  # noqa: BLE001 - the version must print even with a broken config
-        return " · ".join([*parts, f"config not loaded ({exc})"])
-    emb = s.embedding
-    runtime = (f"{emb.runtime} {emb.precision}" if emb.runtime == "openvino" else emb.runtime)
-    store = s.store.kind if s.store.kind == "edge" else f"qdrant server {s.store.url or s.store.path}"
-    parts += [f"model {s.model}", f"backend {emb.backend} ({runtime}, device {emb.device})",
-              f"store {store}", f"home {s.home}"]
-    return " · ".join(parts)
-
-
 def configure_logging(verbosity: int) -> None:
-    """-q: errors only; default: warnings; -v: info, Prefect's task-state lines included."""
-    level = {-1: logging.ERROR, 0: logging.WARNING}.get(verbosity, logging.INFO)
+    """-q: errors only; default: warnings; -v: info, Prefect's task-state lines included; -vv:
+    debug, with every HTTP request the Prefect client makes."""
+    level = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
     # Prefect reads its level at import, which comes later, so the environment says it.
     env.default_prefect_logging_level(logging.getLevelName(max(level, logging.INFO)
                                                            if verbosity > 0 else level))
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    if verbosity < 2:  # a line per request to the Prefect API would bury what -v is for
+        for noisy in ("httpx", "httpcore"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def ingest_bar(console: Any = None) -> Any:
-    """The ingest's progress bar: documents done / expected, chunks embedded, documents per
-    second and time left (rich's estimates over the recent updates)."""
+    """The ingest's progress bar: what the run is doing, files done of all listed (a total that
+    does not move), documents and chunks so far, documents per second and time left."""
     from rich.progress import (
         BarColumn,
-        MofNCompleteColumn,
         Progress,
         TaskProgressColumn,
         TextColumn,
@@ -191,18 +173,31 @@ def ingest_bar(console: Any = None) -> Any:
         def render(self, task: Any) -> Any:
             from rich.text import Text
 
-            speed = task.finished_speed or task.speed
-            return Text("" if speed is None else f"{speed:,.0f} docs/s")
+            elapsed = task.elapsed or 0.0
+            docs = task.fields.get("documents", 0)
+            return Text(f"{docs / elapsed:,.0f} docs/s" if docs and elapsed > 0 else "")
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TaskProgressColumn(), TextColumn("{task.fields[chunks]:,} chunks"), Rate(),
-                    TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=True)
+    class Files(TextColumn):
+        def __init__(self) -> None:
+            super().__init__("")
+
+        def render(self, task: Any) -> Any:
+            from rich.text import Text
+
+            total = "?" if task.total is None else f"{task.total:,.0f}"  # before the listing
+            return Text(f"{task.completed:,.0f}/{total} files")
+
+    return Progress(TextColumn("{task.description:<13}"), BarColumn(), Files(),
+                    TaskProgressColumn(), TextColumn("{task.fields[documents]:,} docs"),
+                    TextColumn("{task.fields[chunks]:,} chunks"), Rate(), TextColumn("ETA"),
+                    TimeRemainingColumn(), console=console, transient=True)
 
 
 def bar_callback(bar: Any, job: Any) -> Any:
-    """A `Progress` callback (documents done, expected, chunks) that draws on `bar`'s task."""
-    def update(done: int, total: int, chunks: int) -> None:
-        bar.update(job, completed=done, total=total, chunks=chunks)
+    """A `Progress` callback (tessera.ingest.context.Tick) that draws on `bar`'s task."""
+    def update(tick: Any) -> None:
+        bar.update(job, description=tick.phase, completed=tick.files_done,
+                   total=tick.files_total or None, documents=tick.documents, chunks=tick.chunks)
     return update
 
 
@@ -224,52 +219,3 @@ class route_logs:
 
     def __exit__(self, *exc: object) -> None:
         logging.getLogger().handlers = self.saved
-
-
-def print_human(command: str, result: dict[str, Any]) -> bool:
-    """Human output for the commands that have one; False for the generic key: value dump."""
-    if command == "ingest" and "run_id" in result:
-        from flows.runs import describe_ingest
-
-        print(describe_ingest(result))
-        return True
-    if command == "prune" and "run_id" in result:
-        from flows.runs import describe_prune
-
-        print(describe_prune(result))
-        return True
-    if command == "status" and "collections" in result:
-        _print_status(result)
-        return True
-    return False
-
-
-def _print_status(result: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console(width=None if sys.stdout.isatty() else 160)
-    cols = Table(title=f"Collections in {result['home']}", title_justify="left")
-    for name in ("collection", "model", "dim", "distance", "points", "aliases"):
-        cols.add_column(name, no_wrap=True, justify="right" if name in ("dim", "points") else "left")
-    aliases = result.get("aliases") or {}
-    for c in result["collections"]:
-        names = ", ".join(a for a, target in aliases.items() if target == c["name"])
-        cols.add_row(c["name"], str(c["model"]), str(c["dimension"]), str(c["distance"]),
-                     f"{c['points']:,}", names)
-    console.print(cols)
-    if result.get("unlisted"):
-        console.print(f"Unlisted: {', '.join(result['unlisted'])}: {result['unlisted_fix']}",
-                      style="yellow", markup=False)
-    runs = Table(title="Last runs", title_justify="left")
-    for name in ("run", "status", "started (UTC)", "s", "seen", "indexed", "unchanged",
-                 "quarantined", "deleted"):
-        runs.add_column(name, no_wrap=True,
-                        justify="left" if name in ("run", "status", "started (UTC)") else "right")
-    for r in result.get("last_runs") or []:
-        style = "red" if r.get("status") in ("failed", "killed") else ("yellow" if r.get("status") == "failed_input" else "")
-        runs.add_row(str(r["run_id"]), str(r["status"]), str(r["started_at"])[:19],
-                     f"{r.get('seconds') or 0:.1f}", *(str(r.get(k) or 0) for k in
-                                                      ("seen", "indexed", "unchanged", "quarantined",
-                                                       "deleted")), style=style)
-    console.print(runs)

@@ -29,6 +29,8 @@ def normalise(argv: list[str]) -> list[str]:
     """The command line as the parser reads it: bare `tessera` and `tessera help` ask for the
     overview, `tessera help CMD` for CMD's help, and global options before the command go
     after it (`tessera --json status` is `tessera status --json`)."""
+    if "--version" in argv:  # last, so that a --config anywhere is read before it answers
+        argv = [w for w in argv if w != "--version"] + ["--version"]
     hoisted, rest = _split_globals(argv)
     if not rest and not hoisted:
         return ["--help"]

@@ -23,12 +23,30 @@ from tessera.ingest.chunking import Chunker
 from tessera.ingest.points import Existing, RunCounts
 from tessera.store.writers import WriterSection
 
-# Called with (documents done, documents expected, chunks embedded): after each batch, and
-# inside a batch's embed step after every model call of the token-id path (batch.PROGRESS_CHUNKS:
-# every 64 documents or fewer at the default batch size), so a bar drawn from it moves while a
-# 1,024-document batch is embedded.
-Progress = Callable[[int, int, int], None]
 STAGES = ("discover", "load", "chunk", "diff", "embed", "sparse", "upsert", "delete")
+# What a progress bar says the run is doing, by the stage it is in.
+PHASES = {"discover": "listing files", "load": "reading", "diff": "comparing", "chunk": "chunking",
+          "embed": "embedding", "sparse": "embedding", "upsert": "writing", "delete": "writing",
+          "refresh": "writing", "caption": "captioning"}
+
+
+@dataclass(frozen=True)
+class Tick:
+    """Where a run is, for a progress bar. `files_total` is every file of every source's listing
+    (all are listed before the first is read), so a bar's total never moves; `files_done` moves
+    inside a batch with its documents embedded (a fraction of the batch's files)."""
+
+    phase: str  # listing files, loading model, reading, embedding, writing, ...
+    files_done: float
+    files_total: int
+    documents: int  # documents seen so far (finished batches plus the batch in hand)
+    chunks: int  # chunks embedded so far
+
+
+# Called with a Tick when the phase changes, after each batch, and inside a batch's embed step
+# after every model call of the token-id path (batch.PROGRESS_CHUNKS: every 64 documents or
+# fewer at the default batch size), so a bar drawn from it moves while a batch is embedded.
+Progress = Callable[[Tick], None]
 
 
 
@@ -139,7 +157,11 @@ class IngestRun:
         self.targets: list[Target] = []
         self.batch_index = 0
         self.done = 0  # documents of finished batches
-        self.expected = 0  # documents the run is expected to see (from the listings so far)
+        self.phase = "starting"
+        self.files_total = 0  # files in every source's listing
+        self.files_done = 0  # files of finished batches
+        self.batch_files = (0, 0)  # (files, records) of the batch in hand
+        self.in_batch = (0, 0)  # (documents, chunks) of it reported, until it is accounted
         self._backends: dict[str, EmbeddingBackend] = {}
         self._chunkers: dict[tuple[str, int | None, int], Chunker] = {}
         self.sections: list[WriterSection] = []  # writer sections of the aliases it writes
@@ -158,6 +180,7 @@ class IngestRun:
     def backend(self, spec: ModelSpec, pending_chunks: int) -> EmbeddingBackend:
         """The model's backend, chosen (local or Modal, for `auto`) when it is first needed."""
         if spec.name not in self._backends:
+            self.set_phase("loading model")
             self._backends[spec.name] = make_backend(self.settings, spec, pending_chunks)
         return self._backends[spec.name]
 
@@ -175,8 +198,17 @@ class IngestRun:
         batch in hand (documents estimated, chunks exact)."""
         if self.progress is None:
             return
-        done = self.done + docs_in_batch
-        self.progress(done, max(done, self.expected), self.counts.chunks_embedded + chunks_in_batch)
+        self.in_batch = (docs_in_batch, chunks_in_batch)
+        files, records = self.batch_files
+        part = files * min(1.0, docs_in_batch / records) if records else 0.0
+        self.progress(Tick(self.phase, self.files_done + part, self.files_total,
+                           self.done + docs_in_batch, self.counts.chunks_embedded + chunks_in_batch))
+
+    def set_phase(self, phase: str) -> None:
+        """Say what the run does now (a progress bar shows it)."""
+        if phase != self.phase:
+            self.phase = phase
+            self.report(*self.in_batch)
 
     def stage_done(self, source: str, stage: str, items: int, seconds: float) -> None:
         """Account for one stage of one batch."""
@@ -187,6 +219,7 @@ class IngestRun:
     def timed(self, source: str, stage: str, items: int, name: str, fn: Callable[..., Any],
               *args: Any, io: bool = False) -> Any:
         """Run one step and record the time its stage took."""
+        self.set_phase(PHASES.get(stage, stage))
         start = time.perf_counter()
         try:
             return self.steps.run(name, fn, *args, io=io)

@@ -59,8 +59,11 @@ def run_ingest(settings: Settings, steps: Steps | None = None, sources: list[str
     store = open_store(settings)
     status, error = "completed", None
     try:
-        for source, items in selection:
-            ingest_source(run, store, source, items, clock)
+        # Every source is listed first: the progress bar's total is known before work starts.
+        listings = [(source, items, listing(run, source, items)) for source, items in selection]
+        run.files_total = sum(len(files) for _, _, files in listings)
+        for source, items, files in listings:
+            ingest_source(run, store, source, items, files, clock)
     except Exception as exc:
         # A user's input error (a bad config value, a source folder that is gone) is kept apart
         # from a pipeline failure: the marts count them separately.
@@ -100,14 +103,22 @@ def _target(run: IngestRun, store: VectorStore, source: SourceConfig,
                   sparse=placed.info.sparse)
 
 
+def listing(run: IngestRun, source: SourceConfig, items: list[str] | None) -> list[str]:
+    """The files of a source this run reads: `items` when given, else the source's listing."""
+    if items is not None:
+        return items
+    return run.timed(source.name, "discover", 0, "discover",
+                     lambda: make_source(source).discover(), io=True)
+
+
 def ingest_source(run: IngestRun, store: VectorStore, source: SourceConfig,
-                  items: list[str] | None, clock: Callable[[], float] = time.time) -> None:
-    """One source: every batch, then removal of the documents that disappeared from it."""
+                  items: list[str] | None, files: list[str],
+                  clock: Callable[[], float] = time.time) -> None:
+    """One source's `files`: every batch, then removal of the documents that disappeared from
+    it (when `items` is None, i.e. `files` is its whole listing)."""
     target = _target(run, store, source, items, clock)
     run.targets.append(target)
-    listing = items if items is not None else run.timed(
-        source.name, "discover", 0, "discover", lambda: make_source(source).discover(), io=True)
-    ingest_from_state(run, store, target, listing, DOC_BATCH)
+    ingest_from_state(run, store, target, files, DOC_BATCH)
 
 
 def record_run(run: IngestRun, status: str, error: str | None) -> None:

@@ -75,17 +75,19 @@ def ingest_from_state(run: IngestRun, store: VectorStore, target: Target, listin
     """Every batch of the source's listing, then the held-back documents, then removals."""
     state = open_state(run, store, target)
     sp = SourcePass(run, store, target, state, total_files=len(listing))
-    run.expected = run.done + len(listing)  # a document per file until the files say otherwise
-    run.report()
     try:
         state.begin_run(run.run_id)
         # Great Expectations imports in the background once a file must be read (while it is
         # read), not on a re-run that skips every file: that import is ~4 CPU s.
         feed = Feed(make_source(target.source), Path(target.source.path), listing, state,
                     target.spec.id, _file_key(run, target), size, run.verify, warm_up)
+        files_before = 0
         while (fb := run.timed(sp.name, "load", 0, "load", feed.next_batch)) is not None:
+            run.batch_files = (fb.files_done - files_before, len(fb.loaded) + len(fb.skipped))
             _one_batch(sp, fb)
-            _progress(run, fb, feed.total_files)
+            run.files_done += fb.files_done - files_before
+            files_before, run.batch_files = fb.files_done, (0, 0)
+            run.report()
         if sp.refresh_at_end:
             _remove_missing(sp)
             _refresh_source(sp)
@@ -187,6 +189,7 @@ def _account(run: IngestRun, target: Target, result: BatchResult) -> None:
     c.points_upserted += result.points_upserted
     c.sparse_written += result.sparse_written
     run.done += result.seen
+    run.in_batch = (0, 0)  # now in the counts
 
 
 def _skip_files(sp: SourcePass, files: list[str]) -> None:
@@ -230,11 +233,3 @@ def _remove_missing(sp: SourcePass) -> None:
         _account(run, t, BatchResult(gone))
         state.remove([doc_id for doc_id, _ in page])
         run.events.flush()
-
-
-def _progress(run: IngestRun, fb: FeedBatch, total_files: int) -> None:
-    """Documents done, and the documents the source is expected to hold (files left times the
-    documents per file so far)."""
-    per_file = run.done / fb.files_done if fb.files_done else 1.0
-    run.expected = max(run.done, round(run.done + per_file * (total_files - fb.files_done)))
-    run.report()

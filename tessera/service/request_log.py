@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from tessera.core.events import EventLog, new_run_id, utcnow
+from tessera.core.fs import writable
+from tessera.core.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -67,3 +69,17 @@ class RequestLog:
                 logger.warning("could not write search_requests events (kept in memory): %s", exc)
                 return 0
         return len(rows)
+
+
+def record_search(settings: Settings, interface: str, answer: dict[str, Any], *, k: int,
+                  latency_ms: float, timings: dict[str, float], query: str | None) -> None:
+    """One search answered outside a serving process (`tessera search`) as its own
+    search_requests row, written now. A home that cannot be written records nothing: the
+    search has answered, and a read-only index is searchable."""
+    if not writable(settings.events_dir):
+        return
+    log = RequestLog(settings.events_dir, settings.api.log_queries)
+    log.add(interface=interface, route=f"{interface}/search", status=200, latency_ms=latency_ms,
+            mode=answer["mode"], k=k, hits=len(answer["results"]),
+            collection=answer["collection"], query=query, **timings)
+    log.flush()

@@ -96,3 +96,24 @@ def test_no_help_shows_an_empty_default(capsys: pytest.CaptureFixture[str]) -> N
         assert code == 0
         for noise in ("(default: None)", "(default: False)", "(default: 0)", "(default: [])"):
             assert noise not in text, (command, noise)
+
+
+def test_version_alone_answers_without_loading_the_commands(
+        make_config: Callable[..., Path], tmp_path: Path) -> None:
+    """`tessera --version` is answered before the parser and its commands load (a third of its
+    time), and says the same as `--version` through the parser, for the config in force."""
+    import os
+    import subprocess
+    import sys
+
+    config = str(make_config())
+    probe = ("import sys; from tessera.cli import main; code = main(['--version']); "
+             "print('loaded:', 'tessera.cli.main' in sys.modules); sys.exit(code)")
+    env = {**os.environ, "TESSERA_CONFIG": config}
+    fast = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=60, env=env)
+    slow = subprocess.run([sys.executable, "-m", "tessera.cli.main", "--version", "--config",
+                           config], capture_output=True, text=True, timeout=60)
+    line, loaded = fast.stdout.splitlines()
+    assert fast.returncode == slow.returncode == 0 and loaded == "loaded: False"
+    assert line == slow.stdout.strip() and f"home {Path(config).parent}" in line

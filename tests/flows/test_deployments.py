@@ -296,3 +296,38 @@ def test_serve_refuses_deployments_that_prefect_deploy_bound_to_a_work_pool(
             refuse_pool_bound(served)  # a second `tessera serve` is not refused
     finally:
         _delete_deployments(url, names)
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_serve_stops_cleanly_and_pauses_its_schedules(tmp_path: Path, stop: int) -> None:
+    """`tessera serve` until Ctrl-C or a SIGTERM (systemd, docker stop): exit 0, no warning or
+    traceback on stderr, and the schedules of the deployments it served are paused."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from tests.support.prefect import TESSERA, api_url
+
+    config = write_config(tmp_path / "tessera.toml", {"home": str(tmp_path / "home")}, {},
+                          [{"name": "examples", "path": str(EXAMPLES), "schedule": "*/30 * * * *"}])
+    url = api_url()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "TESSERA_"))}
+    env.update({**OFFLINE_DEFAULTS, "PREFECT_API_URL": url,
+                "PREFECT_HOME": str(tmp_path / "prefect-home")})
+    serve = subprocess.Popen([str(TESSERA), "serve", "--config", str(config)], env=env, cwd=REPO,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    names = [d.full_name for d in build_deployments(load_settings(config), str(config))]
+    try:
+        assert serve.stderr is not None
+        banner = next((line for line in serve.stderr if line.startswith("serving ")), "")
+        assert all(name in banner for name in names), banner
+        time.sleep(2)  # past start-up: the runner polls
+        os.kill(serve.pid, stop)
+        out, err = serve.communicate(timeout=60)
+    finally:
+        _stop(serve, terms=1)  # type: ignore[arg-type]
+    assert serve.returncode == 0, err[-3000:]
+    assert "never awaited" not in err and "Traceback" not in err and "Warning" not in err, err
+    with temporary_settings({PREFECT_API_URL: url}), get_client(sync_client=True) as client:
+        for name in names:
+            assert client.read_deployment_by_name(name).paused, name

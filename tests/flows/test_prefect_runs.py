@@ -33,6 +33,10 @@ def _cli(url: str, tmp: Path, *argv: str) -> dict[str, Any]:
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Traceback" not in done.stderr
+    # -v shows our info lines and Prefect's task states, not a line per API request (-vv does).
+    assert "HTTP Request:" not in done.stderr, done.stderr[-3000:]
+    if "-v" in argv:
+        assert "INFO" in done.stderr and "Finished in state" in done.stderr, done.stderr[-3000:]
     out: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return out
 
@@ -57,7 +61,7 @@ def test_cli_runs_appear_on_the_server_with_readable_names_and_run_id_tags(tmp_p
                           [{"name": "examples", "path": str(corpus)}])
     url = api_url()
     ingest = _cli(url, tmp_path, "ingest", "--source", "examples", "--config", str(config))
-    prune = _cli(url, tmp_path, "prune", "--dry-run", "--config", str(config))
+    prune = _cli(url, tmp_path, "prune", "--dry-run", "--config", str(config), "-v")
     runs = _flow_runs(url)
 
     def by_tag(run_id: str) -> Any:

@@ -13,7 +13,7 @@ import pytest
 
 from flows.prune import prune_flow
 from models.registry import BUILTIN
-from tessera.cli.support import print_human
+from tessera.cli.output import print_human
 from tessera.core.events import read_events
 from tessera.core.settings import Settings, load_settings
 from tessera.core.types import CollectionInfo, Match, PointRecord, point_id

@@ -22,6 +22,7 @@ from models.local import LocalBackend  # noqa: E402
 from models.optimized import OpenVINOBackend, export_dir, export_openvino  # noqa: E402
 from models.registry import BUILTIN, resolve_model_path  # noqa: E402
 from tessera.core.settings import load_settings  # noqa: E402
+from tessera.ingest.context import Tick  # noqa: E402
 from tessera.store import open_store  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -220,16 +221,24 @@ def test_ingest_progress_moves_at_least_every_64_documents(
         (src / f"n{i:03d}.txt").write_text(body * (60 if i % 7 == 0 else 1))
     settings = load_settings(make_config(sources=[{"name": "notes", "path": str(src)}],
                                          embedding={"runtime": "openvino", "device": "cpu"}))
-    heard: list[tuple[int, int, int]] = []
-    summary = run_ingest(settings, progress=lambda *state: heard.append(state))
-    done = [d for d, _, _ in heard]
-    chunks = [c for _, _, c in heard]
+    heard: list[Tick] = []
+    summary = run_ingest(settings, progress=heard.append)
+    done = [t.documents for t in heard]
+    chunks = [t.chunks for t in heard]
+    files = [t.files_done for t in heard]
     assert summary["indexed"] == 300 and summary["chunks_embedded"] > 300
-    assert done == sorted(done) and chunks == sorted(chunks)
+    assert done == sorted(done) and chunks == sorted(chunks) and files == sorted(files)
     assert max(b - a for a, b in zip([0, *done], done, strict=False)) <= 64
-    assert all(total >= d for d, total, _ in heard)
-    assert heard[-1] == (300, 300, summary["chunks_embedded"])
+    # The total is every listed file from the first tick on: it never moves.
+    assert {t.files_total for t in heard if t.phase != "listing files"} == {300}
+    assert (heard[-1].files_done, heard[-1].documents, heard[-1].chunks) == (
+        300, 300, summary["chunks_embedded"])
     assert len({c for c in chunks if 0 < c < summary["chunks_embedded"]}) >= 4  # mid-embed
+    assert any(0 < f < 300 for f in files)  # files move inside the one batch
+    # The bar names each phase, the model's load before the first embedding.
+    phases = list(dict.fromkeys(t.phase for t in heard))
+    assert phases[0] == "listing files" and "reading" in phases and "writing" in phases
+    assert phases.index("loading model") < phases.index("embedding")
 
 
 def test_the_ingest_bar_shows_documents_chunks_rate_and_eta() -> None:
@@ -242,14 +251,18 @@ def test_the_ingest_bar_shows_documents_chunks_rate_and_eta() -> None:
 
     out = io.StringIO()
     with ingest_bar(Console(file=out, force_terminal=True, width=140)) as bar:
-        job = bar.add_task("ingest", total=None, chunks=0)
+        job = bar.add_task("starting", total=None, documents=0, chunks=0)
         update = bar_callback(bar, job)
-        update(64, 300, 90)
+        update(Tick("loading model", 0, 300, 0, 0))
+        bar.refresh()
+        update(Tick("embedding", 64.0, 300, 64, 90))
         time.sleep(0.2)
-        update(128, 300, 200)
+        update(Tick("embedding", 128.5, 300, 1280, 200))
         bar.refresh()
     text = out.getvalue()
-    assert "128/300" in text and "200 chunks" in text and "docs/s" in text and "ETA" in text
+    assert "loading model" in text  # the phase while nothing moves
+    assert "128/300 files" in text and "1,280 docs" in text and "200 chunks" in text
+    assert "docs/s" in text and "ETA" in text
 
 
 def test_padding_batches_to_a_multiple_of_eight_tokens_leaves_the_vectors_as_they_were(
