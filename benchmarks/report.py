@@ -164,7 +164,7 @@ def _hybrid_search(r: dict[str, Any]) -> list[str]:
 def _side_scores(r: dict[str, Any]) -> list[str]:
     return [f"{r['docs']:,} SciFact documents ({r['points']:,} points), {r['queries']} SciFact "
             f"queries, hybrid, top {r['k']} documents, store only (queries embedded before "
-            "timing). The side scores are one batched call of an exact dense and a sparse query "
+            "timing). The side scores are one batched call of a dense and a sparse query "
             "over just the k points returned.", "",
             "| call | p50 ms | p99 ms |", "|---|---|---|",
             f"| hybrid document query | {r['hybrid_p50_ms']:.2f} | {r['hybrid_p99_ms']:.2f} |",

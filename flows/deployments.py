@@ -56,32 +56,41 @@ def serve_all(settings: Settings, config: str | None = None) -> None:
     if not deployments:
         raise PipelineError("nothing to serve")
     refuse_pool_bound(deployments)
-    print(f"serving {len(deployments)} deployments from this process: "
-          f"{', '.join(d.full_name for d in deployments)} (Ctrl-C stops them and pauses their "
-          "schedules)", file=sys.stderr, flush=True)
     asyncio.run(_serve(deployments))
 
 
 async def _serve(deployments: list[Any]) -> None:
     """Prefect's Runner until a stop signal, then its own async stop. (prefect.serve stops from
     a signal handler that calls the sync `stop` inside the running loop: the coroutine it makes
-    is never awaited, and Python warns on the way out.)"""
+    is never awaited, and Python warns on the way out.) A signal that comes while the
+    deployments register is held until the runner has started, so stopping still pauses their
+    schedules."""
     import asyncio
     import signal
 
     from prefect.runner import Runner
 
+    loop = asyncio.get_running_loop()
+    stopped = asyncio.Event()
+
+    def ours() -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stopped.set)
+
+    ours()
     runner = Runner(pause_on_shutdown=True)
     for deployment in deployments:
         await runner.aadd_deployment(deployment)  # registers it (and its schedules) now
     running = asyncio.create_task(runner.start())
     await asyncio.sleep(0)  # start() sets its own SIGTERM handler first; ours replaces it
-    loop = asyncio.get_running_loop()
-    stopped = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stopped.set)
+    ours()
+    print(f"serving {len(deployments)} deployments from this process: "
+          f"{', '.join(d.full_name for d in deployments)} (Ctrl-C stops them and pauses their "
+          "schedules)", file=sys.stderr, flush=True)
     waiting = asyncio.create_task(stopped.wait())
     await asyncio.wait({running, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    while stopped.is_set() and not runner.started and not running.done():
+        await asyncio.sleep(0.05)  # stopped while starting: stop once it has started
     if stopped.is_set() and runner.started:
         await runner.astop()
     waiting.cancel()

@@ -232,7 +232,8 @@ def _probe_cosine(spec: ModelSpec, model_dir: Path, ir_dir: Path) -> float:
     from models.local import load_sentence_transformer
 
     reference = load_sentence_transformer(model_dir, "cpu").encode(
-        PROBE_TEXTS, normalize_embeddings=True, convert_to_numpy=True)
+        PROBE_TEXTS, normalize_embeddings=True, convert_to_numpy=True,
+        show_progress_bar=False)  # -v would draw tqdm's bar into the logs
     runner = _Runner(spec, model_dir, ir_dir, "f32", batch_size=8)
     got = runner.embed(PROBE_TEXTS)
     got = got / np.linalg.norm(got, axis=1, keepdims=True)

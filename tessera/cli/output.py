@@ -16,8 +16,15 @@ from typing import Any
 def _console() -> Any:
     from rich.console import Console
 
+    class Piped(Console):
+        def on_broken_pipe(self) -> None:
+            # Rich would exit 1; the CLI answers a reader that hung up with 141, as `git log |
+            # head` does (tessera.cli.errors.reader_hung_up).
+            self.quiet = True
+            raise BrokenPipeError
+
     # A pipe or a file gets lines wide enough not to wrap ids; a terminal its own width.
-    return Console(width=None if sys.stdout.isatty() else 160)
+    return Piped(width=None if sys.stdout.isatty() else 160)
 
 
 def _table(title: str | None, columns: list[str], right: tuple[str, ...] = ()) -> Any:
@@ -75,12 +82,11 @@ def _print_hits(result: dict[str, Any]) -> bool:
 
 
 def _print_captions(result: dict[str, Any]) -> bool:
+    """`IMAGE: caption` (or `IMAGE: error: why`), a line each: what a shell loop reads."""
     if "captions" not in result:
         return False
-    table = _table(None, ["image", "caption"])
     for row in result["captions"]:
-        table.add_row(str(row["image"]), row.get("caption") or f"error: {row.get('error')}")
-    _console().print(table)
+        print(f"{row['image']}: {row.get('caption') or 'error: ' + str(row.get('error'))}")
     return True
 
 

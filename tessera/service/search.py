@@ -162,8 +162,10 @@ def side_scores(store: VectorStore, name: str, request: StoreQuery, hits: list[H
     if not hits:
         return {}
     only = replace(request.match or Match(), point_ids=tuple(h.id for h in hits))
+    # k points by id: the engine scores them all (a filter that small is searched without
+    # the graph), so no search parameters.
     sides = {"dense": replace(request, sparse=None, match=only, limit=len(hits), fields=(),
-                              exact=True),
+                              exact=False, hnsw_ef=None),
              "sparse": replace(request, dense=None, match=only, limit=len(hits), fields=())}
     answers = store.query_batch(name, list(sides.values()))
     # A point a side does not return scored nothing there (BM25: no query word in it).
