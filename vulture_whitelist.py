@@ -29,3 +29,7 @@ _.handle_starttag  # html.parser.HTMLParser's callbacks (tessera/sources/text_fo
 _.handle_endtag
 _.handle_data
 _.attrs
+_.on_broken_pipe  # rich calls it on a reader that hung up (tessera/cli/output.py)
+_.on_start  # the OpenTelemetry SDK calls a span processor's on_start(span, parent_context=...)
+_.parent_context  # (tessera/core/telemetry.py), by keyword
+_.add_processor  # tests/support/traces.py adds the SDK's in-memory exporter through it

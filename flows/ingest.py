@@ -7,7 +7,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows import config as tessera_config
-from flows.runs import describe_ingest, ingest_run_name, tag_run
+from flows.runs import describe_ingest, flow_span, ingest_run_name, tag_run
 from flows.steps import PrefectSteps
 from tessera.core.events import new_run_id
 from tessera.ingest.run import run_ingest
@@ -25,12 +25,15 @@ def ingest_flow(config: str | None = None, sources: list[str] | None = None,
     settings = tessera_config.load(config)
     steps = PrefectSteps()
     run_id = new_run_id()
-    tag_run(run_id)
-    if dataset is not None:
-        scoped = dataset_settings(settings, dataset, dataset_name)
-        summary = run_ingest(scoped, steps, [scoped.sources[0].name], flow="quality", run_id=run_id)
-    else:
-        summary = run_ingest(settings, steps, sources, ttl, path, run_id=run_id, verify=verify)
+    with flow_span("ingest", settings):
+        tag_run(run_id)
+        if dataset is not None:
+            scoped = dataset_settings(settings, dataset, dataset_name)
+            summary = run_ingest(scoped, steps, [scoped.sources[0].name], flow="quality",
+                                 run_id=run_id)
+        else:
+            summary = run_ingest(settings, steps, sources, ttl, path, run_id=run_id,
+                                 verify=verify)
     get_run_logger().info(describe_ingest(summary))
     if settings.marts.build_after_ingest:
         build_and_report(settings, steps)

@@ -6,11 +6,17 @@ sentence rather than a dict.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tessera.core import telemetry
+from tessera.core.settings import Settings
+
 RUN_ID_TAG = "run_id:"
+TRACE_ID_TAG = "trace_id:"
 
 
 def _slug(text: str) -> str:
@@ -59,17 +65,37 @@ def plain_run_name(kind: str) -> str:
 
 
 def tag_run(run_id: str) -> None:
-    """Add `run_id:<id>` to the current flow run's tags (no-op outside a flow run)."""
+    """Add `run_id:<id>` (and `trace_id:<id>`, inside a span) to the current flow run's tags
+    (no-op outside a flow run)."""
     from prefect.client.orchestration import get_client
     from prefect.context import FlowRunContext
 
     ctx = FlowRunContext.get()
     if ctx is None or ctx.flow_run is None:
         return
-    tags = list(dict.fromkeys([*(ctx.flow_run.tags or []), f"{RUN_ID_TAG}{run_id}"]))
+    trace_id, _ = telemetry.current_ids()
+    extra = [f"{TRACE_ID_TAG}{trace_id}"] if trace_id else []
+    tags = list(dict.fromkeys([*(ctx.flow_run.tags or []), f"{RUN_ID_TAG}{run_id}", *extra]))
     with get_client(sync_client=True) as client:
         client.update_flow_run(ctx.flow_run.id, tags=tags)
     ctx.flow_run.tags = tags
+
+
+@contextmanager
+def flow_span(name: str, settings: Settings) -> Iterator[None]:
+    """The flow run as the root span of its trace (a child of the caller's when the CLI started
+    it), every span under it stamped with the Prefect flow-run id."""
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    found = str(ctx.flow_run.id) if ctx is not None and ctx.flow_run is not None else None
+    telemetry.setup(settings.telemetry, role="worker")
+    token = telemetry.flow_run_id.set(found)
+    try:
+        with telemetry.span(f"flow {name}"):
+            yield
+    finally:
+        telemetry.flow_run_id.reset(token)
 
 
 def describe_ingest(summary: dict[str, Any]) -> str:

@@ -12,6 +12,8 @@ when you deploy; the client (`models/modal_backend.py`) reads the same section, 
 import base64
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ import modal
 from models.caption_modal import CaptionBatch
 from models.modal_backend import EmbedResult, spec_from_json, spec_to_json
 from models.registry import ModelSpec
+from tessera.core import telemetry
 from tessera.core.errors import ConfigError
 from tessera.core.fs import file_sha256
 from tessera.core.settings import ApiConfig, ModalConfig, load_settings
@@ -109,21 +112,52 @@ class Embedder:
         self.device_used = self.backend.stats.device
 
     @modal.method()
-    def embed(self, inputs: list[str] | list[bytes]) -> EmbedResult:
-        """Embed one batch of texts, or of encoded images (png/jpeg/webp/gif bytes)."""
+    def embed(self, inputs: list[str] | list[bytes],
+              trace: dict[str, str] | None = None) -> EmbedResult:
+        """Embed one batch of texts, or of encoded images (png/jpeg/webp/gif bytes). `trace`:
+        the caller's W3C trace context, so this batch's span joins the caller's trace."""
         start = time.perf_counter()
-        if all(isinstance(item, bytes) for item in inputs) and inputs:
-            vectors = self.backend.embed_images(list(inputs))  # type: ignore[arg-type]
-        elif all(isinstance(item, str) for item in inputs):
-            vectors = self.backend.embed_texts(list(inputs))  # type: ignore[arg-type]
-        else:
-            raise TypeError("a batch holds texts (str) or images (bytes), not a mix")
+        with container_span("modal embed", trace, self.device_used, self.gpu_name,
+                            items=len(inputs)):
+            if all(isinstance(item, bytes) for item in inputs) and inputs:
+                vectors = self.backend.embed_images(list(inputs))  # type: ignore[arg-type]
+            elif all(isinstance(item, str) for item in inputs):
+                vectors = self.backend.embed_texts(list(inputs))  # type: ignore[arg-type]
+            else:
+                raise TypeError("a batch holds texts (str) or images (bytes), not a mix")
         return EmbedResult(
             vectors=np.ascontiguousarray(vectors, dtype=np.float32),
             seconds=time.perf_counter() - start,
             device=self.device_used,
             gpu=self.gpu_name,
         )
+
+
+@contextmanager
+def container_span(name: str, trace: dict[str, str] | None, device: str, gpu: str | None,
+                   **attributes: Any) -> Iterator[None]:
+    """A span for one batch in the container, a child of the caller's span when `trace` came
+    with the call (exported from the container as its OTEL_* variables say, e.g. from a Modal
+    secret); on a GPU it records the device's peak memory and, where NVML answers, its
+    utilization."""
+    with telemetry.remote_parent(trace or {}), telemetry.span(
+            name, device=device, gpu=gpu, **attributes):
+        yield
+        if device.startswith("cuda"):
+            telemetry.set_attributes(**gpu_usage())
+
+
+def gpu_usage() -> dict[str, Any]:
+    """Peak GPU memory (MiB) since the last reading and the utilization (%, None without NVML)."""
+    import torch
+
+    peak = torch.cuda.max_memory_allocated() / 2**20
+    torch.cuda.reset_peak_memory_stats()
+    try:
+        utilization: int | None = torch.cuda.utilization()
+    except Exception:  # noqa: BLE001 - NVML missing in the image: no utilization, the rest holds
+        utilization = None
+    return {"gpu_memory_peak_mib": round(peak, 1), "gpu_utilization_percent": utilization}
 
 
 @app.cls(**GPU_CLASS)
@@ -150,10 +184,13 @@ class Captioner:
         self.device_used = self.captioner.stats.device
 
     @modal.method()
-    def caption(self, images: list[bytes]) -> CaptionBatch:
-        """Caption one batch of encoded images (png/jpeg/webp/gif bytes), in input order."""
+    def caption(self, images: list[bytes], trace: dict[str, str] | None = None) -> CaptionBatch:
+        """Caption one batch of encoded images (png/jpeg/webp/gif bytes), in input order;
+        `trace` as for Embedder.embed."""
         start = time.perf_counter()
-        captions = self.captioner.caption(list(images))
+        with container_span("modal caption", trace, self.device_used, self.gpu_name,
+                            items=len(images)):
+            captions = self.captioner.caption(list(images))
         return CaptionBatch(captions=captions, seconds=time.perf_counter() - start,
                             device=self.device_used, gpu=self.gpu_name)
 

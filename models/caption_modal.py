@@ -17,6 +17,7 @@ from models.base import EmbedStats
 from models.captioning import CaptionError, Generation
 from models.modal_backend import Lookup, explain_modal_error, modal_lookup, spec_to_json
 from models.registry import ModelSpec
+from tessera.core import telemetry
 from tessera.core.errors import EmbeddingError
 from tessera.core.retry import DELAYS, RetryPolicy, retry_failed
 
@@ -101,7 +102,8 @@ class ModalCaptioner:
 
     def _map(self, method: Any, batches: list[list[bytes]]) -> list[Any]:
         try:
-            outputs = list(method.map(batches, order_outputs=True, return_exceptions=True))
+            outputs = list(method.map(batches, kwargs={"trace": telemetry.traceparent()},
+                                      order_outputs=True, return_exceptions=True))
         except Exception as exc:  # noqa: BLE001 - decided below: fatal, or retry them all
             message = explain_modal_error(exc, self.config.app_name, self.class_name)
             if message is not None:

@@ -18,6 +18,7 @@ import numpy as np
 
 from models.base import EmbedStats, require_images
 from models.registry import ModelSpec
+from tessera.core import telemetry
 from tessera.core.errors import EmbeddingError, EmbeddingUnavailableError
 from tessera.core.retry import DELAYS, RetryPolicy, retry_failed
 
@@ -58,9 +59,9 @@ def spec_from_json(text: str) -> ModelSpec:
 class RemoteMethod(Protocol):
     """A deployed method: `.map` and the `Lookup` are the only calls that cross the network."""
 
-    def map(self, *input_iterators: Iterable[Any], order_outputs: bool = True,
-            return_exceptions: bool = False) -> Iterable[Any]:
-        """Run the method once per input, remotely."""
+    def map(self, *input_iterators: Iterable[Any], kwargs: dict[str, Any] | None = None,
+            order_outputs: bool = True, return_exceptions: bool = False) -> Iterable[Any]:
+        """Run the method once per input, remotely (`kwargs`: passed to every call)."""
         ...
 
 
@@ -168,7 +169,9 @@ class ModalBackend:
     def _map(self, method: RemoteMethod, window: list[list[Any]]) -> list[Any]:
         """One `.map` call; if the whole call fails, every batch in the window failed."""
         try:
-            outputs = list(method.map(window, order_outputs=True, return_exceptions=True))
+            # The trace context goes with every call: the containers' spans join this trace.
+            outputs = list(method.map(window, kwargs={"trace": telemetry.traceparent()},
+                                      order_outputs=True, return_exceptions=True))
         except Exception as exc:  # noqa: BLE001 - decided below: fatal, or retry the window
             message = explain_modal_error(exc, self.config.app_name, self.config.class_name)
             if message is not None:

@@ -11,7 +11,8 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,10 @@ def command(name: str) -> Callable[[Handler], Handler]:
         COMMANDS[name] = fn
         return fn
     return wrap
+
+
+# Long-running commands: no root span of their own (each request or run is a trace).
+SERVERS = frozenset({"api", "mcp", "serve"})
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -403,6 +408,9 @@ def _common_options() -> cli_support.Parser:
                              "-vv debug logs and each request to the Prefect API")
     common.add_argument("-q", "--quiet", action="store_true",
                         help="errors only: no progress bar, no summary")
+    common.add_argument("--log-format", choices=["text", "json"], default="text",
+                        help="logs on stderr as text, or one JSON object per line with the "
+                             "trace id of the work that logged it")
     return common
 
 
@@ -518,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
         return _answer(lambda: code)
     except BrokenPipeError:
         return cli_errors.reader_hung_up()
-    cli_support.configure_logging(-1 if args.quiet else args.verbose)
+    cli_support.configure_logging(-1 if args.quiet else args.verbose, args.log_format)
     try:
         result = _run(args)
     except PipelineError as exc:
@@ -531,13 +539,32 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     """The command's result. An OSError that is a state of the machine (a read-only or full disk,
     a quota, a permission) is refused like a mistake; any other OSError is a bug, and shows."""
     try:
-        return COMMANDS[args.command](args)
+        with _command_span(args):
+            return COMMANDS[args.command](args)
     except OSError as exc:
         home = getattr(getattr(args, "settings", None), "home", None)
         refusal = cli_errors.storage_error(exc, args.command, home)
         if refusal is None:
             raise
         raise refusal from exc
+
+
+@contextmanager
+def _command_span(args: argparse.Namespace) -> Iterator[None]:
+    """The command as the root span of its trace (a search, an ingest run and their steps are
+    its children); exported as `[telemetry]` and the OTEL_* variables say. A server (api, mcp,
+    serve, report --serve) makes a trace per request or run instead."""
+    if args.command in SERVERS or getattr(args, "serve", False):
+        yield
+        return
+    from tessera.core import telemetry
+
+    telemetry.setup(_settings(args).telemetry, role="cli")
+    try:
+        with telemetry.span(f"tessera {args.command}", command=args.command):
+            yield
+    finally:
+        telemetry.shutdown()
 
 
 def _answer(print_answer: Callable[[], int]) -> int:

@@ -142,14 +142,21 @@ class VersionAction(argparse.Action):
         raise SystemExit(0)
 
 
-def configure_logging(verbosity: int) -> None:
+def configure_logging(verbosity: int, log_format: str = "text") -> None:
     """-q: errors only; default: warnings; -v: info, Prefect's task-state lines included; -vv:
-    debug, with every HTTP request the Prefect client makes."""
+    debug, with every HTTP request the Prefect client makes. `log_format` json: one JSON object
+    per line on stderr, with the trace and span ids of the work that logged it."""
     level = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
     # Prefect reads its level at import, which comes later, so the environment says it.
     env.default_prefect_logging_level(logging.getLevelName(max(level, logging.INFO)
                                                            if verbosity > 0 else level))
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    if log_format == "json":
+        from tessera.core.telemetry import JsonLines, TraceIds
+
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonLines())
+            handler.addFilter(TraceIds())
     if verbosity < 2:  # a line per request to the Prefect API would bury what -v is for
         for noisy in ("httpx", "httpcore"):
             logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -13,7 +13,7 @@ import textwrap
 # The options every command takes; before the command they are moved after it, where its
 # parser reads them (argparse reads an option only after the command it belongs to).
 GLOBAL_FLAGS = frozenset({"--json", "-q", "--quiet", "-v", "--verbose"})
-GLOBAL_WITH_VALUE = frozenset({"--config"})
+GLOBAL_WITH_VALUE = frozenset({"--config", "--log-format"})
 _SHORT_FLAGS = re.compile(r"-[qv]+")
 
 COMMAND_GROUPS: dict[str, tuple[str, ...]] = {
@@ -48,7 +48,7 @@ def _split_globals(argv: list[str]) -> tuple[list[str], list[str]]:
     i = 0
     while i < len(argv):
         word = argv[i]
-        if word in GLOBAL_FLAGS or _SHORT_FLAGS.fullmatch(word) or word.startswith("--config="):
+        if word in GLOBAL_FLAGS or _SHORT_FLAGS.fullmatch(word) or word.startswith(("--config=", "--log-format=")):
             hoisted.append(word)
         elif word in GLOBAL_WITH_VALUE and i + 1 < len(argv):
             hoisted += argv[i:i + 2]

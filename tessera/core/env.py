@@ -74,3 +74,9 @@ def setting_from_env(key: str) -> str | None:
 def child_env(extra: dict[str, str]) -> dict[str, str]:
     """This process's environment plus `extra`, for a child process."""
     return {**os.environ, **extra}
+
+
+def otel_variables() -> dict[str, str]:
+    """The OpenTelemetry variables set in this process (`OTEL_*`, empty ones dropped): the
+    SDK reads its own; these decide whether and where tessera.core.telemetry exports."""
+    return {k: v for k, v in os.environ.items() if k.startswith("OTEL_") and v}

@@ -17,9 +17,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tessera.core.fs import atomic_write_with
+from tessera.core.telemetry import current_ids
 
 _TS = pa.timestamp("us", tz="UTC")
-_RUN = [("run_id", pa.string())]
+# Every row: its run, and the trace and span it was written in (tessera.core.telemetry; null
+# for rows written outside any span, and in files from before traces).
+_RUN = [("run_id", pa.string()), ("trace_id", pa.string()), ("span_id", pa.string())]
 
 SCHEMAS: dict[str, pa.Schema] = {
     "ingest_runs": pa.schema(
@@ -238,6 +241,9 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("embed_ms", pa.float64()),
             ("engine_ms", pa.float64()),
             ("query", pa.string()),
+            # Which key searched: a short hash of it ("key-1a2b3c4d"), "anonymous" without
+            # keys, null where no key applies (MCP on stdio, the CLI); never the key itself.
+            ("key_id", pa.string()),
             ("recorded_at", _TS),
         ]
     ),
@@ -294,6 +300,8 @@ class EventLog:
             raise KeyError(f"event table {table!r} has no column {', '.join(map(repr, unknown))}; "
                            "add it to tessera.core.events.SCHEMAS (and the dbt staging model) first")
         row.setdefault("run_id", self.run_id)
+        if "trace_id" not in row:
+            row["trace_id"], row["span_id"] = current_ids()
         self._rows[table].append(row)
 
     def rows(self, table: str) -> list[dict[str, Any]]:
@@ -338,10 +346,11 @@ def read_events(events_dir: Path, table: str, run_id: str | None = None) -> list
 
 
 def write_empty_tables(events_dir: Path) -> None:
-    """Give every table a zero-row file so readers (dbt) see each schema before any run."""
+    """Give every table a zero-row file of the current schema, so readers (dbt) see every
+    column before any run writes one (a home from before a column was added included)."""
     for table, schema in SCHEMAS.items():
         folder = events_dir / table
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / "_schema.parquet"
-        if not target.exists():
+        if not target.exists() or not pq.read_schema(target).equals(schema):
             atomic_write_with(target, partial(pq.write_table, schema.empty_table()))

@@ -434,6 +434,24 @@ class ApiConfig(_Section):
         return keys
 
 
+class TelemetryConfig(_Section):
+    """`[telemetry]`: where traces go and how many are kept (tessera.core.telemetry)."""
+
+    exporter: Literal["none", "otlp", "console"] = "none"
+    """Where spans go: `none` (made for the trace ids events carry, then dropped), `otlp`
+    (OTLP over HTTP to `OTEL_EXPORTER_OTLP_ENDPOINT`, default `http://localhost:4318`) or
+    `console` (stderr). `OTEL_TRACES_EXPORTER` wins; an `OTEL_EXPORTER_OTLP_ENDPOINT` alone
+    means `otlp`."""
+    sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
+    """Share of traces recorded, decided at the root (a request that arrives with a sampled
+    `traceparent` stays sampled). `OTEL_TRACES_SAMPLER` (and `_ARG`) win. Unsampled traces
+    still give their ids to the events."""
+    service_name: str = "tessera"
+    """The `service.name` of every span (`OTEL_SERVICE_NAME` wins); each process adds its role
+    to the resource (`tessera.process`: cli, api, mcp, or worker for a Prefect worker's flow
+    run and a library call)."""
+
+
 class Settings(BaseSettings):
     """Everything configurable about Tessera. Built once at an entry point, passed down."""
 
@@ -474,6 +492,8 @@ class Settings(BaseSettings):
     """Search modes and fusion (`[search]`)."""
     api: ApiConfig = Field(default_factory=ApiConfig)
     """The search service (`[api]`)."""
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+    """OpenTelemetry traces: the exporter and the sampling (`[telemetry]`)."""
     sources: list[SourceConfig] = []
     """The declared sources (`[[sources]]`)."""
     timezone: str = "UTC"

@@ -13,6 +13,7 @@ from typing import Any
 from data_contracts import ContractRunner
 from models import EmbeddingBackend, make_backend, resolve_model_path
 from models.registry import ModelSpec
+from tessera.core import telemetry
 from tessera.core.events import EventLog, new_run_id, utcnow
 from tessera.core.settings import ChunkingConfig, Settings, SourceConfig
 from tessera.core.sparse import Bm25Encoder, config_from_identity, sparse_signature
@@ -218,11 +219,13 @@ class IngestRun:
 
     def timed(self, source: str, stage: str, items: int, name: str, fn: Callable[..., Any],
               *args: Any, io: bool = False) -> Any:
-        """Run one step and record the time its stage took."""
+        """Run one step (a span of the run's trace, named after it) and record the time its
+        stage took."""
         self.set_phase(PHASES.get(stage, stage))
         start = time.perf_counter()
         try:
-            return self.steps.run(name, fn, *args, io=io)
+            with telemetry.span(name, stage=stage, source=source, items=items):
+                return self.steps.run(name, fn, *args, io=io)
         finally:
             self.stage_done(source, stage, items, time.perf_counter() - start)
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from models import get_spec
+from tessera.core import telemetry
 from tessera.core.errors import ConfigError, SourceError, UsageError
 from tessera.core.events import utcnow
 from tessera.core.fs import writable
@@ -24,7 +25,7 @@ from tessera.ingest.chunking import signature as chunk_signature
 from tessera.ingest.context import STAGES, IngestRun, Progress, Target
 from tessera.ingest.identity import place
 from tessera.ingest.points import expiry
-from tessera.ingest.selection import check_ttl, select_sources
+from tessera.ingest.selection import Selection, check_ttl, select_sources
 from tessera.ingest.source_pass import ingest_from_state
 from tessera.sources import make_source
 from tessera.store import VectorStore, open_store
@@ -36,6 +37,9 @@ logger = logging.getLogger(__name__)
 # leaves ~1% padding (256 left 3.6% on SciFact; benchmarks/REPORT.md), small enough that a
 # crash loses little work.
 DOC_BATCH = 1024
+# A run's counts, as ingest_runs and its trace's root span carry them.
+COUNTS = ("seen", "indexed", "unchanged", "quarantined", "deleted", "chunks_embedded",
+          "points_upserted", "sparse_written")
 def run_ingest(settings: Settings, steps: Steps | None = None, sources: list[str] | None = None,
                ttl: str | None = None, path: str | None = None, flow: str = "ingest",
                progress: Progress | None = None, run_id: str | None = None,
@@ -50,6 +54,17 @@ def run_ingest(settings: Settings, steps: Steps | None = None, sources: list[str
                           "writes the index and its events there; point TESSERA_HOME (or `home` in "
                           "tessera.toml) at a writable folder, or remount it read-write")
     run = IngestRun(settings, steps or PlainSteps(), ttl, flow, progress, run_id, verify)
+    # One trace per run: its sources, batches and steps are spans under this one.
+    telemetry.setup(settings.telemetry, role="worker")  # a no-op where the process set it up
+    with telemetry.span("ingest run", run_id=run.run_id, flow=flow,
+                        sources=",".join(source.name for source, _ in selection)):
+        return _run(run, selection, clock)
+
+
+def _run(run: IngestRun, selection: Selection,
+         clock: Callable[[], float]) -> dict[str, Any]:
+    """The run's sources, its events written whatever happens; the summary."""
+    settings = run.settings
     # Written at once, so even a run killed before its first batch leaves a trace.
     for source, items in selection:
         run.events.add("ingest_batches", source=source.name, stage="start", batch_index=-1,
@@ -116,9 +131,11 @@ def ingest_source(run: IngestRun, store: VectorStore, source: SourceConfig,
                   clock: Callable[[], float] = time.time) -> None:
     """One source's `files`: every batch, then removal of the documents that disappeared from
     it (when `items` is None, i.e. `files` is its whole listing)."""
-    target = _target(run, store, source, items, clock)
-    run.targets.append(target)
-    ingest_from_state(run, store, target, files, DOC_BATCH)
+    with telemetry.span("source", source=source.name, files=len(files)):
+        target = _target(run, store, source, items, clock)
+        run.targets.append(target)
+        telemetry.set_attributes(collection=target.collection, model=target.spec.name)
+        ingest_from_state(run, store, target, files, DOC_BATCH)
 
 
 def record_run(run: IngestRun, status: str, error: str | None) -> None:
@@ -127,6 +144,9 @@ def record_run(run: IngestRun, status: str, error: str | None) -> None:
     stats = backends[0].stats if backends else None
     secs = run.counts.stage_seconds
     summary = run.summary()
+    telemetry.set_attributes(status=status, **{k: summary[k] for k in COUNTS})
+    if error:
+        telemetry.mark_error(status, error)
     run.captions.record(run.events)
     run.events.add(
         "ingest_runs", flow=run.flow, sources=",".join(t.source.name for t in run.targets),
@@ -135,9 +155,7 @@ def record_run(run: IngestRun, status: str, error: str | None) -> None:
         backend=stats.backend if stats else "local", device=stats.device if stats else None,
         gpu_type=stats.gpu_type if stats else None, status=status, error=error,
         started_at=run.started, finished_at=utcnow(),
-        **{k: summary[k] for k in ("seen", "indexed", "unchanged", "quarantined", "deleted",
-                                   "chunks_embedded", "points_upserted", "sparse_written",
-                                   "seconds")},
+        **{k: summary[k] for k in (*COUNTS, "seconds")},
         gpu_seconds=sum(b.stats.gpu_seconds for b in backends),
         **{f"{s}_seconds": secs.get(s, 0.0) for s in STAGES},
     )

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from data_contracts import warm_up
+from tessera.core import telemetry
 from tessera.core.events import utcnow
 from tessera.core.types import Document, Loaded, Match
 from tessera.ingest.batch import process_batch
@@ -84,7 +85,9 @@ def ingest_from_state(run: IngestRun, store: VectorStore, target: Target, listin
         files_before = 0
         while (fb := run.timed(sp.name, "load", 0, "load", feed.next_batch)) is not None:
             run.batch_files = (fb.files_done - files_before, len(fb.loaded) + len(fb.skipped))
-            _one_batch(sp, fb)
+            with telemetry.span("batch", source=sp.name, index=run.batch_index,
+                                records=len(fb.loaded), files_skipped=len(fb.skipped)):
+                _one_batch(sp, fb)
             run.files_done += fb.files_done - files_before
             files_before, run.batch_files = fb.files_done, (0, 0)
             run.report()

@@ -25,6 +25,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from tessera.core import telemetry
 from tessera.core.errors import ConfigError, PipelineError, StoreLockedError, UsageError
 from tessera.core.settings import Settings
 from tessera.core.types import STORED_NAME_PATTERN
@@ -70,6 +71,8 @@ class ApiError(Exception):
 def _error(request: Request, status: int, kind: str, detail: str,
            headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
     request.app.state.metrics.errors.labels(kind).inc()
+    telemetry.mark_error(kind, detail, failed=status >= 500,
+                         span=request.scope.get("tessera.span"))
     return JSONResponse({"detail": detail, **extra}, status_code=status, headers=headers)
 
 
@@ -78,7 +81,9 @@ async def _authorized(request: Request,
                                              Depends(_bearer)]) -> int:
     """The caller's key (its index), after the key check and the rate limit."""
     given = f"Bearer {credentials.credentials}" if credentials else None
-    return _admit(request.app.state.guard, given, page=False)
+    key = _admit(request.app.state.guard, given, page=False)
+    request.scope.setdefault("tessera", {})["key_id"] = request.app.state.guard.key_id(key)
+    return key
 
 
 async def _page_authorized(request: Request) -> int:
@@ -104,6 +109,10 @@ def _admit(guard: KeyGuard, authorization: str | None, page: bool) -> int:
     return key
 
 
+# Probes and scrapes: no trace each (a scrape every second would bury the searches).
+UNTRACED = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
 class _Observe:
     """ASGI middleware: latency by route template and status, in-flight gauge, request events."""
 
@@ -114,6 +123,24 @@ class _Observe:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if scope["path"] in UNTRACED:
+            await self._observe(scope, receive, send)
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        # One trace per request, joined to the caller's when it sent a `traceparent`.
+        with telemetry.remote_parent(headers), telemetry.span(
+                f"{scope['method']} {scope['path']}", server=True,
+                **{"http.request.method": scope["method"]}) as span:
+            scope["tessera.span"] = span  # an error answered as JSON marks this span
+            status = await self._observe(scope, receive, send)
+            route = getattr(scope.get("route"), "path", None)
+            span.update_name(f"{scope['method']} {route or 'unmatched'}")
+            span.set_attributes({"http.route": route or "unmatched",
+                                 "http.response.status_code": status})
+
+    async def _observe(self, scope: Any, receive: Any, send: Any) -> int:
+        """Run the app for one request: metrics, and a search_requests row for /v1/ routes;
+        the status answered."""
         start = time.perf_counter()
         status = {"code": 500}
         scope["tessera"] = {}
@@ -139,6 +166,7 @@ class _Observe:
                 if self.log.add(interface="http", route=route, status=status["code"],
                                 latency_ms=seconds * 1000, **info):
                     asyncio.get_running_loop().run_in_executor(None, self.log.flush)
+        return status["code"]
 
 
 def _validation_message(exc: RequestValidationError, body: Any = None) -> str:
@@ -215,6 +243,9 @@ def _search_routes(app: FastAPI, guarded: list[Any]) -> None:
                     embed_ms=timings.get("embed_ms"), engine_ms=timings.get("engine_ms"))
         request.app.state.metrics.observe_search(timings, hits)
         timing = ", ".join(f"{k.removesuffix('_ms')};dur={v:.2f}" for k, v in timings.items())
+        trace_id, _ = telemetry.current_ids()
+        if trace_id:  # the trace of this request, for a browser's network panel or a client log
+            timing += f', trace;desc="{trace_id}"'
         return JSONResponse(answer, headers={"Server-Timing": timing})
 
     @app.post("/v1/caption", dependencies=guarded, responses=_ERRORS, tags=["captions"])
@@ -311,12 +342,16 @@ def create_app(settings: Settings, *, auth: bool = True,
         raise ConfigError("api.keys", None, "the search API needs at least one key: set "
                           "TESSERA_API__KEYS (comma-separated) or api.keys_block (a Prefect "
                           "Secret block); on loopback only, `tessera api --no-auth` runs without")
+    telemetry.setup(settings.telemetry, role="api")
     metrics = Metrics()
     log = RequestLog(settings.events_dir, settings.api.log_queries)
     app = FastAPI(title="Tessera search", version="1", docs_url=None, redoc_url=None,
                   lifespan=_lifespan(settings, service, metrics, log),
                   description="Search the Tessera index: text or image queries, filters, "
-                              "documents by id. Send `Authorization: Bearer KEY`.")
+                              "documents by id. Send `Authorization: Bearer KEY`.",
+                  # Our _Observe middleware makes each request's span: FastAPI's own would put
+                  # the page's query string (the search text) on it, and trace probes.
+                  telemetry={"tracing": False, "metrics": False, "logs": False})
     app.state.metrics = metrics
     app.state.settings = settings
     app.state.captioners, app.state.captioners_lock = {}, threading.Lock()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from models import EmbeddingBackend
+from tessera.core import telemetry
 
 _STOP = object()
 
@@ -46,13 +48,21 @@ class BatchingEmbedder:
 
     def _submit(self, kind: str, items: list[Any]) -> np.ndarray:
         futures: list[Future[np.ndarray]] = []
+        queued = time.time_ns()
         for item in items:
             future: Future[np.ndarray] = Future()
             self._queue.put((kind, item, future))
             futures.append(future)
         if not futures:
             return np.zeros((0, self.spec.dimension), dtype=np.float32)
-        return np.stack([f.result() for f in futures])
+        vectors = np.stack([f.result() for f in futures])
+        # The wait and the model call happened on the worker's thread: they join this trace as
+        # spans timed after the fact (the first item's batch; a long request spans several).
+        started, ended, size = getattr(futures[0], "timing", (queued, queued, 0))
+        telemetry.record("queue wait", queued, started, batch_size=size)
+        telemetry.record("model call", started, ended, batch_size=size, kind=kind,
+                         backend=self.stats.backend)
+        return vectors
 
     def embed_queries(self, texts: list[str]) -> np.ndarray:
         """Queue the queries; returns when the batch holding them is embedded."""
@@ -91,6 +101,7 @@ class BatchingEmbedder:
             "query": backend.embed_queries, "text": backend.embed_texts,
             "image": backend.embed_images}
         embed = embeds[kind]
+        started = time.time_ns()
         try:
             vectors = embed([item for _, item, _ in group])
         except BaseException as exc:  # noqa: BLE001 - every waiter gets the model's error
@@ -99,7 +110,9 @@ class BatchingEmbedder:
             return
         with self._count:
             self.batches += 1
+        timing = (started, time.time_ns(), len(group))
         for (_, _, future), vector in zip(group, vectors, strict=True):
+            future.timing = timing  # type: ignore[attr-defined]
             future.set_result(vector)
 
     def close(self) -> None:

@@ -10,6 +10,7 @@ server no memory.
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
 import json
 import threading
@@ -76,6 +77,14 @@ class KeyGuard:
     def enabled(self) -> bool:
         """False when no key is configured (the app then runs with auth off)."""
         return bool(self._keys)
+
+    def key_id(self, index: int) -> str:
+        """What the events record for the key at `index`: `key-` and the first 8 hex digits of
+        its sha256 (stable across restarts, says which key without revealing it), or
+        `anonymous` when auth is off."""
+        if index == ANONYMOUS or not self._keys:
+            return "anonymous"
+        return "key-" + hashlib.sha256(self._keys[index]).hexdigest()[:8]
 
     def identify(self, authorization: str | None) -> int | None:
         """The index of the key in `Authorization: Bearer KEY`, or None (missing or wrong)."""

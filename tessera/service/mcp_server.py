@@ -19,6 +19,7 @@ from mcp.server.mcpserver.resources import FunctionResource
 from mcp.types import ToolAnnotations
 from pydantic import ValidationError
 
+from tessera.core import telemetry
 from tessera.core.errors import PipelineError, UsageError
 from tessera.core.settings import Settings
 from tessera.service.catalog import adhoc_sources, collection_cards, written
@@ -78,6 +79,7 @@ def build_mcp(settings: Settings, service: SearchService,
               log: RequestLog | None = None) -> MCPServer:
     """An MCP server with the `search` and `get_document` tools over `service`, and each
     collection as a resource."""
+    telemetry.setup(settings.telemetry, role="mcp")
     history = written(settings.events_dir)
     try:
         found: dict[str, Any] | PipelineError = service.collections()

@@ -15,6 +15,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field, ValidationError
 from pydantic.fields import FieldInfo
 
+from tessera.core import telemetry
 from tessera.core.errors import PipelineError
 from tessera.service.request_log import RequestLog
 from tessera.service.schemas import DocumentResponse, Filters, SearchRequest, SearchResponse
@@ -70,6 +71,10 @@ def search_tool(service: SearchService, log: RequestLog | None) -> ToolFn:
     signature = inspect.Signature(search_parameters(service.settings.api.max_k))
 
     async def search(**given: Any) -> dict[str, Any]:
+        with telemetry.span("tool search", server=True, **{"mcp.tool": "search"}):
+            return await answer(**given)
+
+    async def answer(**given: Any) -> dict[str, Any]:
         start = time.perf_counter()
         bound = signature.bind(**given)  # the SDK passes every argument; a direct call need not
         bound.apply_defaults()
@@ -82,17 +87,19 @@ def search_tool(service: SearchService, log: RequestLog | None) -> ToolFn:
         try:
             req = SearchRequest.model_validate(body)
         except ValidationError as exc:  # what no schema can say: query or image, base64, fields
+            telemetry.mark_error("validation", validation_message(exc), failed=False)
             record(log, 422, start, **seen)
             raise ToolError(validation_message(exc)) from None
         try:
-            answer, timings = await anyio.to_thread.run_sync(service.search, req)
+            found, timings = await anyio.to_thread.run_sync(service.search, req)
         except PipelineError as exc:
+            telemetry.mark_error(type(exc).__name__, str(exc))
             record(log, 500, start, **seen)
             raise ToolError(str(exc)) from None
-        seen.update(collection=answer["collection"])
-        record(log, 200, start, **seen, mode=answer["mode"], hits=len(answer["results"]),
+        seen.update(collection=found["collection"])
+        record(log, 200, start, **seen, mode=found["mode"], hits=len(found["results"]),
                embed_ms=timings.get("embed_ms"), engine_ms=timings.get("engine_ms"))
-        return answer
+        return found
 
     return _typed(search, list(signature.parameters.values()), SearchResponse)
 

@@ -16,6 +16,7 @@ from typing import Any
 from tessera.core.events import EventLog, new_run_id, utcnow
 from tessera.core.fs import writable
 from tessera.core.settings import Settings
+from tessera.core.telemetry import current_ids
 
 logger = logging.getLogger(__name__)
 
@@ -36,13 +37,17 @@ class RequestLog:
     def add(self, *, interface: str, route: str, status: int, latency_ms: float,
             mode: str | None = None, k: int | None = None, hits: int | None = None,
             collection: str | None = None, embed_ms: float | None = None,
-            engine_ms: float | None = None, query: str | None = None) -> bool:
-        """Queue a row; True when enough rows wait that the caller should flush."""
+            engine_ms: float | None = None, query: str | None = None,
+            key_id: str | None = None) -> bool:
+        """Queue a row (with the trace and span it is added in); True when enough rows wait
+        that the caller should flush."""
+        trace_id, span_id = current_ids()
         row: dict[str, Any] = dict(
             request_id=uuid.uuid4().hex, interface=interface, route=route, status=status,
             mode=mode, k=k, hits=hits, collection=collection, latency_ms=latency_ms,
             embed_ms=embed_ms, engine_ms=engine_ms,
-            query=query if self.log_queries else None, recorded_at=utcnow())
+            query=query if self.log_queries else None, key_id=key_id, trace_id=trace_id,
+            span_id=span_id, recorded_at=utcnow())
         with self._lock:
             self._rows.append(row)
             return len(self._rows) >= _MAX_ROWS
@@ -81,5 +86,6 @@ def record_search(settings: Settings, interface: str, answer: dict[str, Any], *,
     log = RequestLog(settings.events_dir, settings.api.log_queries)
     log.add(interface=interface, route=f"{interface}/search", status=200, latency_ms=latency_ms,
             mode=answer["mode"], k=k, hits=len(answer["results"]),
-            collection=answer["collection"], query=query, **timings)
+            collection=answer["collection"], query=query, embed_ms=timings.get("embed_ms"),
+            engine_ms=timings.get("engine_ms"))
     log.flush()

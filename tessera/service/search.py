@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from models import EmbeddingBackend, get_spec, make_backend
+from tessera.core import telemetry
 from tessera.core.errors import UsageError, VectorStoreError
 from tessera.core.query import MODES, StoreQuery
 from tessera.core.settings import Settings
@@ -112,8 +113,17 @@ def run_search(settings: Settings, q: SearchQuery, backend: EmbeddingBackend | N
     "collection": name, "warning": str | None}. A `store` passed in stays open (a server
     holds one); otherwise one is opened and closed here. `where`: more payload conditions
     (equals, ranges); `timings`: filled with embed_ms (dense and sparse encoding) and
-    engine_ms."""
+    engine_ms. One trace span, `search`, with the embedding and the engine query under it."""
     asked = check_query(settings, q)
+    telemetry.setup(settings.telemetry, role="worker")  # a no-op where the process set it up
+    with telemetry.span("search", k=q.k, chunks=q.chunks, image=q.image is not None,
+                        query=q.text if settings.api.log_queries else None):
+        return _run_search(settings, q, asked, backend, store, where, timings)
+
+
+def _run_search(settings: Settings, q: SearchQuery, asked: str,
+                backend: EmbeddingBackend | None, store: VectorStore | None,
+                where: Match | None, timings: dict[str, float] | None) -> dict[str, Any]:
     own = store is None
     store = store or open_store(settings)
     try:
@@ -125,6 +135,7 @@ def run_search(settings: Settings, q: SearchQuery, backend: EmbeddingBackend | N
         if refused:  # before the model loads
             raise UsageError(refused)
         mode, warning = effective_mode(info, asked, q.image is not None)
+        telemetry.set_attributes(collection=name, mode=mode)
         if warning:
             logger.warning("%s", warning)
         started = time.perf_counter()
@@ -136,8 +147,12 @@ def run_search(settings: Settings, q: SearchQuery, backend: EmbeddingBackend | N
                              fusion=cfg.fusion, rrf_k=cfg.rrf_k, prefetch=cfg.prefetch,
                              overfetch=cfg.group_overfetch, hnsw_ef=cfg.hnsw_ef)
         encoded = time.perf_counter()
-        hits = (store.query(name, request) if q.chunks else store.query_documents(name, request))
-        sides = side_scores(store, name, request, hits)
+        with telemetry.span("engine query", collection=name, mode=mode, k=q.k,
+                            prefetch=request.depth, hnsw_ef=request.hnsw_ef, chunks=q.chunks):
+            hits = (store.query(name, request) if q.chunks
+                    else store.query_documents(name, request))
+            telemetry.set_attributes(hits=len(hits))
+            sides = side_scores(store, name, request, hits)
         if timings is not None:
             timings.update(embed_ms=(encoded - started) * 1000,
                            engine_ms=(time.perf_counter() - encoded) * 1000)
@@ -196,11 +211,14 @@ def encode_query(settings: Settings, info: CollectionInfo, q: SearchQuery, mode:
         # Queries are embedded by the model the collection was built with.
         if backend is None or backend.spec.id != info.model_id:
             backend = make_backend(settings, get_spec(settings, info.model_name))
-        dense = (backend.embed_images([q.image])[0] if q.image is not None
-                 else backend.embed_queries([q.text or ""])[0])
+        with telemetry.span("embed query", model=backend.spec.name,
+                            backend=backend.stats.backend, batch_size=1):
+            dense = (backend.embed_images([q.image])[0] if q.image is not None
+                     else backend.embed_queries([q.text or ""])[0])
     if mode in ("sparse", "hybrid"):
         assert info.sparse is not None
-        sparse = encoder(info.sparse).query(q.text or "")
+        with telemetry.span("encode sparse query"):
+            sparse = encoder(info.sparse).query(q.text or "")
     return dense, sparse
 
 

@@ -71,6 +71,12 @@ def test_cli_runs_appear_on_the_server_with_readable_names_and_run_id_tags(tmp_p
 
     run = by_tag(ingest["run_id"])
     assert re.fullmatch(r"ingest-examples-\d{8}T\d{4}", run.name), run.name
+    # The flow run names its trace, the one every event of the run carries.
+    from tessera.core.events import read_events
+    from tessera.core.settings import load_settings
+
+    [row] = read_events(load_settings(config).events_dir, "ingest_runs", ingest["run_id"])
+    assert row["trace_id"] and f"trace_id:{row['trace_id']}" in (run.tags or [])
     assert run.state is not None and run.state.is_completed()
     assert ingest["indexed"] == 2
     pruned = by_tag(prune["run_id"])
@@ -88,3 +94,25 @@ def test_run_summaries_are_sentences() -> None:
     assert nightly == ("Nightly run pruned 5 expired points, verified 1 model, scored sample at "
                        "nDCG@10 0.812, rebuilt the marts in 12.0 s.")
     assert "{" not in nightly
+
+
+def test_every_span_of_a_flow_run_carries_its_flow_run_id(tmp_path: Path) -> None:
+    """An ingest flow run in this process: its trace's spans, down to each step, carry the
+    Prefect flow-run id, and the flow run is tagged with the trace id."""
+    from flows.ingest import ingest_flow
+    from tessera.core.events import read_events
+    from tessera.core.settings import load_settings
+    from tests.support.traces import exporter, trace_of
+
+    exporter()
+    config = write_config(tmp_path / "tessera.toml", {"home": str(tmp_path / "home")}, {},
+                          [{"name": "examples", "path": str(EXAMPLES)}])
+    summary = ingest_flow(config=str(config))
+    [row] = read_events(load_settings(config).events_dir, "ingest_runs", summary["run_id"])
+    # Prefect's engine makes its own span for the flow run (the root); ours are below it.
+    spans = [s for s in trace_of(row["trace_id"]) if s.instrumentation_scope.name == "tessera"]
+    ids = {s.attributes.get("prefect.flow_run.id") for s in spans}
+    assert len(spans) > 5 and len(ids) == 1 and None not in ids
+    [run] = [r for r in _flow_runs(api_url()) if str(r.id) in ids]
+    assert f"trace_id:{row['trace_id']}" in (run.tags or [])
+    assert {"flow ingest", "ingest run", "embed", "upsert"} <= {s.name for s in spans}

@@ -528,7 +528,9 @@ class _FakeCls:
     def caption(self) -> Any:
         return self
 
-    def map(self, batches: Any, order_outputs: bool = True, return_exceptions: bool = False) -> Any:
+    def map(self, batches: Any, kwargs: Any = None, order_outputs: bool = True,
+            return_exceptions: bool = False) -> Any:
+        assert set(kwargs or {}) <= {"trace"}  # the caller's trace context, nothing else
         self.calls.append(list(batches))
         return self.outputs.pop(0)
 

@@ -253,7 +253,8 @@ class _FakeModal:
     def embed(self) -> Any:
         return self
 
-    def map(self, batches: Any, order_outputs: bool = True, return_exceptions: bool = False) -> Any:
+    def map(self, batches: Any, kwargs: Any = None, order_outputs: bool = True,
+            return_exceptions: bool = False) -> Any:
         self.calls += 1
         batches = list(batches)
         self.batches += len(batches)

@@ -73,9 +73,10 @@ class FakeDeployed:
     def embed(self) -> FakeDeployed:
         return self
 
-    def map(self, batches: Iterable[list[Any]], *, order_outputs: bool = True,
-            return_exceptions: bool = False) -> list[Any]:
+    def map(self, batches: Iterable[list[Any]], *, kwargs: dict[str, Any] | None = None,
+            order_outputs: bool = True, return_exceptions: bool = False) -> list[Any]:
         assert order_outputs and return_exceptions  # the client relies on both
+        self.kwargs = kwargs or {}  # Modal passes these to every call
         batches = list(batches)
         self.windows.append(len(batches))
         if self.crash_calls:
@@ -90,7 +91,7 @@ class FakeDeployed:
             elif self.script is not None:
                 outputs.append(self.script(batch))
             else:
-                outputs.append(self._container.embed.local(batch))
+                outputs.append(self._container.embed.local(batch, **self.kwargs))
         return outputs
 
 
@@ -269,3 +270,20 @@ def test_fill_remote_cache_calls_the_deployed_function_and_explains_failures() -
 
     with pytest.raises(EmbeddingError, match="modal deploy infra/modal_app.py"):
         fill_remote_cache([MINILM], ModalConfig(), lookup_function=missing)
+
+
+def test_the_callers_trace_reaches_the_container(minilm: LocalBackend) -> None:
+    """The trace context goes with each Modal call: the container's span for each batch (run
+    here through `.local()`) is a child of the caller's span, in the same trace."""
+    from tessera.core import telemetry
+    from tests.support.traces import exporter, named, trace_of
+
+    exporter()
+    backend, _ = _backend(FakeDeployed())
+    with telemetry.span("caller") as caller:
+        backend.embed_texts(TEXTS[:4])  # batch_size 3: two batches
+    context = caller.get_span_context()
+    spans = named(trace_of(f"{context.trace_id:032x}"), "modal embed")
+    assert len(spans) == 2 and sorted(s.attributes["tessera.items"] for s in spans) == [1, 3]
+    assert all(s.parent is not None and s.parent.span_id == context.span_id for s in spans)
+    assert all(s.attributes["tessera.device"] == "cpu" for s in spans)  # no GPU attributes here

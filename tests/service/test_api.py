@@ -4,6 +4,7 @@ limits, metrics, events, and ids that are paths."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 import socket
@@ -473,11 +474,20 @@ def test_search_requests_reach_the_mart(served: Served, indexed: Settings) -> No
     with duckdb.connect(str(indexed.warehouse_path), read_only=True) as con:
         rows = con.execute("select request_status, search_mode, requests, failed_requests, "
                            "latency_p50_ms, latency_p99_ms from fct_search_requests").fetchall()
+        # From a day's figures to its requests' traces and keys (never the key itself).
+        traced = con.execute("select trace_id, key_id, http_status from "
+                             "stg_tessera__search_requests where route = '/v1/search'").fetchall()
     by_group = {row[:2]: row[2:] for row in rows}
     requests, failed, p50, p99 = by_group["answered", indexed.search.mode]  # the mode that ran
     assert requests >= 3 and failed == 0 and 0 < p50 <= p99
     # A request refused before it was read (401) ran no search: rejected, with no mode.
     assert by_group["rejected", None][1] >= 1
+    answered = [(t, k) for t, k, status in traced if status == 200]
+    assert answered and all(t and len(t) == 32 for t, _ in answered)
+    assert len({t for t, _ in answered}) == len(answered)  # one trace per request
+    assert {k for _, k in answered} <= {f"key-{hashlib.sha256(k.encode()).hexdigest()[:8]}"
+                                        for k in (KEY, OTHER_KEY)}
+    assert {k for t, k, status in traced if status == 401} == {None}  # no key was admitted
 
 
 def test_caption_route_captions_through_the_cache(indexed: Settings, service: SearchService,

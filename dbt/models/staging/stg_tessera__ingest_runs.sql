@@ -9,6 +9,7 @@ renamed as (
     select
         ---------- ids
         run_id,
+        trace_id,
         flow,
         sources as source_list,
         collection,

@@ -9,6 +9,8 @@ renamed as (
     select
         request_id,
         run_id as process_run_id,
+        trace_id,
+        key_id,
         interface,
         route,
         status as http_status,
