@@ -247,6 +247,17 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("recorded_at", _TS),
         ]
     ),
+    # Cold start of a serving process (tessera.service.startup): a row when it became ready
+    # (seconds since the process started) and one for its first search (that search's time).
+    "service_starts": pa.schema(
+        _RUN
+        + [
+            ("interface", pa.string()),  # api | mcp
+            ("phase", pa.string()),  # ready | first_search
+            ("seconds", pa.float64()),
+            ("recorded_at", _TS),
+        ]
+    ),
     # One row per migration attempt or rollback (`tessera migrate`), switched or not.
     "migrations": pa.schema(
         _RUN
@@ -346,11 +357,10 @@ def read_events(events_dir: Path, table: str, run_id: str | None = None) -> list
 
 
 def write_empty_tables(events_dir: Path) -> None:
-    """Give every table a zero-row file of the current schema, so readers (dbt) see every
-    column before any run writes one (a home from before a column was added included)."""
+    """Give every table a zero-row file so readers (dbt) see each schema before any run."""
     for table, schema in SCHEMAS.items():
         folder = events_dir / table
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / "_schema.parquet"
-        if not target.exists() or not pq.read_schema(target).equals(schema):
+        if not target.exists():
             atomic_write_with(target, partial(pq.write_table, schema.empty_table()))

@@ -44,6 +44,7 @@ from tessera.service.schemas import (
     SearchResponse,
 )
 from tessera.service.service import InvalidRequest, NotFound, SearchService
+from tessera.service.startup import StartupClock
 from tessera.service.web import live_page
 
 logger = logging.getLogger(__name__)
@@ -237,7 +238,11 @@ def _search_routes(app: FastAPI, guarded: list[Any]) -> None:
         service: SearchService = request.app.state.service
         info = request.scope.setdefault("tessera", {})
         info.update(mode=body.mode, k=body.k, collection=body.collection, query=body.query)
+        started = time.perf_counter()
         answer, timings = await anyio.to_thread.run_sync(service.search, body)
+        startup = request.app.state.startup
+        if startup.waiting_for_first_search:
+            await anyio.to_thread.run_sync(startup.searched, time.perf_counter() - started)
         hits = len(answer["results"])
         info.update(hits=hits, mode=answer["mode"], collection=answer["collection"],
                     embed_ms=timings.get("embed_ms"), engine_ms=timings.get("engine_ms"))
@@ -353,6 +358,7 @@ def create_app(settings: Settings, *, auth: bool = True,
                   # the page's query string (the search text) on it, and trace probes.
                   telemetry={"tracing": False, "metrics": False, "logs": False})
     app.state.metrics = metrics
+    app.state.startup = StartupClock(settings.events_dir, "api", log.run_id, metrics.startup)
     app.state.settings = settings
     app.state.captioners, app.state.captioners_lock = {}, threading.Lock()
     app.state.guard = KeyGuard(keys if auth else [], settings.api.rate_limit, settings.api.burst)
@@ -377,6 +383,7 @@ def _lifespan(settings: Settings, service: SearchService | None, metrics: Metric
                             settings.events_dir, {s.name: s.schedule for s in settings.sources},
                             settings.timezone)
         await anyio.to_thread.run_sync(svc.warm)
+        await anyio.to_thread.run_sync(app.state.startup.ready)
 
         async def flush_now_and_then() -> None:
             while True:

@@ -34,6 +34,7 @@ from tessera.service.mcp_tools import (
 from tessera.service.request_log import RequestLog
 from tessera.service.server import check_port, is_loopback
 from tessera.service.service import SearchService
+from tessera.service.startup import StartupClock
 
 logger = logging.getLogger(__name__)
 
@@ -75,8 +76,8 @@ SEARCH_HELP = (
 DOCUMENT_HELP = "All chunks of one document, in order, by its doc_id (as search returned it). "
 
 
-def build_mcp(settings: Settings, service: SearchService,
-              log: RequestLog | None = None) -> MCPServer:
+def build_mcp(settings: Settings, service: SearchService, log: RequestLog | None = None,
+              startup: StartupClock | None = None) -> MCPServer:
     """An MCP server with the `search` and `get_document` tools over `service`, and each
     collection as a resource."""
     telemetry.setup(settings.telemetry, role="mcp")
@@ -88,7 +89,7 @@ def build_mcp(settings: Settings, service: SearchService,
     index = describe_index(settings, found, history)
     server = _Server("tessera", version=tessera_version(), log=log,
                      instructions=f"Search the Tessera vector index. {index}")
-    server.add_tool(search_tool(service, log), name="search", title="Search the index",
+    server.add_tool(search_tool(service, log, startup), name="search", title="Search the index",
                     description=SEARCH_HELP + index, structured_output=True,
                     annotations=ToolAnnotations.model_validate(
                         {**READ_ONLY, "title": "Search the index"}))
@@ -197,7 +198,9 @@ def serve_mcp(settings: Settings, transport: str, host: str = "127.0.0.1",
     log = RequestLog(settings.events_dir, settings.api.log_queries)
     try:
         service.warm()
-        server = build_mcp(settings, service, log)
+        startup = StartupClock(settings.events_dir, "mcp", log.run_id)
+        server = build_mcp(settings, service, log, startup)
+        startup.ready()
         if transport == "http":
             server.run("streamable-http", host=host, port=port)
         else:

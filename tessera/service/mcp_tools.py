@@ -20,6 +20,7 @@ from tessera.core.errors import PipelineError
 from tessera.service.request_log import RequestLog
 from tessera.service.schemas import DocumentResponse, Filters, SearchRequest, SearchResponse
 from tessera.service.service import SearchService
+from tessera.service.startup import StartupClock
 
 # Flat tool arguments that go under the request's `filters`: agents fill flat arguments more
 # reliably than nested objects.
@@ -66,8 +67,10 @@ def record(log: RequestLog | None, status: int, start: float, **info: Any) -> No
         log.flush()
 
 
-def search_tool(service: SearchService, log: RequestLog | None) -> ToolFn:
-    """The `search` tool: the API's search, its filters flattened into arguments."""
+def search_tool(service: SearchService, log: RequestLog | None,
+                startup: StartupClock | None = None) -> ToolFn:
+    """The `search` tool: the API's search, its filters flattened into arguments; its first
+    answered search is the server's first-search time (`startup`)."""
     signature = inspect.Signature(search_parameters(service.settings.api.max_k))
 
     async def search(**given: Any) -> dict[str, Any]:
@@ -97,6 +100,8 @@ def search_tool(service: SearchService, log: RequestLog | None) -> ToolFn:
             record(log, 500, start, **seen)
             raise ToolError(str(exc)) from None
         seen.update(collection=found["collection"])
+        if startup is not None and startup.waiting_for_first_search:
+            await anyio.to_thread.run_sync(startup.searched, time.perf_counter() - start)
         record(log, 200, start, **seen, mode=found["mode"], hits=len(found["results"]),
                embed_ms=timings.get("embed_ms"), engine_ms=timings.get("engine_ms"))
         return found

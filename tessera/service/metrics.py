@@ -154,6 +154,9 @@ class Metrics:
                                 "Vector store time per search", buckets=_BUCKETS, registry=r)
         self.hits = Histogram("tessera_search_hits", "Hits returned per search",
                               buckets=(0, 1, 5, 10, 20, 50, 100), registry=r)
+        self.startup = Gauge("tessera_startup_seconds", "Cold start: process start to ready "
+                             "(phase=ready), the first search's time (phase=first_search)",
+                             ["phase"], registry=r)
 
     def watch_index(self, points: Callable[[], dict[str, int]], events_dir: Path,
                     schedules: dict[str, str | None] | None = None,

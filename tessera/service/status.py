@@ -91,11 +91,11 @@ def _alive(pid: int, since: datetime) -> bool:
         return False
     except PermissionError:
         pass  # another user's process: alive
-    born = _started_at(pid)
+    born = started_at(pid)
     return born is None or born <= since.timestamp() + 2  # boot time has 1 s resolution
 
 
-def _started_at(pid: int) -> float | None:
+def started_at(pid: int) -> float | None:
     """When process `pid` started (epoch seconds), from /proc; None where there is no /proc."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()

@@ -67,6 +67,14 @@ def test_mcp_lists_tools_and_searches_over_stdio(tmp_path: Path) -> None:
     assert _payload(doc)["doc_id"] == expected[0] and _payload(doc)["chunks"]
     rows = [r for r in _read(settings.events_dir) if r["interface"] == "mcp"]
     assert {r["status"] for r in rows} == {200, 422} and all(r["query"] is None for r in rows)
+    # Cold start: ready once the server could answer, then its first answered search.
+    from tessera.core.events import read_events
+
+    starts = read_events(settings.events_dir, "service_starts")
+    assert sorted((r["interface"], r["phase"]) for r in starts) == [
+        ("mcp", "first_search"), ("mcp", "ready")]
+    assert {r["run_id"] for r in starts} == {r["run_id"] for r in rows}  # the same process
+    assert all(r["seconds"] > 0 for r in starts)
 
 
 def test_a_rejected_mode_is_recorded_without_a_mode(make_config: Any) -> None:

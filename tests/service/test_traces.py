@@ -149,3 +149,21 @@ def test_a_failing_model_marks_the_search_span_failed(indexed: Settings, tmp_pat
     search = next(s for s in trace_of(f"{embed.context.trace_id:032x}") if s.name == "search")
     assert search.status.status_code.name == "ERROR"
     assert any(e.name == "exception" for e in embed.events)
+
+
+def test_cold_start_is_a_metric_and_an_event(served: Served, indexed: Settings) -> None:
+    """Process start to ready, and the first search's time: `tessera_startup_seconds{phase}`
+    on /metrics and a `service_starts` row each, written once however many searches follow."""
+    with served.client() as client:
+        for _ in range(3):
+            assert client.post("/v1/search", json={"query": "tides", "k": 1}).status_code == 200
+        metrics = client.get("/metrics").text
+    values = {phase: float(line.split()[-1]) for line in metrics.splitlines()
+              for phase in ("ready", "first_search")
+              if line.startswith(f'tessera_startup_seconds{{phase="{phase}"}}')}
+    assert set(values) == {"ready", "first_search"} and all(v > 0 for v in values.values())
+    rows = [r for r in read_events(indexed.events_dir, "service_starts") if r["interface"] == "api"]
+    assert sorted(r["phase"] for r in rows) == ["first_search", "ready"]
+    assert {r["phase"]: r["seconds"] for r in rows} == pytest.approx(values)
+    # Ready counts from the process's own start (a pytest process: well before this app).
+    assert values["ready"] > values["first_search"]
