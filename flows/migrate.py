@@ -11,6 +11,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows import config as tessera_config
+from flows.runs import flow_span
 from flows.steps import PrefectSteps
 from tessera.jobs.migration.job import run_migrate, run_rollback
 
@@ -23,9 +24,10 @@ def migrate_flow(alias: str, config: str | None = None, model: str | None = None
     against the live collection, and switch the alias; or, with `rollback`, point it back."""
     settings = tessera_config.load(config)
     steps = PrefectSteps()
-    if rollback:
-        result = run_rollback(settings, alias, steps)
-    else:
-        result = run_migrate(settings, alias, model, set, dry_run, steps)
+    with flow_span("migrate", settings):
+        if rollback:
+            result = run_rollback(settings, alias, steps)
+        else:
+            result = run_migrate(settings, alias, model, set, dry_run, steps)
     get_run_logger().info("migrate %s", result)
     return result

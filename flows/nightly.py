@@ -14,7 +14,7 @@ from prefect import flow, get_run_logger
 from flows import config as tessera_config
 from flows.prune import prune_flow
 from flows.quality import quality_flow
-from flows.runs import describe_nightly, plain_run_name, tag_run
+from flows.runs import describe_nightly, flow_span, plain_run_name, tag_run
 from flows.steps import PrefectSteps
 from tessera.core.errors import PipelineError
 from tessera.jobs.marts import build_and_report
@@ -28,8 +28,10 @@ NIGHTLY_CRON = "0 2 * * *"  # 02:00 in Settings.timezone; infra/prefect.yaml say
       log_prints=True)
 def refresh_models_flow(config: str | None = None) -> dict[str, Any]:
     """Verify every configured model against its manifest and probe; fill the Modal Volume."""
-    out = run_refresh_models(tessera_config.load(config), PrefectSteps())
-    tag_run(out["run_id"])
+    settings = tessera_config.load(config)
+    with flow_span("refresh-models", settings):
+        out = run_refresh_models(settings, PrefectSteps())
+        tag_run(out["run_id"])
     return out
 
 
@@ -43,12 +45,13 @@ def nightly_flow(config: str | None = None) -> dict[str, Any]:
             return state.result()
         raise PipelineError(str(state.message or state.name))
 
-    out = run_nightly(settings, NightlySteps(
-        prune=lambda: subflow(prune_flow(config=config, return_state=True)),
-        refresh_models=lambda: subflow(refresh_models_flow(config=config, return_state=True)),
-        quality=lambda qs: subflow(quality_flow(dataset=str(qs.path), config=config, name=qs.name,
-                                                return_state=True)),
-        marts=lambda: build_and_report(settings, PrefectSteps())))
+    with flow_span("nightly", settings):
+        out = run_nightly(settings, NightlySteps(
+            prune=lambda: subflow(prune_flow(config=config, return_state=True)),
+            refresh_models=lambda: subflow(refresh_models_flow(config=config, return_state=True)),
+            quality=lambda qs: subflow(quality_flow(dataset=str(qs.path), config=config,
+                                                    name=qs.name, return_state=True)),
+            marts=lambda: build_and_report(settings, PrefectSteps())))
     from tessera.service.report_data import publish
 
     publish(settings, PrefectSteps())  # the web page's tables, where the Prefect UI shows them

@@ -17,19 +17,22 @@ The SDK is imported on first use: `tessera --help` and `--version` do not load i
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from tessera.core import env
-from tessera.core.settings import TelemetryConfig
+from tessera.core.settings import Settings, TelemetryConfig
 
 TRACER = "tessera"
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 _lock = threading.Lock()
@@ -123,6 +126,20 @@ def _clean(attributes: dict[str, Any]) -> dict[str, Any]:
     return {k if "." in k else f"tessera.{k}":
             v if isinstance(v, (str, bool, int, float)) else str(v)
             for k, v in attributes.items() if v is not None}
+
+
+def traced(name: str) -> Callable[[Callable[Concatenate[Settings, P], R]],
+                                   Callable[Concatenate[Settings, P], R]]:
+    """Run a job (its first argument: the Settings) as the span `name`: its own trace, or a
+    child of the command or flow that started it."""
+    def wrap(job: Callable[Concatenate[Settings, P], R]) -> Callable[Concatenate[Settings, P], R]:
+        @functools.wraps(job)
+        def run(settings: Settings, /, *args: P.args, **kwargs: P.kwargs) -> R:
+            setup(settings.telemetry, role="worker")  # a no-op where the process set it up
+            with span(name):
+                return job(settings, *args, **kwargs)
+        return run
+    return wrap
 
 
 @contextmanager

@@ -15,6 +15,7 @@ import logging
 import time
 from typing import Any
 
+from tessera.core import telemetry
 from tessera.core.errors import ConfigError, SparseConfigMismatchError, VectorStoreError
 from tessera.core.events import EventLog, new_run_id, utcnow
 from tessera.core.settings import Settings
@@ -27,6 +28,7 @@ logger = logging.getLogger(__name__)
 BATCH = 512
 
 
+@telemetry.traced("backfill sparse")
 def run_backfill_sparse(settings: Settings, collection: str | None = None,
                         batch_size: int = BATCH) -> dict[str, Any]:
     """Add BM25 vectors to every point of `collection` that lacks them; returns the counts."""

@@ -32,6 +32,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tessera.core import telemetry
 from tessera.core.env import child_env
 from tessera.core.errors import MartsError, TransientError
 from tessera.core.events import SCHEMAS, write_empty_tables
@@ -77,6 +78,7 @@ class MartsTimeoutError(MartsError):
     """dbt ran past `marts.timeout_seconds` and was stopped (not retried: it would hang again)."""
 
 
+@telemetry.traced("marts build")
 def build_marts(
     settings: Settings, select: str | None = None, *, lock_timeout: float = LOCK_TIMEOUT_SECONDS
 ) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from models.cache import (
     unreachable,
 )
 from models.cache import refresh_model as refresh_one
+from tessera.core import telemetry
 from tessera.core.errors import EmbeddingError, PipelineError
 from tessera.core.events import EventLog, new_run_id, utcnow
 from tessera.core.settings import Settings
@@ -56,6 +57,7 @@ def fill_volume(settings: Settings, names: list[str]) -> list[CacheReport]:
     return fill_modal_volume([get_spec(settings, n) for n in names], settings.embedding.modal)
 
 
+@telemetry.traced("refresh models")
 def run_refresh_models(settings: Settings, steps: Steps | None = None) -> dict[str, Any]:
     """Check every configured model (and the Modal Volume); events; an error if one failed."""
     steps = steps or PlainSteps()

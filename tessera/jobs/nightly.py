@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from tessera.core import telemetry
 from tessera.core.errors import PipelineError
 from tessera.core.settings import QualitySet, Settings
 
@@ -28,6 +29,7 @@ class NightlySteps:
     marts: Callable[[], Any]
 
 
+@telemetry.traced("nightly run")
 def run_nightly(settings: Settings, run: NightlySteps) -> dict[str, Any]:
     """Run every step, collect the failures, then raise naming them all (or return summaries)."""
     started = time.perf_counter()

@@ -13,11 +13,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from tessera.core import telemetry
 from tessera.core.errors import VectorStoreError
 from tessera.core.settings import Settings
 from tessera.store import HnswParams, open_store, resolve
 
 
+@telemetry.traced("optimize")
 def run_optimize(settings: Settings, collection: str | None = None) -> dict[str, Any]:
     """Rebuild `collection`'s (default: the configured one's) graph; what was done."""
     wanted = HnswParams(settings.store.hnsw_m, settings.store.hnsw_ef_construct)

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tessera.core import telemetry
 from tessera.core.events import EventLog, new_run_id, utcnow
 from tessera.core.settings import Settings
 from tessera.core.steps import PlainSteps, Steps
@@ -41,6 +42,7 @@ def prune_collection(store: VectorStore, collection: str, now: int, dry_run: boo
             "seconds": time.perf_counter() - start}
 
 
+@telemetry.traced("prune run")
 def run_prune(settings: Settings, steps: Steps | None = None, dry_run: bool = False,
               now: int | None = None) -> dict[str, Any]:
     """Prune every collection at `now` (default: the current time); returns the run summary."""

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from models import get_spec, make_backend
+from tessera.core import telemetry
 from tessera.core.beir import load_test_set
 from tessera.core.errors import QualityGateError, VectorStoreError
 from tessera.core.events import EventLog, new_run_id, read_events, utcnow
@@ -245,6 +246,7 @@ def record(settings: Settings, steps: Steps, events: EventLog, data: QualityData
         f"{'FAILED' if any_breach else 'passed'}")
 
 
+@telemetry.traced("quality run")
 def run_quality(settings: Settings, dataset: str, steps: Steps | None = None,
                 limit_queries: int | None = None, name: str | None = None) -> dict[str, Any]:
     """Index a set's corpus through the ingest job, then score it (plain steps: the CLI's way)."""

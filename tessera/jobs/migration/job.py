@@ -16,6 +16,7 @@ from statistics import mean
 from typing import Any
 
 from models import get_spec
+from tessera.core import telemetry
 from tessera.core.errors import MigrationRefused, StoreLockedError
 from tessera.core.events import EventLog, new_run_id, utcnow
 from tessera.core.fs import HeldLock
@@ -90,6 +91,7 @@ def _one_at_a_time(settings: Settings, alias: str) -> Iterator[None]:
         lock.release()
 
 
+@telemetry.traced("migration")
 def run_migrate(settings: Settings, alias: str, model: str | None = None,
                 overrides: list[str] | None = None, dry_run: bool = False,
                 steps: Steps | None = None) -> dict[str, Any]:
@@ -163,6 +165,7 @@ def _catch_up_check_switch(settings: Settings, steps: Steps, alias: str,
             store.close()
 
 
+@telemetry.traced("rollback")
 def run_rollback(settings: Settings, alias: str, steps: Steps | None = None) -> dict[str, Any]:
     """Point the alias back at the collection the last migration replaced, after the same
     catch-up and completeness check; refused when the last change was already a rollback."""
