@@ -118,3 +118,17 @@ def test_json_logs_carry_the_trace_of_the_run_that_logged_them(tmp_path: Path) -
     [run] = read_events(load_settings(config).events_dir, "ingest_runs")
     traced = [line for line in lines if line.get("trace_id")]
     assert traced and {line["trace_id"] for line in traced} == {run["trace_id"]}
+
+
+def test_otel_sdk_disabled_turns_spans_off_and_events_keep_no_id() -> None:
+    """The standard kill switch: no spans at all, so events get null trace ids."""
+    probe = ("from tessera.core import telemetry\n"
+             "with telemetry.span('x'):\n"
+             "    print(telemetry.current_ids())\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    off = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         timeout=60, env={**env, "OTEL_SDK_DISABLED": "true"})
+    on = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                        timeout=60, env=env)
+    assert off.stdout.strip() == "(None, None)" and off.returncode == 0
+    assert on.stdout.startswith("('") and on.returncode == 0

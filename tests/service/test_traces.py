@@ -73,8 +73,10 @@ def test_a_search_over_http_is_one_trace_shaped_like_the_request(served: Served,
     waits = {s.name for s in children(spans, below["embed query"])}
     assert waits == {"queue wait", "model call"}  # the batcher's, timed on its own thread
     assert all(s.start_time <= s.end_time for s in spans)
-    # No query text on a span (api.log_queries is off).
+    # No query text on a span (api.log_queries is off), and never the key, on any span so far.
     assert not any("tides" in str(v) for s in spans for v in s.attributes.values())
+    every = exporter().get_finished_spans()
+    assert not any(KEY in s.to_json() for s in every)
 
     deadline = time.monotonic() + 10
     while not (rows := [r for r in read_events(indexed.events_dir, "search_requests")
