@@ -178,7 +178,8 @@ async def _level(url: str, queries: list[str], mode: str | None, concurrency: in
                     errors[code] = errors.get(code, 0) + 1
                     continue
                 latencies.append(elapsed)
-                timing = dict(part.split(";dur=") for part in timing_header.split(", ") if part)
+                timing = dict(part.split(";dur=") for part in timing_header.split(", ")
+                              if ";dur=" in part)  # not the `trace;desc=` entry
                 embed.append(float(timing.get("embed", "nan")))
                 engine.append(float(timing.get("engine", "nan")))
 

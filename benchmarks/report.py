@@ -173,6 +173,22 @@ def _side_scores(r: dict[str, Any]) -> list[str]:
             f"Side scores add **{r['ratio_p50']:.2f}x** the hybrid query's engine time at p50."]
 
 
+def _tracing(r: dict[str, Any]) -> list[str]:
+    s = r["summary"]
+    rows = [("ingest of the documents, wall s", "ingest_s"), ("API p50 ms, concurrency 1", "c1_p50_ms"),
+            ("API p99 ms, concurrency 1", "c1_p99_ms"), ("API p50 ms, concurrency 8", "c8_p50_ms"),
+            ("API p99 ms, concurrency 8", "c8_p99_ms")]
+    out = [f"{r['docs']:,} SciFact documents; tracing off (`OTEL_SDK_DISABLED=true`) against on "
+           "(spans exported over OTLP/HTTP to a sink in the benchmark's process: "
+           f"{r['exported']['requests']:,} exports, {r['exported']['bytes']:,} bytes); "
+           f"{r['rounds']} interleaved rounds, medians; whole `tessera` processes; API levels "
+           f"{r['seconds']:g} s each, hybrid SciFact queries.", "",
+           "| measure | off | on | on / off |", "|---|---|---|---|"]
+    out += [f"| {label} | {s['off'][key]:.2f} | {s['on'][key]:.2f} | "
+            f"**{s['ratio_on_off'][key]:.3f}** |" for label, key in rows]
+    return out
+
+
 def _api_load(r: dict[str, Any]) -> list[str]:
     d = r["direct"]
     out = [f"{r['points']:,} SciFact-derived points, {r['mode']} text queries, `tessera api` on "
@@ -236,7 +252,9 @@ SECTIONS = (("runtimes", "Goal 2: CPU runtimes for all-MiniLM-L6-v2", _runtimes)
              _hybrid_search),
             ("api_load", "Search service: load test over HTTP", _api_load),
             ("side_scores", "Readable scores: what a hybrid answer's per-side scores cost",
-             _side_scores))
+             _side_scores),
+            ("tracing_overhead", "Tracing: spans exported over OTLP against tracing off",
+             _tracing))
 
 
 def write() -> Path:
