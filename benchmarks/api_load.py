@@ -215,6 +215,15 @@ def _wait_ready(url: str, server: subprocess.Popen[bytes], timeout: float = 300)
     raise SystemExit("tessera api did not become ready")
 
 
+def stop_server(server: subprocess.Popen[bytes]) -> None:
+    """Ctrl-C, as a user stops `tessera api`; killed if it has not exited in 30 s."""
+    server.send_signal(signal.SIGINT)
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+
 def run(points: int = 50_000, base_docs: int = 1000, seconds: float = 10.0,
         levels: tuple[int, ...] = (1, 8, 32), warmup: float = 2.0,
         queries_limit: int = 300) -> dict[str, Any]:
@@ -242,11 +251,7 @@ def run(points: int = 50_000, base_docs: int = 1000, seconds: float = 10.0,
                                             server.pid)))
             print(json.dumps(rows[-1]), flush=True)
     finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_server(server)
     straight = direct(settings, queries, mode, seconds)
     first = rows[0] if rows else {}
     overhead = round(first.get("p50_ms", float("nan")) - straight["p50_ms"], 3)

@@ -17,7 +17,6 @@ import asyncio
 import http.server
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import common
-from benchmarks.api_load import KEY, MODE, _free_port, _level, _wait_ready
+from benchmarks.api_load import KEY, MODE, _free_port, _level, _wait_ready, stop_server
 
 
 class _Sink(http.server.BaseHTTPRequestHandler):
@@ -94,11 +93,7 @@ def api_levels(config: Path, collection: str, extra: dict[str, str], seconds: fl
         return [asyncio.run(_level(url, queries, MODE, level, seconds, 2.0, server.pid))
                 for level in (1, 8)]
     finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_server(server)
 
 
 def measure(docs: int, rounds: int, seconds: float) -> dict[str, Any]:

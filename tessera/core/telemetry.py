@@ -59,6 +59,8 @@ def setup(config: TelemetryConfig | None = None, role: str = "cli") -> Any:
     """The process's tracer provider, made on the first call (later calls return it: one
     provider per process, as OpenTelemetry's global is set once)."""
     global _provider
+    if _provider is not None:  # every search calls this: no lock once it is made
+        return _provider
     with _lock:
         if _provider is not None:
             return _provider

@@ -22,7 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from tessera.core.events import read_events
-from tessera.service.report_data import missed_runs
+from tessera.service.report_data import last_completed, missed_runs
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +58,9 @@ class IndexCollector(Collector):
         re-read from the events at most every `cache_seconds`."""
         with self._lock:
             if self._clock() - self._read_at >= self._cache_seconds:
-                self._last_ok = last_completed_ingest(read_events(self._events_dir,
-                                                                  "ingest_runs"))
+                runs = read_events(self._events_dir, "ingest_runs")
+                self._last_ok = {source: at.timestamp()
+                                 for source, at in last_completed(runs).items()}
                 self._quarantined = quarantined_records(read_events(self._events_dir,
                                                                     "quarantine"))
                 self._read_at = self._clock()
@@ -108,22 +109,6 @@ class IndexCollector(Collector):
                 missed.add_metric([source], count)
         yield fresh
         yield missed
-
-
-def last_completed_ingest(runs: list[dict[str, Any]]) -> dict[str, float]:
-    """Epoch seconds of each source's last completed ingest run, as the report page reads it."""
-    last: dict[str, float] = {}
-    for run in runs:
-        if run.get("status") != "completed" or (run.get("flow") or "ingest") != "ingest":
-            continue
-        finished = run.get("finished_at") or run.get("started_at")
-        if not isinstance(finished, datetime):
-            continue
-        at = (finished if finished.tzinfo else finished.replace(tzinfo=UTC)).timestamp()
-        for source in (run.get("sources") or "").split(","):
-            if source:
-                last[source] = max(last.get(source, 0.0), at)
-    return last
 
 
 def quarantined_records(rows: list[dict[str, Any]]) -> dict[str, int]:

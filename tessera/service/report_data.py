@@ -84,7 +84,7 @@ def missed_runs(schedule: str | None, since: datetime, now: datetime, tz: str,
 def freshness(settings: Settings, runs: list[dict[str, Any]], now: datetime,
               stale_after: int = STALE_AFTER_MISSED) -> list[Freshness]:
     """Each declared source: its last completed ingest and how many scheduled runs it missed."""
-    last = _last_completed(runs)
+    last = last_completed(runs)
     out = []
     for src in settings.sources:
         seen = last.get(src.name)
@@ -97,13 +97,17 @@ def freshness(settings: Settings, runs: list[dict[str, Any]], now: datetime,
     return out
 
 
-def _last_completed(runs: list[dict[str, Any]]) -> dict[str, datetime]:
-    """Per source name, when its last completed ingest finished (UTC)."""
+def last_completed(runs: list[dict[str, Any]]) -> dict[str, datetime]:
+    """Per source name, when its last completed ingest finished (UTC): what the page's
+    freshness and the /metrics freshness gauges both read."""
     last: dict[str, datetime] = {}
     for row in runs:
         if row.get("status") != "completed" or (row.get("flow") or "ingest") != "ingest":
             continue
-        finished = _as_utc(row.get("finished_at") or row["started_at"])
+        when = row.get("finished_at") or row.get("started_at")
+        if when is None:
+            continue
+        finished = _as_utc(when)
         for name in (row.get("sources") or "").split(","):
             if name and (name not in last or finished > last[name]):
                 last[name] = finished
@@ -115,7 +119,7 @@ def adhoc_freshness(settings: Settings, runs: list[dict[str, Any]], names: list[
     """The ad-hoc sources `names` (catalog.adhoc_sources): their last completed ingest, verdict
     "ad-hoc". They have no schedule (`tessera ingest PATH` refreshes one when someone reruns it),
     so they are not judged stale: the page shows how old they are instead."""
-    last = _last_completed(runs)
+    last = last_completed(runs)
     return [Freshness(name, None, last.get(name), 0, "ad-hoc" if name in last else "never")
             for name in names]
 
