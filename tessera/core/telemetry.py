@@ -1,9 +1,9 @@
 """Traces with the OpenTelemetry SDK: where a search's or a run's time went, joined to its events.
 
 Every process that does work (the CLI, `tessera api`, `tessera mcp`, a Prefect worker's flow run)
-makes spans with one SDK tracer provider: a search is a trace (request, queue wait, query
-embedding, engine query), an ingest run is a trace (run, source, batch, each step with its
-counts). Each event row written inside a span carries its `trace_id` and `span_id`, so a slow
+makes spans with one SDK tracer provider: a search is a trace (request, search, query embedding
+with its queue wait and model time as attributes, engine query), an ingest run is a trace (run,
+source, batch, each step with its counts). Each event row written inside a span carries its `trace_id` and `span_id`, so a slow
 day in the marts leads to its traces.
 
 Off by default in the sense that matters: no exporter, so spans are made (ids for the events,
@@ -160,14 +160,6 @@ def span(name: str, server: bool = False, **attributes: Any) -> Iterator[Any]:
         except BaseException as exc:
             s.set_attribute("tessera.error.kind", type(exc).__name__)
             raise
-
-
-def record(name: str, start_ns: int, end_ns: int, **attributes: Any) -> None:
-    """A finished child span of the current one, timed after the fact (the batcher's queue wait
-    and model call happen on another thread)."""
-    tracer = setup().get_tracer(TRACER)
-    s = tracer.start_span(name, attributes=_clean(attributes), start_time=start_ns)
-    s.end(end_time=end_ns)
 
 
 def set_attributes(**attributes: Any) -> None:

@@ -56,12 +56,13 @@ class BatchingEmbedder:
         if not futures:
             return np.zeros((0, self.spec.dimension), dtype=np.float32)
         vectors = np.stack([f.result() for f in futures])
-        # The wait and the model call happened on the worker's thread: they join this trace as
-        # spans timed after the fact (the first item's batch; a long request spans several).
+        # The wait and the model call happened on the worker's thread (the first item's batch; a
+        # long request spans several): attributes of the caller's span (`embed query`), not
+        # spans of their own, which cost an exported search more than the 3% allowed
+        # (benchmarks/REPORT.md, Tracing).
         started, ended, size = getattr(futures[0], "timing", (queued, queued, 0))
-        telemetry.record("queue wait", queued, started, batch_size=size)
-        telemetry.record("model call", started, ended, batch_size=size, kind=kind,
-                         backend=self.stats.backend)
+        telemetry.set_attributes(queue_wait_ms=round((started - queued) / 1e6, 3),
+                                 model_ms=round((ended - started) / 1e6, 3), batch_size=size)
         return vectors
 
     def embed_queries(self, texts: list[str]) -> np.ndarray:
