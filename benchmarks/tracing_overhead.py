@@ -6,42 +6,27 @@ spans off (`OTEL_SDK_DISABLED=true`), interleaved, whole processes.
 Ingest: `tessera ingest` of `--docs` SciFact documents into a new collection, each round once per
 setting (the order alternates), the model cache warmed first. API: `tessera api` over the first
 ingest's collection, per setting a fresh process, the benchmarks.api_load closed-loop client at
-concurrency 1 and 8 (hybrid SciFact test queries). The sink is an HTTP server in this process
-that answers every OTLP POST with 200 and counts what it received (so "on" really exported).
+concurrency 1 and 8 (hybrid SciFact test queries). The sink (benchmarks.otlp_sink) is an HTTP
+server in a process of its own that answers every OTLP POST with 200 and counts what it received
+(so "on" really exported); in this process its threads took the GIL from the load client.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import http.server
 import json
 import os
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from benchmarks import common
 from benchmarks.api_load import KEY, MODE, _free_port, _level, _wait_ready, stop_server
-
-
-class _Sink(http.server.BaseHTTPRequestHandler):
-    received = {"requests": 0, "bytes": 0}
-
-    def do_POST(self) -> None:  # noqa: N802 - the http.server API
-        length = int(self.headers.get("Content-Length") or 0)
-        self.rfile.read(length)
-        type(self).received["requests"] += 1
-        type(self).received["bytes"] += length
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
+from benchmarks.otlp_sink import Sink
 
 
 def _settings_env(sink: str) -> dict[str, dict[str, str]]:
@@ -98,9 +83,8 @@ def api_levels(config: Path, collection: str, extra: dict[str, str], seconds: fl
 
 def measure(docs: int, rounds: int, seconds: float) -> dict[str, Any]:
     """Both parts, both settings; the figures and the ratios on/off."""
-    sink = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
-    threading.Thread(target=sink.serve_forever, daemon=True).start()
-    modes = _settings_env(f"http://127.0.0.1:{sink.server_address[1]}")
+    sink = Sink()
+    modes = _settings_env(sink.url)
     home = common.OUT / "tracing-overhead"
     corpus = common.write_corpus(common.corpus_records(limit=docs), home / "corpus")
     config = common.write_config(home / "home", corpus, runtime="openvino", precision="bf16")
@@ -111,10 +95,9 @@ def measure(docs: int, rounds: int, seconds: float) -> dict[str, Any]:
             for mode in (list(modes) if r % 2 == 0 else list(reversed(modes))):
                 api[mode].append(api_levels(config, "c-off-0", modes[mode], seconds))
     finally:
-        sink.shutdown()
-        sink.server_close()
+        exported = sink.stop()
     return {"docs": docs, "rounds": rounds, "seconds": seconds, "ingest_seconds": walls,
-            "api": api, "exported": dict(_Sink.received), "summary": _summary(walls, api),
+            "api": api, "exported": exported, "summary": _summary(walls, api),
             "machine": common.machine()}
 
 

@@ -113,10 +113,11 @@ def run_search(settings: Settings, q: SearchQuery, backend: EmbeddingBackend | N
     "collection": name, "warning": str | None}. A `store` passed in stays open (a server
     holds one); otherwise one is opened and closed here. `where`: more payload conditions
     (equals, ranges); `timings`: filled with embed_ms (dense and sparse encoding) and
-    engine_ms. One trace span, `search`, with the embedding and the engine query under it."""
+    engine_ms. Traced as `search` (or as the caller's request or command span, when there is one),
+with the embedding and the engine query under it."""
     asked = check_query(settings, q)
     telemetry.setup(settings.telemetry, role="worker")  # a no-op where the process set it up
-    with telemetry.span("search", k=q.k, chunks=q.chunks, image=q.image is not None,
+    with telemetry.step("search", k=q.k, chunks=q.chunks, image=q.image is not None,
                         query=q.text if settings.api.log_queries else None):
         return _run_search(settings, q, asked, backend, store, where, timings)
 

@@ -91,7 +91,10 @@ def test_a_cli_search_exports_its_trace_over_otlp(tmp_path: Path,
             spans += [s for scope in resource_spans.scope_spans for s in scope.spans]
     assert services == {"tessera-test"}
     names = {s.name for s in spans}
-    assert {"tessera search", "search", "embed query", "engine query"} <= names
+    assert {"tessera search", "embed query", "engine query"} <= names
+    assert "search" not in names  # the command's span carries the search's attributes
+    [command] = [s for s in spans if s.name == "tessera search"]
+    assert {a.key: a.value.string_value for a in command.attributes}["tessera.mode"] == "hybrid"
     assert len({s.trace_id for s in spans}) == 1  # one command, one trace
     values = [str(a.value) for s in spans for a in s.attributes]
     assert not any("ocean" in v for v in values)  # no query text without api.log_queries

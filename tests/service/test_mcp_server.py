@@ -227,3 +227,30 @@ def _read(events_dir: Path) -> list[dict[str, Any]]:
 
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def test_a_tool_call_is_one_trace_with_the_search_under_it(make_config: Any) -> None:
+    """The `search` tool is a server span (`tool search`) carrying the search's attributes, with
+    the query embedding and the engine query as its children; its request row has its trace."""
+    from tessera.service.mcp_tools import search_tool
+    from tessera.service.request_log import RequestLog
+    from tessera.service.service import SearchService
+    from tests.support.traces import children, exporter, trace_of
+
+    settings = load_settings(make_config(
+        sources=[{"name": "docs", "path": str(EXAMPLES), "ttl": "7d"}],
+        embedding={"runtime": "torch", "device": "cpu"}))
+    run_ingest(settings)
+    log = RequestLog(settings.events_dir)
+    search = search_tool(SearchService(settings), log)
+    exporter()
+    found = anyio.run(partial(search, query="tides", k=2))
+    assert len(found["results"]) == 2
+    log.flush()
+    [row] = _read(settings.events_dir)
+    spans = trace_of(row["trace_id"])
+    [tool] = [s for s in spans if s.parent is None]
+    assert tool.name == "tool search" and tool.kind.name == "SERVER"
+    assert (tool.attributes["tessera.k"], tool.attributes["mcp.tool"]) == (2, "search")
+    assert tool.attributes["tessera.mode"] == found["mode"]
+    assert {s.name for s in children(spans, tool)} == {"embed query", "engine query"}
