@@ -179,13 +179,18 @@ def _tracing(r: dict[str, Any]) -> list[str]:
             ("API p99 ms, concurrency 1", "c1_p99_ms"), ("API p50 ms, concurrency 8", "c8_p50_ms"),
             ("API p99 ms, concurrency 8", "c8_p99_ms")]
     out = [f"{r['docs']:,} SciFact documents; tracing off (`OTEL_SDK_DISABLED=true`) against on "
-           "(spans exported over OTLP/HTTP to a sink in the benchmark's process: "
+           "(spans exported over OTLP/HTTP to a sink in a process of its own, "
+           "benchmarks/otlp_sink.py: "
            f"{r['exported']['requests']:,} exports, {r['exported']['bytes']:,} bytes); "
            f"{r['rounds']} interleaved rounds, medians; whole `tessera` processes; API levels "
-           f"{r['seconds']:g} s each, hybrid SciFact queries.", "",
+           f"{r['seconds']:g} s each, hybrid SciFact queries; a search makes 3 spans.", "",
            "| measure | off | on | on / off |", "|---|---|---|---|"]
     out += [f"| {label} | {s['off'][key]:.2f} | {s['on'][key]:.2f} | "
             f"**{s['ratio_on_off'][key]:.3f}** |" for label, key in rows]
+    pairs = [on[0]["p50_ms"] / off[0]["p50_ms"]
+             for on, off in zip(r["api"]["on"], r["api"]["off"], strict=True)]
+    out += ["", "Per-round on/off ratios of the concurrency-1 p50 (the noise of one round on "
+            f"these shared cores): {', '.join(f'{p:.3f}' for p in pairs)}."]
     return out
 
 
