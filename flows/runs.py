@@ -54,6 +54,12 @@ def quality_run_name() -> str:
     return f"quality-{_slug(p.get('name') or Path(p.get('dataset') or 'set').name)}-{_stamp()}"
 
 
+def tune_run_name() -> str:
+    """`tune-<set>-<UTC minute>`."""
+    p = _parameters()
+    return f"tune-{_slug(p.get('name') or Path(p.get('dataset') or 'set').name)}-{_stamp()}"
+
+
 def prune_run_name() -> str:
     """`prune-<UTC minute>`, or `prune-dry-run-...`."""
     return f"prune{'-dry-run' if _parameters().get('dry_run') else ''}-{_stamp()}"

@@ -277,6 +277,21 @@ def cmd_quality(args: argparse.Namespace) -> dict[str, Any]:
                 flow)
 
 
+@command("tune")
+def cmd_tune(args: argparse.Namespace) -> dict[str, Any]:
+    """Learn search settings on a labelled set's train split; keep them if its test split agrees."""
+    preflight.check_store(_settings(args))
+    preflight.check_backend(_settings(args))
+    from tessera.jobs.tune import run_tune
+
+    def flow() -> dict[str, Any]:
+        from flows.tune import tune_flow
+
+        return tune_flow(dataset=args.dataset, config=args.config, name=args.name)
+
+    return _job(args, lambda s: run_tune(s, args.dataset, name=args.name), flow)
+
+
 @command("nightly")
 def cmd_nightly(args: argparse.Namespace) -> dict[str, Any]:
     """Prune, refresh models, score quality sets, build marts."""
@@ -482,7 +497,7 @@ def _add_collection_commands(add: AddCommand) -> None:
 
 
 def _add_job_commands(add: AddCommand) -> None:
-    """marts, quarantine, prune, quality."""
+    """marts, quarantine, prune, quality, tune."""
     add("marts").add_argument("--docs", action="store_true", help="also write the offline dbt docs site")
     add("quarantine").add_argument("--run", help="only this run id")
     add("prune").add_argument("--dry-run", action="store_true",
@@ -490,6 +505,11 @@ def _add_job_commands(add: AddCommand) -> None:
     p = add("quality")
     p.add_argument("dataset", help="folder with corpus.jsonl, queries.jsonl, qrels/test.tsv")
     p.add_argument("--limit-queries", type=int, default=None, help="score only the first N queries")
+    p = add("tune")
+    p.add_argument("dataset", help="folder with corpus.jsonl, queries.jsonl, qrels/train.tsv and "
+                   "qrels/test.tsv")
+    p.add_argument("--name", default=None,
+                   help="the set's name in events and marts (default: the folder's name)")
 
 
 def _add_server_commands(add: AddCommand) -> None:

@@ -29,6 +29,7 @@ EXAMPLES: dict[str, str] = {
     "prune": "tessera prune --dry-run",
     "marts": "tessera marts --docs",
     "quality": "tessera quality examples/quality --limit-queries 20",
+    "tune": "tessera tune .tessera/scifact --json",
     "nightly": "tessera nightly",
     "refresh-models": "tessera refresh-models",
     "alias": "tessera alias tessera tessera-v2",

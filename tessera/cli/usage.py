@@ -21,7 +21,7 @@ COMMAND_GROUPS: dict[str, tuple[str, ...]] = {
     "operate": ("status", "quarantine", "prune", "alias", "migrate", "backfill-sparse",
                 "optimize", "refresh-models", "nightly"),
     "serve": ("api", "mcp", "serve"),
-    "analyse": ("report", "marts", "quality"),
+    "analyse": ("report", "marts", "quality", "tune"),
 }
 
 

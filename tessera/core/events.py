@@ -223,6 +223,78 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("recorded_at", _TS),
         ]
     ),
+    # One row per metric of a paired comparison of two runs over the same queries
+    # (tessera.jobs.significance): a migration's live vs shadow, a nightly run vs the last one,
+    # a tuning run's current vs chosen settings.
+    "quality_comparisons": pa.schema(
+        _RUN
+        + [
+            ("kind", pa.string()),  # migration | nightly | tune
+            ("subject", pa.string()),  # the alias migrated, the set scored, the collection tuned
+            ("dataset", pa.string()),
+            ("mode", pa.string()),  # dense | sparse | hybrid
+            ("baseline", pa.string()),  # what it is compared with (a collection, a run id, ...)
+            ("candidate", pa.string()),
+            ("metric", pa.string()),  # ndcg@10 | recall@10 | recall@100 | mrr@10
+            ("queries", pa.int64()),
+            ("baseline_mean", pa.float64()),
+            ("candidate_mean", pa.float64()),
+            ("difference", pa.float64()),  # candidate - baseline
+            ("ci_low", pa.float64()),  # 95% bootstrap interval of the difference
+            ("ci_high", pa.float64()),
+            ("p_value", pa.float64()),  # paired permutation test, two-sided
+            ("alpha", pa.float64()),  # quality.significance
+            ("power", pa.float64()),  # chance to detect a drop of power_drop with these queries
+            ("power_drop", pa.float64()),  # quality.max_drop
+            ("queries_needed", pa.int64()),  # for 80% power
+            ("significantly_worse", pa.bool_()),
+            ("significantly_better", pa.bool_()),
+            ("gated", pa.bool_()),  # in quality.gate_metrics
+            ("decision", pa.string()),  # switched | refused | passed | failed | kept | applied
+            ("recorded_at", _TS),
+        ]
+    ),
+    # One row per `tessera tune` run: the settings chosen on a set's train split and whether
+    # they passed the gate on its test split (its comparison is in quality_comparisons).
+    "tuning_runs": pa.schema(
+        _RUN
+        + [
+            ("dataset", pa.string()),
+            ("collection", pa.string()),  # the collection the settings are written for
+            ("mode", pa.string()),
+            ("decision", pa.string()),  # applied | kept
+            ("reason", pa.string()),
+            ("current", pa.string()),  # e.g. "doc_chunks=1, fusion=rrf, rrf_k=60"
+            ("chosen", pa.string()),
+            ("trials", pa.int64()),  # candidate settings scored on train
+            ("train_queries", pa.int64()),
+            ("test_queries", pa.int64()),
+            ("train_ndcg_at_10_current", pa.float64()),
+            ("train_ndcg_at_10_chosen", pa.float64()),
+            ("test_ndcg_at_10_current", pa.float64()),
+            ("test_ndcg_at_10_chosen", pa.float64()),
+            ("p_value", pa.float64()),  # of the test nDCG@10 difference
+            ("seconds", pa.float64()),
+            ("started_at", _TS),
+            ("finished_at", _TS),
+        ]
+    ),
+    # The queries that scored differently in a comparison: one row per query and metric.
+    "quality_query_changes": pa.schema(
+        _RUN
+        + [
+            ("kind", pa.string()),
+            ("subject", pa.string()),
+            ("dataset", pa.string()),
+            ("mode", pa.string()),
+            ("metric", pa.string()),
+            ("query_id", pa.string()),
+            ("baseline", pa.float64()),
+            ("candidate", pa.float64()),
+            ("difference", pa.float64()),
+            ("recorded_at", _TS),
+        ]
+    ),
     # One row per search-service request (HTTP API, MCP, CLI, the page's search box); run_id is
     # the serving process's id.
     # No query text unless api.log_queries = true; never a key.

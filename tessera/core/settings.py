@@ -338,7 +338,16 @@ class QualityConfig(_Section):
     min_ndcg_at_10: float = 0.0
     """Absolute floor a set's nDCG@10 must reach."""
     max_drop: float = 0.02
-    """Largest allowed drop of nDCG@10 against the previous run."""
+    """Largest allowed drop of any metric's mean against what it is compared with (the previous
+    run, a migration's live collection, the settings before tuning), significant or not; also
+    the loss a set's power is reported for."""
+    significance: float = Field(default=0.05, gt=0, lt=1)
+    """A drop of a gated metric counts as real when a paired permutation test over the
+    per-query scores gives p below this; a migration or a tuning run is then refused and the
+    nightly run fails."""
+    gate_metrics: list[Literal["ndcg@10", "recall@10", "recall@100", "mrr@10"]] = [
+        "ndcg@10", "recall@100"]
+    """The metrics the significance rule applies to (each tested at `significance`)."""
 
 
 class MigrateConfig(_Section):

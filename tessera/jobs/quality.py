@@ -25,13 +25,16 @@ from tessera.core import telemetry
 from tessera.core.beir import load_test_set
 from tessera.core.errors import QualityGateError, VectorStoreError
 from tessera.core.events import EventLog, new_run_id, read_events, utcnow
-from tessera.core.query import MODES, StoreQuery
+from tessera.core.query import MODES, SearchConfig, StoreQuery
 from tessera.core.settings import QualityConfig, Settings, SourceConfig
 from tessera.core.sparse import Bm25Encoder, config_from_identity
 from tessera.core.steps import PlainSteps, Steps
+from tessera.core.tuned import search_settings, tuned_values
 from tessera.core.types import Hit, Match
 from tessera.ingest.identity import identity_for, target_collection
-from tessera.store import open_store
+from tessera.jobs import significance
+from tessera.jobs.significance import Comparison, compare_runs, power_notes
+from tessera.store import VectorStore, open_store
 
 logger = logging.getLogger(__name__)
 TOP_DOCS = 100  # recall@100 needs the 100 best documents per query
@@ -57,10 +60,11 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "dataset"
 
 
-def load_dataset(path: Path, name: str | None = None, limit_queries: int | None = None) -> QualityData:
-    """Read queries.jsonl and qrels/test.tsv; keep only the queries that have judgements."""
+def load_dataset(path: Path, name: str | None = None, limit_queries: int | None = None,
+                 split: str = "test") -> QualityData:
+    """Read queries.jsonl and qrels/<split>.tsv; keep only the queries that have judgements."""
     path = Path(path)
-    texts, qrels = load_test_set(path)
+    texts, qrels = load_test_set(path, split)
     ids = list(qrels)[:limit_queries] if limit_queries else list(qrels)
     label = name or path.name
     if limit_queries and limit_queries < len(qrels):
@@ -114,41 +118,51 @@ def collection_modes(settings: Settings, collection: str) -> tuple[str, ...]:
 def retrieve(settings: Settings, collection: str, query_ids: list[str],
              vectors: np.ndarray | None, mode: str = "dense",
              texts: list[str] | None = None) -> dict[str, dict[str, float]]:
-    """Best TOP_DOCS documents per query, a document scored by its best chunk (dense side exact).
+    """Best TOP_DOCS documents per query, with the collection's search settings (tuned or the
+    config's; dense side exact).
 
     `vectors` are the embedded queries (dense, hybrid); `texts` the query texts (sparse, hybrid),
     turned into BM25 vectors with the config the collection records."""
+    cfg = search_settings(settings, collection)
     store = open_store(settings)
     try:
-        info = store.get_collection(collection)
-        if info is None:
-            raise VectorStoreError(f"collection {collection!r} does not exist")
-        most_chunks = max((int(p.get("chunk_count", 1)) for _, p in
-                           store.scan(collection, _ALL, ["chunk_count"])), default=1)
-        # Enough chunks that TOP_DOCS distinct documents are always among them.
-        limit = min(TOP_DOCS * most_chunks, max(store.count(collection), 1))
-        bm25 = (Bm25Encoder(config_from_identity(info.sparse))
-                if mode != "dense" and info.sparse is not None else None)
-        cfg = settings.search
-        requests = [StoreQuery(
-            limit=limit, fields=("doc_id",), exact=True, fusion=cfg.fusion, rrf_k=cfg.rrf_k,
-            prefetch=cfg.prefetch,
-            dense=vectors[i] if mode != "sparse" and vectors is not None else None,
-            sparse=bm25.query((texts or [])[i]) if bm25 is not None else None)
-            for i in range(len(query_ids))]
-        hits = store.query_batch(collection, requests)
+        hits = chunk_hits(store, collection, cfg, vectors, mode, texts)
     finally:
         store.close()
-    return {qid: best_per_doc(found, TOP_DOCS) for qid, found in zip(query_ids, hits, strict=True)}
+    return {qid: best_per_doc(found, TOP_DOCS, cfg.doc_chunks)
+            for qid, found in zip(query_ids, hits, strict=True)}
 
 
-def best_per_doc(hits: list[Hit], top: int) -> dict[str, float]:
-    """Collapse chunk hits to documents (max score), keep the `top` best documents."""
-    best: dict[str, float] = {}
+def chunk_hits(store: VectorStore, collection: str, cfg: SearchConfig,
+               vectors: np.ndarray | None, mode: str, texts: list[str] | None
+               ) -> list[list[Hit]]:
+    """Per query, enough chunk hits that TOP_DOCS distinct documents are among them, searched in
+    `mode` with `cfg`'s fusion (one batch)."""
+    info = store.get_collection(collection)
+    if info is None:
+        raise VectorStoreError(f"collection {collection!r} does not exist")
+    most_chunks = max((int(p.get("chunk_count", 1)) for _, p in
+                       store.scan(collection, _ALL, ["chunk_count"])), default=1)
+    limit = min(TOP_DOCS * most_chunks, max(store.count(collection), 1))
+    bm25 = (Bm25Encoder(config_from_identity(info.sparse))
+            if mode != "dense" and info.sparse is not None else None)
+    count = len(texts) if texts is not None else len(vectors if vectors is not None else [])
+    requests = [StoreQuery(
+        limit=limit, fields=("doc_id",), exact=True, fusion=cfg.fusion, rrf_k=cfg.rrf_k,
+        prefetch=cfg.prefetch,
+        dense=vectors[i] if mode != "sparse" and vectors is not None else None,
+        sparse=bm25.query((texts or [])[i]) if bm25 is not None else None)
+        for i in range(count)]
+    return store.query_batch(collection, requests)
+
+
+def best_per_doc(hits: list[Hit], top: int, chunks: int = 1) -> dict[str, float]:
+    """Collapse chunk hits to documents, keep the `top` best: a document scores its best
+    chunk's score, or the sum of its best `chunks` chunks' (`search.doc_chunks`)."""
+    scores: dict[str, list[float]] = {}
     for hit in hits:
-        doc = str(hit.payload.get("doc_id"))
-        if hit.score > best.get(doc, -np.inf):
-            best[doc] = hit.score
+        scores.setdefault(str(hit.payload.get("doc_id")), []).append(hit.score)
+    best = {doc: sum(sorted(s, reverse=True)[:chunks]) for doc, s in scores.items()}
     return dict(sorted(best.items(), key=lambda kv: kv[1], reverse=True)[:top])
 
 
@@ -188,9 +202,25 @@ def previous_run(settings: Settings, dataset: str, model_id: str,
     return max(rows, key=lambda r: (r["started_at"], r["run_id"])) if rows else None
 
 
+def previous_scores(settings: Settings, previous: dict[str, Any] | None
+                    ) -> dict[str, dict[str, float]]:
+    """The per-query scores of an earlier run (its `quality_query_results` rows, in its mode);
+    empty without one."""
+    if previous is None:
+        return {}
+    mode = previous.get("mode") or "dense"
+    return {r["query_id"]: {m: r[_COLUMN[m]] for m in METRICS}
+            for r in read_events(settings.events_dir, "quality_query_results")
+            if r["run_id"] == previous["run_id"] and (r.get("mode") or "dense") == mode
+            and all(r[_COLUMN[m]] is not None for m in METRICS)}
+
+
 def check_gates(gates: QualityConfig, metrics: dict[str, float],
-                previous: dict[str, Any] | None) -> list[str]:
-    """One message per breached gate, naming the metric, its value and the gate."""
+                previous: dict[str, Any] | None,
+                compared: dict[str, Comparison] | None = None) -> list[str]:
+    """One message per breached gate, naming the metric, its value and the gate: the floor, a
+    drop of a mean beyond `max_drop`, and (with the per-query comparison) a significant drop of
+    a gated metric."""
     breaches = []
     if metrics["ndcg@10"] < gates.min_ndcg_at_10:
         breaches.append(f"ndcg@10 = {metrics['ndcg@10']:.4f} is below the floor "
@@ -203,7 +233,48 @@ def check_gates(gates: QualityConfig, metrics: dict[str, float],
                     f"{metric} = {metrics[metric]:.4f} dropped {before - metrics[metric]:.4f} from "
                     f"{before:.4f} (run {previous['run_id']}), more than quality.max_drop = "
                     f"{gates.max_drop}")
+        breaches += [f"{m} is significantly worse than run {previous['run_id']}: "
+                     f"{c.describe()}, under quality.significance = {gates.significance}"
+                     for m, c in (compared or {}).items() if m in gates.gate_metrics and c.worse]
     return breaches
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A run against the previous one, per mode: that run, its per-query scores, the paired
+    comparison, and the gates breached."""
+
+    previous: dict[str, dict[str, Any] | None]
+    earlier: dict[str, dict[str, dict[str, float]]]
+    compared: dict[str, dict[str, Comparison]]
+    breaches: dict[str, list[str]]
+
+    def record(self, events: EventLog, settings: Settings, dataset: str,
+               per_mode: dict[str, dict[str, dict[str, float]]]) -> None:
+        """The comparisons as events (`quality_comparisons`, `quality_query_changes`)."""
+        for mode, per in self.compared.items():
+            previous = self.previous[mode]
+            if per and previous is not None:
+                significance.record(events, settings.quality, "nightly", dataset, dataset, mode,
+                                    (previous["run_id"], events.run_id), per,
+                                    (self.earlier[mode], per_mode[mode]),
+                                    "failed" if self.breaches[mode] else "passed")
+        events.flush()
+
+
+def judge(settings: Settings, dataset: str, model_id: str, started: datetime,
+          per_mode: dict[str, dict[str, dict[str, float]]],
+          means: dict[str, dict[str, float]]) -> Verdict:
+    """Each mode's run against the latest earlier run of the same set, model and mode."""
+    previous = {mode: previous_run(settings, dataset, model_id, started, mode)
+                for mode in per_mode}
+    earlier = {mode: previous_scores(settings, previous[mode]) for mode in per_mode}
+    compared = {mode: compare_runs(settings.quality, earlier[mode], per_mode[mode], METRICS)
+                if earlier[mode] else {} for mode in per_mode}
+    breaches = {mode: [f"{mode}: {b}" for b in check_gates(settings.quality, means[mode],
+                                                            previous[mode], compared[mode])]
+                for mode in per_mode}
+    return Verdict(previous, earlier, compared, breaches)
 
 
 def record(settings: Settings, steps: Steps, events: EventLog, data: QualityData,
@@ -285,13 +356,17 @@ def score_quality(settings: Settings, steps: Steps, dataset: str, indexed: dict[
     summary = {"run_id": events.run_id, "dataset": data.name, "model": spec.id,
                "queries": len(per_mode[default]), **means[default], "mode": default,
                "modes": means, "seconds": round(time.perf_counter() - clock, 2),
-               "collection": collection, "chunks_embedded": indexed["chunks_embedded"]}
-    previous = {mode: previous_run(settings, data.name, spec.id, started, mode) for mode in modes}
-    breaches = {mode: [f"{mode}: {b}" for b in check_gates(settings.quality, means[mode],
-                                                            previous[mode])]
-                for mode in modes}
+               "collection": collection, "chunks_embedded": indexed["chunks_embedded"],
+               "search": tuned_values(search_settings(settings, collection))}
+    verdict = judge(settings, data.name, spec.id, started, per_mode, means)
+    breaches = verdict.breaches
+    summary["comparisons"] = {mode: {m: c.row() for m, c in per.items()}
+                              for mode, per in verdict.compared.items() if per}
+    summary["power_notes"] = [f"{mode}: {n}" for mode, per in verdict.compared.items()
+                              for n in power_notes(settings.quality, per)]
     record(settings, steps, events, data, spec.id, collection, per_mode, summary, breaches,
-           started, previous)
+           started, verdict.previous)
+    verdict.record(events, settings, data.name, per_mode)
     logger.info("quality %s", summary)
     failed = [b for mode in modes for b in breaches[mode]]
     if failed:

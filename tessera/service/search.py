@@ -23,6 +23,7 @@ from tessera.core.errors import UsageError, VectorStoreError
 from tessera.core.query import MODES, StoreQuery
 from tessera.core.settings import Settings
 from tessera.core.sparse import Bm25Encoder, SparseVec, config_from_identity, sparse_signature
+from tessera.core.tuned import search_settings
 from tessera.core.types import CollectionInfo, Hit, Match
 from tessera.store import VectorStore, open_store, resolve
 
@@ -141,12 +142,13 @@ def _run_search(settings: Settings, q: SearchQuery, asked: str,
             logger.warning("%s", warning)
         started = time.perf_counter()
         dense, sparse = encode_query(settings, info, q, mode, backend)
-        cfg = settings.search
+        cfg = search_settings(settings, name)  # `tessera tune`'s for this collection, or [search]
         request = StoreQuery(limit=q.k, dense=dense, sparse=sparse,
                              match=replace(where or Match(), source=q.source,
                                            modality=q.modality),
                              fusion=cfg.fusion, rrf_k=cfg.rrf_k, prefetch=cfg.prefetch,
-                             overfetch=cfg.group_overfetch, hnsw_ef=cfg.hnsw_ef)
+                             overfetch=cfg.group_overfetch, hnsw_ef=cfg.hnsw_ef,
+                             doc_chunks=cfg.doc_chunks)
         encoded = time.perf_counter()
         with telemetry.span("engine query", collection=name, mode=mode, k=q.k,
                             prefetch=request.depth, hnsw_ef=request.hnsw_ef, chunks=q.chunks):

@@ -143,19 +143,36 @@ class VectorStore(Protocol):
 
 
 def group_documents(run: Callable[[StoreQuery], list[Hit]], query: StoreQuery) -> list[Hit]:
-    """Best chunk per document by over-fetching chunks and grouping them (engines without
-    grouping): fetch `limit x overfetch` chunks, doubling until `limit` documents are found or
-    the engine returns fewer chunks than asked (the collection, or the filter, is exhausted)."""
+    """Documents from chunk hits by over-fetching chunks and grouping them (engines without
+    grouping, or a score over several chunks): fetch `limit x overfetch` chunks, doubling until
+    `limit` documents are found or the engine returns fewer chunks than asked (the collection,
+    or the filter, is exhausted). Each document is its best chunk, scored by `doc_scores`."""
     want = query.limit
     if query.fields is not None and "doc_id" not in query.fields:
         query = StoreQuery(**{**query.__dict__, "fields": (*query.fields, "doc_id")})
-    fetch = want * query.overfetch
+    fetch = want * max(query.overfetch, query.doc_chunks)
     while True:
         hits = run(StoreQuery(**{**query.__dict__, "limit": fetch}))
-        docs = first_per_document(hits)
+        docs = doc_scores(hits, query.doc_chunks)
         if len(docs) >= want or len(hits) < fetch:
             return docs[:want]
         fetch *= 2
+
+
+def doc_scores(hits: list[Hit], chunks: int = 1) -> list[Hit]:
+    """Each document's best chunk, in order of the document's score: its best chunk's
+    (`chunks` 1, rank order kept), or the sum of its best `chunks` chunks' scores."""
+    if chunks == 1:
+        return first_per_document(hits)
+    best: dict[str, Hit] = {}
+    totals: dict[str, list[float]] = {}
+    for hit in hits:
+        doc = str(hit.payload.get("doc_id"))
+        best.setdefault(doc, hit)
+        totals.setdefault(doc, []).append(hit.score)
+    scored = [Hit(id=h.id, score=sum(sorted(totals[d], reverse=True)[:chunks]), payload=h.payload)
+              for d, h in best.items()]
+    return sorted(scored, key=lambda h: h.score, reverse=True)
 
 
 def first_per_document(hits: list[Hit]) -> list[Hit]:

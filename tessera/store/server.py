@@ -13,7 +13,7 @@ from tessera.core.query import StoreQuery
 from tessera.core.settings import StoreConfig
 from tessera.core.sparse import SPARSE_VECTOR, SparseVec
 from tessera.core.types import CollectionInfo, Hit, Match, PointRecord
-from tessera.store.base import INTEGER_INDEXES, KEYWORD_INDEXES, HnswParams
+from tessera.store.base import INTEGER_INDEXES, KEYWORD_INDEXES, HnswParams, group_documents
 
 logger = logging.getLogger(__name__)
 
@@ -293,7 +293,10 @@ class ServerStore:
                  for p in res.points] for res in responses]
 
     def query_documents(self, name: str, query: StoreQuery) -> list[Hit]:
-        """The server groups: query_points_groups by doc_id, one (best) chunk per group."""
+        """The server groups: query_points_groups by doc_id, one (best) chunk per group; a score
+        over several chunks is summed here from over-fetched chunks."""
+        if query.doc_chunks > 1:
+            return group_documents(lambda q: self.query(name, q), query)
         args = self._request(self._info(name), query)
         res = self._call("search", self.client.query_points_groups, name, group_by="doc_id",
                          group_size=1, **args)

@@ -4,6 +4,18 @@ with quality_runs as (
 
 ),
 
+nightly_comparisons as (
+
+    -- a nightly run's paired comparison with the previous run; the latest if one was recorded twice
+    select *
+    from {{ ref('stg_tessera__quality_comparisons') }}
+    where kind = 'nightly'
+    qualify row_number() over (
+        partition by run_id, dataset, search_mode, metric order by recorded_at desc
+    ) = 1
+
+),
+
 metrics as (
 
     -- include nulls: a run that failed before scoring keeps its rows, with no value
@@ -27,6 +39,25 @@ compared as (
 
 ),
 
+with_comparison as (
+
+    select
+        compared.*,
+        nightly_comparisons.ci_low,
+        nightly_comparisons.ci_high,
+        nightly_comparisons.p_value,
+        nightly_comparisons.power,
+        nightly_comparisons.is_significantly_worse
+
+    from compared
+    left join nightly_comparisons
+        on compared.run_id = nightly_comparisons.run_id
+        and compared.dataset = nightly_comparisons.dataset
+        and compared.search_mode = nightly_comparisons.search_mode
+        and compared.metric = nightly_comparisons.metric
+
+),
+
 final as (
 
     select
@@ -43,12 +74,17 @@ final as (
         metric_value,
         previous_value,
         metric_value - previous_value as change_from_previous,
+        ci_low,
+        ci_high,
+        p_value,
+        power,
+        is_significantly_worse,
         status,
         is_passed,
         gate_message,
         run_seconds
 
-    from compared
+    from with_comparison
 
 )
 

@@ -24,6 +24,7 @@ from tessera.core.settings import Settings, SourceConfig
 from tessera.core.steps import PlainSteps, Steps
 from tessera.ingest.identity import identity_of
 from tessera.ingest.run import run_ingest
+from tessera.jobs import significance
 from tessera.jobs.migration import parts
 from tessera.jobs.quality import slug
 from tessera.store import open_store
@@ -43,6 +44,7 @@ class _Attempt:
                                        "to": None, "metrics": {}, "reason": None,
                                        "run_id": self.events.run_id}
         self.row: dict[str, Any] = {}
+        self.gate: parts.Gate | None = None
 
     def sides(self, live: parts.Side, to: parts.Side) -> None:
         """Name the two collections (and models) of this attempt."""
@@ -64,6 +66,12 @@ class _Attempt:
                         live_ndcg_at_10=mean(ndcg["live"]) if ndcg["live"] else None,
                         shadow_ndcg_at_10=mean(ndcg["shadow"]) if ndcg["shadow"] else None,
                         started_at=self.started, finished_at=utcnow(), **self.row)
+        if self.gate is not None:
+            for label, found in self.gate.compared.items():
+                significance.record(self.events, self.settings.quality, "migration",
+                                    self.result["alias"], label, "dense",
+                                    (self.result["from"], self.result["to"]), found,
+                                    self.gate.scores[label], decision)
         self.events.flush()
         self.steps.report(f"migration-{slug(self.result['alias'])}",
                           parts.markdown(self.result, self.settings.quality),
@@ -128,10 +136,10 @@ def _migrate(settings: Settings, steps: Steps, plan: parts.Plan,
             finally:
                 store.close()
     attempt.result["build"] = parts.build(settings, steps, plan.shadow, plan.sources)
-    metrics, breaches = parts.gate(settings, steps, plan.live, plan.shadow)
-    attempt.result["metrics"] = metrics
-    if breaches:
-        raise attempt.refuse("quality gate: " + "; ".join(breaches))
+    attempt.gate = parts.gate(settings, steps, plan.live, plan.shadow)
+    attempt.result.update(metrics=attempt.gate.metrics(), power_notes=attempt.gate.notes)
+    if attempt.gate.breaches:
+        raise attempt.refuse("quality gate: " + "; ".join(attempt.gate.breaches))
     _catch_up_check_switch(settings, steps, plan.alias, plan.sources, plan.live, plan.shadow,
                            attempt)
     return attempt.finish("switched")

@@ -4,7 +4,8 @@ A migration moves an alias to a collection built with other settings (a model, c
 index settings). The shadow is built by the ordinary ingest job into its versioned name, so it
 passes the contracts, writes events, uses Modal when configured, and a re-run after a crash goes
 on from what was written. The gate scores every quality set with the live and the shadow settings
-in the same run. The switch happens inside the alias's exclusive writer section, after a catch-up
+in the same run and compares them per query (tessera.jobs.significance): refused when a gated
+metric is significantly worse or any metric drops more than `quality.max_drop`. The switch happens inside the alias's exclusive writer section, after a catch-up
 ingest of both collections and a check that both hold the same (doc_id, content_hash) pairs.
 The order of the parts is tessera/jobs/migration/job.py's.
 """
@@ -45,15 +46,16 @@ from tessera.ingest.identity import (
     versioned_info,
 )
 from tessera.ingest.run import run_ingest
+from tessera.jobs import significance
 from tessera.jobs.quality import (
     METRICS,
     dataset_settings,
     embed_queries,
     load_dataset,
-    mean_metrics,
     retrieve,
     score,
 )
+from tessera.jobs.significance import Comparison, compare_runs, power_notes
 from tessera.store import VectorStore, switch_alias
 
 logger = logging.getLogger(__name__)
@@ -233,8 +235,8 @@ def compare(live: set[tuple[str, str]], other: set[tuple[str, str]]) -> dict[str
 
 
 def measure(settings: Settings, steps: Steps, side: Side, path: Path,
-            name: str | None) -> tuple[str, dict[str, float]]:
-    """Index a quality set with `side`'s settings (its own collection) and score it."""
+            name: str | None) -> tuple[str, dict[str, dict[str, float]]]:
+    """Index a quality set with `side`'s settings (its own collection) and score it per query."""
     scoped = dataset_settings(settings_for(settings, side.identity), path, name)
     run_ingest(scoped, steps, sources=[scoped.sources[0].name], flow="quality")
     data = load_dataset(path, name)
@@ -242,33 +244,43 @@ def measure(settings: Settings, steps: Steps, side: Side, path: Path,
     collection = str(scoped.sources[0].collection)
     vectors = steps.run("embed-queries", embed_queries, scoped, [data.queries[q] for q in qids])
     found = steps.run("retrieve", retrieve, scoped, collection, qids, vectors, io=True)
-    return data.name, mean_metrics(steps.run("score", score, data.qrels, found))
+    return data.name, steps.run("score", score, data.qrels, found)
 
 
-def gate(settings: Settings, steps: Steps, live: Side, shadow: Side
-         ) -> tuple[dict[str, dict[str, dict[str, float]]], list[str]]:
-    """Score every quality set on both sides in this run; the breaches of the gates."""
-    metrics: dict[str, dict[str, dict[str, float]]] = {}
-    breaches: list[str] = []
-    for qs in settings.quality.sets:
+@dataclass(frozen=True)
+class Gate:
+    """What the gate found: per set, the paired comparison per metric and both sides' per-query
+    scores; the rules the shadow breaks; what the sets are too small to see."""
+
+    compared: dict[str, dict[str, Comparison]]
+    scores: dict[str, tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]]
+    breaches: list[str]
+    notes: list[str]
+
+    def metrics(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """{set: {metric: live, shadow, difference, interval, p-value, power}} (JSON, events)."""
+        return {label: {m: {"live": c.baseline, "shadow": c.candidate, "difference": c.difference,
+                            "low": c.low, "high": c.high, "p_value": c.p_value, "power": c.power,
+                            "worse": c.worse, "underpowered": c.underpowered}
+                        for m, c in per.items()}
+                for label, per in self.compared.items()}
+
+
+def gate(settings: Settings, steps: Steps, live: Side, shadow: Side) -> Gate:
+    """Score every quality set on both sides in this run and compare them per query."""
+    gates = settings.quality
+    compared, scores, breaches, notes = {}, {}, [], []
+    for qs in gates.sets:
         label, before = measure(settings, steps, live, Path(qs.path), qs.name)
         _, after = measure(settings, steps, shadow, Path(qs.path), qs.name)
-        metrics[label] = {m: {"live": before[m], "shadow": after[m]} for m in METRICS}
-        breaches += [f"{label}: {b}" for b in breached(settings.quality, before, after)]
-    return metrics, breaches
-
-
-def breached(gates: QualityConfig, live: dict[str, float], shadow: dict[str, float]) -> list[str]:
-    """One message per gate the shadow fails, naming the metric, both values and the gate."""
-    out = []
-    for m in METRICS:
-        if live[m] - shadow[m] > gates.max_drop + 1e-9:
-            out.append(f"{m} shadow {shadow[m]:.4f} vs live {live[m]:.4f}: drops "
-                       f"{live[m] - shadow[m]:.4f}, more than quality.max_drop = {gates.max_drop}")
-    if shadow["ndcg@10"] < gates.min_ndcg_at_10:
-        out.append(f"ndcg@10 shadow {shadow['ndcg@10']:.4f} is below the floor "
-                   f"quality.min_ndcg_at_10 = {gates.min_ndcg_at_10}")
-    return out
+        found = compare_runs(gates, before, after, METRICS)
+        compared[label], scores[label] = found, (before, after)
+        breaches += [f"{label}: {b}" for b in significance.breaches(gates, found, ("live", "shadow"))]
+        if found["ndcg@10"].candidate < gates.min_ndcg_at_10:
+            breaches.append(f"{label}: ndcg@10 shadow {found['ndcg@10'].candidate:.4f} is below "
+                            f"the floor quality.min_ndcg_at_10 = {gates.min_ndcg_at_10}")
+        notes += [f"{label}: {n}" for n in power_notes(gates, found)]
+    return Gate(compared, scores, breaches, notes)
 
 
 def switch(store: VectorStore, alias: str, collection: str) -> str | None:
@@ -312,19 +324,36 @@ def prune_previous(settings: Settings, store: VectorStore, now: int,
 
 
 def markdown(result: dict[str, Any], gates: QualityConfig) -> str:
-    """The Prefect artifact: live and shadow side by side per set and metric, and the decision."""
+    """The Prefect artifact: live and shadow side by side per set and metric, the difference with
+    its 95% interval, the p-value and the power, and the decision."""
     lines = [f"## Migration of `{result['alias']}`: {result['decision']}", "",
              f"from `{result['from']}` to `{result['to']}`", ""]
     if result.get("reason"):
         lines += [f"**Reason:** {result['reason']}", ""]
-    lines += [f"Gate: no metric drops more than {gates.max_drop}; ndcg@10 >= "
-              f"{gates.min_ndcg_at_10}.", "", "| set | metric | live | shadow | change |",
-              "|---|---|---|---|---|"]
+    lines += [f"Gate: refused when {', '.join(gates.gate_metrics)} is significantly worse "
+              f"(paired permutation test, p < {gates.significance}), when any metric drops more "
+              f"than {gates.max_drop}, or when ndcg@10 < {gates.min_ndcg_at_10}.", ""]
+    lines += [f"- {note}" for note in result.get("power_notes") or []]
+    lines += ["", "| set | metric | live | shadow | change | 95% interval | p | power |",
+              "|---|---|---|---|---|---|---|---|"]
     for label, per in (result.get("metrics") or {}).items():
         for metric, v in per.items():
             lines.append(f"| {label} | {metric} | {v['live']:.4f} | {v['shadow']:.4f} | "
-                         f"{v['shadow'] - v['live']:+.4f} |")
+                         f"{v['shadow'] - v['live']:+.4f} | {_interval(v)} | "
+                         f"{_p(v)} | {_power(v)} |")
     return "\n".join(lines) + "\n"
+
+
+def _interval(v: dict[str, Any]) -> str:
+    return f"[{v['low']:+.4f}, {v['high']:+.4f}]" if "low" in v else "-"
+
+
+def _p(v: dict[str, Any]) -> str:
+    return f"{v['p_value']:.3g}" if "p_value" in v else "-"
+
+
+def _power(v: dict[str, Any]) -> str:
+    return f"{v['power']:.0%}" if "power" in v else "-"
 
 
 def settings_json(identity: Identity) -> str:
