@@ -49,15 +49,16 @@ def main() -> None:
     """Judge each candidate; save `results/defaults.json`."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", type=Path, default=common.OUT / "defaults")
-    parser.add_argument("--candidate", action="append", default=["fusion=dbsf"],
-                        help="KEY=VALUE of [search] (repeatable; each is judged alone)")
+    parser.add_argument("--candidate", action="append", default=None,
+                        help="KEY=VALUE of [search] (repeatable; each is judged alone; "
+                        "default: fusion=rrf against the shipped DBSF)")
     args = parser.parse_args()
     config = args.home / "tessera.toml"
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text(f'home = "{args.home / "home"}"\ncollection = "defaults"\n')
     settings = load_settings(config)
     results = []
-    for pair in dict.fromkeys(args.candidate):
+    for pair in dict.fromkeys(args.candidate or ["fusion=rrf"]):
         key, _, value = pair.partition("=")
         results.append(judge(settings, {key: int(value) if value.isdigit() else value}))
         sets = results[-1]["sets"]

@@ -245,6 +245,23 @@ def plot(r: dict[str, Any], path: Path = PLOT) -> None:
     plt.close(fig)
 
 
+def _defaults(r: dict[str, Any]) -> list[str]:
+    out = ["Each candidate against the shipped `[search]` default, hybrid, on every labelled set "
+           "the project ships, paired over the queries (95% bootstrap interval, permutation "
+           "p-value). A default may change only if the candidate is significantly worse on no "
+           "set and significantly better on one.", "",
+           "| candidate | set | queries | nDCG@10 default | candidate | difference [95%] | p | "
+           "verdict |", "|---|---|---|---|---|---|---|---|"]
+    for res in r["results"]:
+        label = ", ".join(f"{k}={v}" for k, v in res["candidate"].items())
+        for name, metrics in res["sets"].items():
+            c = metrics["ndcg@10"]
+            out.append(f"| {label} | {name} | {c['queries']} | {c['baseline']:.4f} | "
+                       f"{c['candidate']:.4f} | {c['difference']:+.4f} [{c['low']:+.4f}, "
+                       f"{c['high']:+.4f}] | {c['p_value']:.3g} | {res['verdict']} |")
+    return out
+
+
 SECTIONS = (("runtimes", "Goal 2: CPU runtimes for all-MiniLM-L6-v2", _runtimes),
             ("ndcg", "Goal 2: quality of the finalist on all of SciFact (5,183 documents, 300 "
                      "test queries)", _ndcg),
@@ -258,6 +275,7 @@ SECTIONS = (("runtimes", "Goal 2: CPU runtimes for all-MiniLM-L6-v2", _runtimes)
             ("api_load", "Search service: load test over HTTP", _api_load),
             ("side_scores", "Readable scores: what a hybrid answer's per-side scores cost",
              _side_scores),
+            ("defaults", "Defaults: decided on every shipped labelled set", _defaults),
             ("tracing_overhead", "Tracing: spans exported over OTLP against tracing off",
              _tracing))
 

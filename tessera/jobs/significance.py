@@ -8,8 +8,8 @@ permutation test (each query's two scores swapped at random), both from `scipy.s
 
 It also says how much the set can see: the power to detect a drop of `quality.max_drop` at the
 gate's significance level, from the spread of the per-query differences (a normal
-approximation), and how many queries would give 80%. A set of 14 queries cannot tell a 0.02
-drop of nDCG@10 from noise; the gate says so instead of passing as if it could.
+approximation), and how many queries would give 80%. The 14-query sample set cannot tell a
+0.02 drop of nDCG@10 from noise; the gate says so instead of passing as if it could.
 """
 
 from __future__ import annotations
@@ -122,17 +122,19 @@ def _mean(values: np.ndarray) -> float:
 def _power(diff: np.ndarray, before: np.ndarray, alpha: float, drop: float) -> tuple[float, int]:
     """Power of the paired test against a true mean drop of `drop`, and the queries needed for
     WANTED_POWER. The spread is the differences' own; when the two runs agree on every query
-    there is none to measure, and the spread of the baseline's scores stands in (an upper bound
-    for systems that differ little)."""
+    there is none to measure, and the largest spread a score in [0, 1] with the baseline's mean
+    can have stands in (sqrt(m(1 - m)), the Bhatia-Davis bound): the power is then a floor. (A
+    set scoring 1.0 on nearly every query would otherwise look able to see anything.)"""
     from scipy.stats import norm
 
     n = len(diff)
-    spread = float(diff.std(ddof=1)) if n > 1 else 0.0
-    if spread == 0.0:
-        spread = float(before.std(ddof=1)) if n > 1 else 0.0
     if n < 2 or drop <= 0:
         return 0.0, 0
-    if spread == 0.0:  # every score equal on both sides: any drop would show
+    spread = float(diff.std(ddof=1))
+    if spread == 0.0:
+        mean = min(max(float(before.mean()), 0.0), 1.0)
+        spread = math.sqrt(mean * (1 - mean))
+    if spread == 0.0:  # every query scored 0 (or 1) both times: any drop would show
         return 1.0, n
     z = norm.ppf(1 - alpha / 2)
     shift = drop * math.sqrt(n) / spread

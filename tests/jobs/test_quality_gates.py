@@ -58,6 +58,11 @@ def test_identical_runs_differ_by_nothing_and_a_small_set_says_it_cannot_see() -
     assert breaches(gates, {"ndcg@10": found}) == []
     [note] = power_notes(gates, {"ndcg@10": found})
     assert "6 queries" in note and f"~{found.needed}" in note
+    # Nearly perfect on every query both times (the sample set's shape): no spread to measure
+    # is not proof that a drop would show.
+    easy = [1.0] * 13 + [0.95]
+    found = compare(*_runs(easy, easy), ("ndcg@10",), 0.05, 0.02)["ndcg@10"]
+    assert found.underpowered and found.power < 0.5 and found.needed > 14
 
 
 def test_a_large_noisy_drop_breaks_max_drop_even_when_not_significant() -> None:
