@@ -134,8 +134,28 @@ def failures_section(data: ReportData) -> str:
             "Each record: <code>tessera quarantine</code>.</p></section>")
 
 
+def comparisons_section(data: ReportData) -> str:
+    """The latest quality comparisons: what changed nDCG@10, by how much, and whether it is
+    more than noise (the interval, the p-value, the set's power to see a max_drop loss)."""
+    rows = [f'<tr class="comparison"><td>{r["recorded_at"]:%Y-%m-%d %H:%M}</td>'
+            f'<td>{_e(r["kind"])}</td><td>{_e(readable_source(r["subject"]))}</td>'
+            f'<td>{_e(r["dataset"])} · {_e(r["mode"])}</td><td>{_e(r["baseline"])} → '
+            f'{_e(r["candidate"])}</td><td>{r["difference"]:+.4f} [{r["ci_low"]:+.4f}, '
+            f'{r["ci_high"]:+.4f}]</td><td>{r["p_value"]:.3g}</td><td>{r["power"]:.0%}</td>'
+            f'<td>{_e(r["decision"])}</td></tr>' for r in data.comparisons]
+    body = (_table(["recorded (UTC)", "kind", "subject", "set · mode", "compared",
+                    "nDCG@10 change [95%]", "p", "power", "decision"], rows,
+                   ' id="comparisons"') if rows else
+            '<p class="muted">No comparisons yet: a migration, a second quality run of a set, '
+            'or <code>tessera tune</code> makes one.</p>')
+    return ('<section id="quality-comparisons"><h2>Quality comparisons</h2>'
+            f'{body}<p class="muted">Paired over the same queries: significant when p is under '
+            '<code>quality.significance</code>; power is the chance to see a '
+            '<code>quality.max_drop</code> loss.</p></section>')
+
+
 def dashboard(data: ReportData) -> tuple[str, dict[str, dict[str, Any]]]:
     """The dashboard's HTML and its chart specs."""
     charts, specs = charts_section(data)
     return (freshness_section(data) + collections_section(data) + charts
-            + failures_section(data), specs)
+            + comparisons_section(data) + failures_section(data), specs)

@@ -57,6 +57,7 @@ class ReportData:
     failure_reasons: list[dict[str, Any]] = field(default_factory=list)
     quarantine_reasons: list[dict[str, Any]] = field(default_factory=list)
     gpu: list[dict[str, Any]] = field(default_factory=list)  # day, gpu_type, seconds
+    comparisons: list[dict[str, Any]] = field(default_factory=list)  # latest_comparisons
 
 
 def _as_utc(value: Any) -> datetime:
@@ -281,6 +282,13 @@ def gpu_by_day(runs: list[dict[str, Any]], captions: list[dict[str, Any]], now: 
     return [{**r, "seconds": round(r["seconds"], 1)} for r in _long_rows(totals, "gpu_type", "seconds")]
 
 
+def latest_comparisons(rows: list[dict[str, Any]], limit: int = 10) -> list[dict[str, Any]]:
+    """The latest paired comparisons (migrations, nightly runs, tuning), newest first: their
+    nDCG@10 row (difference, 95% interval, p-value, power) and the decision."""
+    ndcg = [r for r in rows if r["metric"] == "ndcg@10"]
+    return sorted(ndcg, key=lambda r: (r["recorded_at"], r["run_id"]), reverse=True)[:limit]
+
+
 def gather(settings: Settings, now: datetime | None = None, found: dict[str, Any] | None = None,
            pending: list[dict[str, Any]] | None = None) -> ReportData:
     """Read every event table the page needs, once. `found` is SearchService.collections() where
@@ -303,7 +311,8 @@ def gather(settings: Settings, now: datetime | None = None, found: dict[str, Any
         latency=latency_by_day(requests, now), failures=failures_by_day(runs, now),
         failure_reasons=failure_reasons(runs),
         quarantine_reasons=quarantine_reasons(read_events(events, "quarantine")),
-        gpu=gpu_by_day(runs, read_events(events, "caption_runs"), now))
+        gpu=gpu_by_day(runs, read_events(events, "caption_runs"), now),
+        comparisons=latest_comparisons(read_events(events, "quality_comparisons")))
 
 
 def _found(settings: Settings) -> dict[str, Any]:

@@ -112,3 +112,30 @@ def test_gpu_seconds_are_summed_per_day_and_gpu_type() -> None:
         {"day": "2026-12-01", "gpu_type": "T4", "seconds": 4.0},
         {"day": "2026-12-02", "gpu_type": "L4", "seconds": 42.5}]
     assert gpu_by_day([runs[-1]], [], NOW) == []
+
+
+def test_the_page_lists_quality_comparisons_with_interval_and_p(
+        make_config: Callable[..., Path]) -> None:
+    """A migration's comparison, recorded as the gate records it, is on the dashboard with its
+    nDCG@10 change, 95% interval, p-value, power and decision, newest first."""
+    from tessera.core.events import EventLog
+    from tessera.jobs.significance import compare, record
+    from tessera.service.dashboard import dashboard
+    from tessera.service.report_data import gather
+
+    settings = load_settings(make_config())
+    before = {f"q{i}": {"ndcg@10": 0.9} for i in range(30)}
+    after = {f"q{i}": {"ndcg@10": 0.9 - 0.3 * (i % 3 == 0)} for i in range(30)}
+    found = compare(before, after, ("ndcg@10",), 0.05, 0.02)
+    for decision in ("refused", "switched"):
+        log = EventLog(settings.events_dir, f"run-{decision}")
+        record(log, settings.quality, "migration", "docs", "slice", "dense",
+               ("live-collection", "shadow-collection"), found, (before, after), decision)
+        log.flush()
+    data = gather(settings, NOW)
+    assert [r["decision"] for r in data.comparisons] == ["switched", "refused"]
+    html, _ = dashboard(data)
+    c = found["ndcg@10"]
+    row = f"{c.difference:+.4f} [{c.low:+.4f}, {c.high:+.4f}]</td><td>{c.p_value:.3g}</td>"
+    assert html.count(row) == 2 and "live-collection → shadow-collection" in html
+    assert c.worse and c.p_value < 0.05
