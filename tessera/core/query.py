@@ -38,6 +38,10 @@ class SearchConfig(BaseModel):
     """RRF's k."""
     prefetch: int = Field(default=100, ge=1)
     """Candidates each side (dense, sparse) brings to the fusion (at least the results asked for)."""
+    dense_prefetch: int | None = Field(default=None, ge=1)
+    """Candidates the dense side brings to a hybrid fusion (unset: `prefetch`)."""
+    sparse_prefetch: int | None = Field(default=None, ge=1)
+    """Candidates the sparse (BM25) side brings to a hybrid fusion (unset: `prefetch`)."""
     group_overfetch: int = Field(default=4, ge=1)
     """Document results: chunks fetched per document asked for before grouping (doubled, up to the
     collection's size, until k distinct documents are found)."""
@@ -62,6 +66,8 @@ class StoreQuery:
     fusion: Fusion = "rrf"
     rrf_k: int = 60
     prefetch: int = 100
+    dense_prefetch: int | None = None  # per side, over `prefetch`
+    sparse_prefetch: int | None = None
     fields: tuple[str, ...] | None = None  # payload keys to return (None: all, (): none)
     exact: bool = False  # dense side: exact search, skipping the HNSW index
     hnsw_ef: int | None = None  # dense side: graph search candidates (None: the engine's default)
@@ -79,3 +85,13 @@ class StoreQuery:
     def depth(self) -> int:
         """How many candidates each prefetch takes: at least the results asked for."""
         return max(self.prefetch, self.limit)
+
+    @property
+    def dense_depth(self) -> int:
+        """The dense prefetch's candidates: its own setting, else `prefetch`; at least `limit`."""
+        return max(self.dense_prefetch or self.prefetch, self.limit)
+
+    @property
+    def sparse_depth(self) -> int:
+        """The sparse prefetch's candidates: its own setting, else `prefetch`; at least `limit`."""
+        return max(self.sparse_prefetch or self.prefetch, self.limit)

@@ -18,7 +18,8 @@ from tessera.core.fs import atomic_write
 from tessera.core.query import SearchConfig
 from tessera.core.settings import Settings
 
-TUNABLE = ("fusion", "rrf_k", "doc_chunks")  # what a tuning run may choose
+# What a tuning run may choose.
+TUNABLE = ("fusion", "rrf_k", "doc_chunks", "dense_prefetch", "sparse_prefetch", "hnsw_ef")
 _cache: dict[Path, tuple[int, dict[str, Any] | None]] = {}  # path -> (mtime_ns, record)
 _lock = threading.Lock()
 
@@ -60,6 +61,8 @@ def tuned_values(cfg: SearchConfig) -> dict[str, Any]:
     values = {k: getattr(cfg, k) for k in TUNABLE}
     if cfg.fusion == "dbsf":
         values.pop("rrf_k")  # DBSF has no k: configs differing only in it search the same way
+    for side in ("dense_prefetch", "sparse_prefetch"):
+        values[side] = values[side] or cfg.prefetch  # unset: `prefetch`, the same search
     return values
 
 

@@ -185,10 +185,11 @@ def score(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]) ->
     return out
 
 
-def mean_metrics(per_query: dict[str, dict[str, float]]) -> dict[str, float]:
+def mean_metrics(per_query: dict[str, dict[str, float]],
+                 metrics: tuple[str, ...] = METRICS) -> dict[str, float]:
     """Average of each metric over the scored queries."""
     n = max(len(per_query), 1)
-    return {m: round(sum(q[m] for q in per_query.values()) / n, 5) for m in METRICS}
+    return {m: round(sum(q[m] for q in per_query.values()) / n, 5) for m in metrics}
 
 
 def previous_run(settings: Settings, dataset: str, model_id: str,

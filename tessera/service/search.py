@@ -147,6 +147,8 @@ def _run_search(settings: Settings, q: SearchQuery, asked: str,
                              match=replace(where or Match(), source=q.source,
                                            modality=q.modality),
                              fusion=cfg.fusion, rrf_k=cfg.rrf_k, prefetch=cfg.prefetch,
+                             dense_prefetch=cfg.dense_prefetch,
+                             sparse_prefetch=cfg.sparse_prefetch,
                              overfetch=cfg.group_overfetch, hnsw_ef=cfg.hnsw_ef,
                              doc_chunks=cfg.doc_chunks)
         encoded = time.perf_counter()

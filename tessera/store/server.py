@@ -259,9 +259,10 @@ class ServerStore:
                       else m.FusionQuery(fusion=m.Fusion.DBSF))
             return {"query": fusion, "query_filter": flt, "limit": q.limit,
                     "with_payload": payload, "prefetch": [
-                        m.Prefetch(query=dense, using=info.vector_name, limit=q.depth,
+                        m.Prefetch(query=dense, using=info.vector_name, limit=q.dense_depth,
                                    filter=flt, params=exact),
-                        m.Prefetch(query=sparse, using=SPARSE_VECTOR, limit=q.depth, filter=flt)]}
+                        m.Prefetch(query=sparse, using=SPARSE_VECTOR, limit=q.sparse_depth,
+                                   filter=flt)]}
         if dense is not None:
             return {"query": dense, "using": info.vector_name, "query_filter": flt,
                     "limit": q.limit, "with_payload": payload, "search_params": exact}

@@ -104,13 +104,19 @@ def test_tune_chooses_on_train_without_reading_test_then_gates_on_test(
     assert steps.chosen_at is not None and opened and min(opened) > steps.chosen_at
     assert result["train_queries"] == 80 and result["test_queries"] == 40
     assert len(result["trials"]) == 15 and result["trials"][0]["search"] == result["current"]
+    assert len(result["depth_trials"]) == 16 + 4  # each side's prefetch, then ef
+    assert {t["search"]["hnsw_ef"] for t in result["depth_trials"][16:]} == {64, 128, 256, 512}
+    k10 = result["comparison_k10"]
+    assert set(k10) == {"ndcg@10", "recall@10", "mrr@10"} and 0 <= k10["ndcg@10"]["p_value"] <= 1
     best = max(t["ndcg@10"] for t in result["trials"])
     assert best > result["trials"][0]["ndcg@10"]  # the poor start is beaten on train
     nd = result["comparison"]["ndcg@10"]
     assert nd["low"] <= nd["difference"] <= nd["high"] and 0 <= nd["p_value"] <= 1
     assert result["decision"] == "applied", result["reason"]
-    assert search_settings(settings, result["collection"]).doc_chunks == result["chosen"][
-        "doc_chunks"]
+    tuned = search_settings(settings, result["collection"])
+    assert (tuned.doc_chunks, tuned.dense_prefetch, tuned.sparse_prefetch, tuned.hnsw_ef) == (
+        result["chosen"]["doc_chunks"], result["chosen"]["dense_prefetch"],
+        result["chosen"]["sparse_prefetch"], result["chosen"]["hnsw_ef"])
     scored = run_quality(settings, str(tune_set))
     assert scored["collection"] == result["collection"] and scored["search"] == result["chosen"]
     assert scored["modes"]["hybrid"]["ndcg@10"] == pytest.approx(nd["candidate"], abs=1e-4)

@@ -75,6 +75,40 @@ def test_modes_dense_sparse_hybrid(store: VectorStore) -> None:
     assert [_docs(r) for r in batch] == [_docs(sparse), _docs(dense)]
 
 
+def test_each_side_of_a_hybrid_query_has_its_own_depth(tmp_path: Path) -> None:
+    """`dense_prefetch` and `sparse_prefetch` reach both engines' requests (unset: `prefetch`;
+    never under the results asked for), and the Edge engine answers such a query."""
+    from tessera.core.settings import StoreConfig
+    from tessera.store.edge import EdgeStore
+    from tessera.store.edge.requests import store_request
+    from tessera.store.server import ServerStore
+
+    q = StoreQuery(limit=5, dense=_vec(6), sparse=BM25.query("kinase"), prefetch=100,
+                   dense_prefetch=40, sparse_prefetch=2)
+    edge = store_request(INFO, q)
+    assert [p.limit for p in edge.prefetches] == [40, 5]  # sparse: 2, raised to the 5 asked for
+    server = ServerStore(StoreConfig(kind="qdrant", path=tmp_path / "local"))
+    try:
+        assert [p.limit for p in server._request(INFO, q)["prefetch"]] == [40, 5]
+        plain = StoreQuery(limit=5, dense=_vec(6), sparse=BM25.query("kinase"), prefetch=100)
+        assert [p.limit for p in server._request(INFO, plain)["prefetch"]] == [100, 100]
+    finally:
+        server.close()
+    store = EdgeStore(tmp_path / "edge")
+    try:
+        ensure_collection(store, INFO)
+        store.upsert("h", _points())
+        one = StoreQuery(limit=1, dense=_vec(6), sparse=BM25.query("zeta-9"), fusion="rrf",
+                         dense_prefetch=1, sparse_prefetch=1)
+        [hit] = store.query("h", one)
+        # Each side brought its single best: the fusion chose between those two only.
+        best = {_docs(store.query("h", StoreQuery(limit=1, dense=_vec(6))))[0],
+                _docs(store.query("h", StoreQuery(limit=1, sparse=BM25.query("zeta-9"))))[0]}
+        assert hit.payload["doc_id"] in best
+    finally:
+        store.close()
+
+
 def test_filters_apply_inside_every_prefetch(store: VectorStore) -> None:
     """A source filter holds on both sides of a hybrid query, even when the best match is elsewhere."""
     ensure_collection(store, INFO)

@@ -6,11 +6,12 @@ with tuning_runs as (
 
 test_comparisons as (
 
-    -- the run's paired nDCG@10 comparison on the test split; the latest if recorded twice
+    -- the run's paired nDCG@10 comparison on the test split at full depth (its dataset is the
+    -- run's; the top-10 one is recorded as "<set> (k=10)"); the latest if recorded twice
     select *
     from {{ ref('stg_tessera__quality_comparisons') }}
     where kind = 'tune' and metric = 'ndcg_at_10'
-    qualify row_number() over (partition by run_id order by recorded_at desc) = 1
+    qualify row_number() over (partition by run_id, dataset order by recorded_at desc) = 1
 
 ),
 
@@ -51,6 +52,7 @@ final as (
     from tuning_runs
     left join test_comparisons
         on tuning_runs.run_id = test_comparisons.run_id
+        and tuning_runs.dataset = test_comparisons.dataset
 
 )
 

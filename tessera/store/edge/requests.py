@@ -90,8 +90,8 @@ def store_request(info: CollectionInfo, q: StoreQuery) -> Any:
         fusion = edge.Fusion.Rrf(k=q.rrf_k) if q.fusion == "rrf" else edge.Fusion.Dbsf()
         return edge.QueryRequest(
             limit=q.limit, filter=flt, with_vector=False, with_payload=payload, query=fusion,
-            prefetches=[edge.Prefetch(limit=q.depth, query=dense, filter=flt, params=exact),
-                        edge.Prefetch(limit=q.depth, query=sparse, filter=flt)])
+            prefetches=[edge.Prefetch(limit=q.dense_depth, query=dense, filter=flt, params=exact),
+                        edge.Prefetch(limit=q.sparse_depth, query=sparse, filter=flt)])
     return edge.QueryRequest(limit=q.limit, filter=flt, with_vector=False, with_payload=payload,
                              query=dense or sparse, params=exact if dense is not None else None)
 
