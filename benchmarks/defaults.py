@@ -51,14 +51,14 @@ def main() -> None:
     parser.add_argument("--home", type=Path, default=common.OUT / "defaults")
     parser.add_argument("--candidate", action="append", default=None,
                         help="KEY=VALUE of [search] (repeatable; each is judged alone; "
-                        "default: fusion=rrf against the shipped DBSF)")
+                        "default: fusion=dbsf)")
     args = parser.parse_args()
     config = args.home / "tessera.toml"
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text(f'home = "{args.home / "home"}"\ncollection = "defaults"\n')
     settings = load_settings(config)
     results = []
-    for pair in dict.fromkeys(args.candidate or ["fusion=rrf"]):
+    for pair in dict.fromkeys(args.candidate or ["fusion=dbsf"]):
         key, _, value = pair.partition("=")
         results.append(judge(settings, {key: int(value) if value.isdigit() else value}))
         sets = results[-1]["sets"]

@@ -29,11 +29,12 @@ class SearchConfig(BaseModel):
 
     mode: SearchMode = "hybrid"
     """Default search mode: `dense`, `sparse` (BM25) or `hybrid` (both fused in the engine)."""
-    fusion: Fusion = "dbsf"
-    """`dbsf` (Distribution-Based Score Fusion) or `rrf` (Reciprocal Rank Fusion). DBSF since
-    2026-12: significantly better on SciFact's test split (nDCG@10 +0.030, p = 0.0002) and no
-    worse on the sample set (`python -m benchmarks.defaults`); `tessera tune` chooses per
-    collection."""
+    fusion: Fusion = "rrf"
+    """`rrf` (Reciprocal Rank Fusion) or `dbsf` (Distribution-Based Score Fusion). DBSF scored
+    better on SciFact (nDCG@10 +0.030, p = 0.0002) and the same on the sample set, but it
+    loses a rare exact term only one document holds (that side's single score normalises to
+    nothing), which hybrid search exists to find: RRF stays the default, and `tessera tune`
+    chooses per collection."""
     rrf_k: int = Field(default=60, ge=1)
     """RRF's k."""
     prefetch: int = Field(default=100, ge=1)

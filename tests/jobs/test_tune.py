@@ -141,11 +141,16 @@ def test_the_tune_flow_runs_on_a_prefect_server(make_config: Callable[..., Path]
     summary = tune_flow(dataset=str(small), config=str(config))
     assert summary["decision"] in ("applied", "kept") and summary["train_queries"] == 10
 
+    tag = f"run_id:{summary['run_id']}"
+
     async def runs() -> list[Any]:
-        async with get_client() as client:
-            return list(await client.read_flow_runs())
+        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+        async with get_client() as client:  # by tag: the session's server holds many runs
+            return list(await client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[tag]))))
 
     import anyio
 
-    [run] = [r for r in anyio.run(runs) if f"run_id:{summary['run_id']}" in r.tags]
+    [run] = anyio.run(runs)
     assert run.name.startswith("tune-small-") and run.state is not None and run.state.is_completed()
