@@ -14,6 +14,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
+from tessera.core.errors import UsageError
 from tessera.core.fs import atomic_write
 from tessera.core.query import SearchConfig
 from tessera.core.settings import Settings
@@ -41,10 +44,23 @@ def read_tuned(settings: Settings, collection: str) -> dict[str, Any] | None:
         cached = _cache.get(path)
     if cached is not None and cached[0] == stamp:
         return cached[1]
-    record = json.loads(path.read_text())
+    try:
+        record = json.loads(path.read_text())
+        SearchConfig.model_validate({k: v for k, v in record.get("search", {}).items()
+                                     if k in TUNABLE})
+    except ValidationError as exc:  # edited by hand, badly: one line, the first fault
+        err = exc.errors()[0]
+        raise _unusable(path, f"search.{err['loc'][0]}: {err['msg']}") from None
+    except (ValueError, AttributeError) as exc:
+        raise _unusable(path, str(exc).splitlines()[0]) from None
     with _lock:
         _cache[path] = (stamp, record)
     return record
+
+
+def _unusable(path: Path, why: str) -> UsageError:
+    return UsageError(f"{path} is not a tuning record tessera can use ({why}); delete it to "
+                      "search that collection with [search] again, or run `tessera tune`")
 
 
 def search_settings(settings: Settings, collection: str) -> SearchConfig:

@@ -35,6 +35,7 @@ from tessera.ingest.identity import identity_for, target_collection
 from tessera.jobs import significance
 from tessera.jobs.significance import Comparison, compare_runs, power_notes
 from tessera.store import VectorStore, open_store
+from tessera.store.base import doc_scores
 
 logger = logging.getLogger(__name__)
 TOP_DOCS = 100  # recall@100 needs the 100 best documents per query
@@ -159,11 +160,8 @@ def chunk_hits(store: VectorStore, collection: str, cfg: SearchConfig,
 def best_per_doc(hits: list[Hit], top: int, chunks: int = 1) -> dict[str, float]:
     """Collapse chunk hits to documents, keep the `top` best: a document scores its best
     chunk's score, or the sum of its best `chunks` chunks' (`search.doc_chunks`)."""
-    scores: dict[str, list[float]] = {}
-    for hit in hits:
-        scores.setdefault(str(hit.payload.get("doc_id")), []).append(hit.score)
-    best = {doc: sum(sorted(s, reverse=True)[:chunks]) for doc, s in scores.items()}
-    return dict(sorted(best.items(), key=lambda kv: kv[1], reverse=True)[:top])
+    ranked = sorted(hits, key=lambda h: h.score, reverse=True)  # engines answer sorted: O(n)
+    return {str(h.payload.get("doc_id")): h.score for h in doc_scores(ranked, chunks)[:top]}
 
 
 def score(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:

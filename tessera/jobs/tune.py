@@ -202,15 +202,12 @@ def run_tune(settings: Settings, dataset: str, steps: Steps | None = None,
     steps = steps or PlainSteps()
     clock, started = time.perf_counter(), utcnow()
     path = Path(dataset)
-    if not (path / "qrels" / "train.tsv").is_file():
-        raise UsageError(f"{path} has no qrels/train.tsv to tune on; tuning on the test split "
-                         "would grade the settings on the queries that chose them")
+    train = _train_split(path, name)  # before any work: a set that cannot be tuned is refused
     scoped = dataset_settings(settings, path, name)
     run_ingest(scoped, steps, sources=[scoped.sources[0].name], flow="tune")
     collection = quality_collection(settings, path, name)
     mode = tuning_mode(settings, collection)
     current = search_settings(settings, collection)
-    train = load_dataset(path, name, split="train")
     ranked, trials = steps.run("choose-on-train", choose, settings, collection, train, mode,
                                current)
     chosen, deep = steps.run("choose-depth-on-train", choose_depth, settings, collection, train,
@@ -226,6 +223,20 @@ def run_tune(settings: Settings, dataset: str, steps: Steps | None = None,
     return _decide(settings, steps, collection, test, mode, (current, chosen),
                    {"trials": trials, "depth_trials": deep, "started": started, "clock": clock,
                     "train_queries": len(train.queries)}, tested)
+
+
+def _train_split(path: Path, name: str | None) -> QualityData:
+    """The set's judged train queries; a UsageError when there are none to tune on, or no test
+    split to check the choice against (found only by path: test.tsv is not opened here)."""
+    for split in ("train", "test"):
+        if not (path / "qrels" / f"{split}.tsv").is_file():
+            raise UsageError(f"{path} has no qrels/{split}.tsv: tuning needs a train split to "
+                             "choose on and a test split, never seen by the choice, to check it")
+    train = load_dataset(path, name, split="train")
+    if not train.queries:
+        raise UsageError(f"{path}/qrels/train.tsv judges no query of queries.jsonl; nothing to "
+                         "tune on")
+    return train
 
 
 def _decide(settings: Settings, steps: Steps, collection: str, test: QualityData, mode: str,

@@ -72,13 +72,37 @@ def test_tuned_settings_override_the_config_for_their_collection_only(tuning: An
     assert search_settings(settings, "c1") == settings.search  # deleting it goes back
 
 
-def test_a_set_without_a_train_split_is_refused_before_any_work(tuning: Any,
-                                                                 tmp_path: Path) -> None:
+def test_a_set_that_cannot_be_tuned_is_refused_before_any_work(tuning: Any,
+                                                                tmp_path: Path) -> None:
+    """No train split, an empty one, or no test split to check the choice: refused before
+    anything is indexed."""
     from tessera.jobs.tune import run_tune
 
+    settings = tuning()
     only_test = make_slice(tmp_path / "only-test", 3, 3)
     with pytest.raises(UsageError, match="no qrels/train.tsv"):
-        run_tune(tuning(), str(only_test))
+        run_tune(settings, str(only_test))
+    (only_test / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\n")
+    with pytest.raises(UsageError, match="judges no query"):
+        run_tune(settings, str(only_test))
+    (only_test / "qrels" / "test.tsv").unlink()
+    with pytest.raises(UsageError, match="no qrels/test.tsv"):
+        run_tune(settings, str(only_test))
+    assert not (settings.home / "qdrant").exists() or not any((settings.home / "qdrant").iterdir())
+
+
+def test_a_tuning_record_edited_badly_is_named_with_the_way_back(tuning: Any) -> None:
+    """Every search of the collection reads it: a broken one says which file and what to do,
+    instead of a JSON traceback on each search."""
+    settings = tuning()
+    path = tuned_path(settings, "c1")
+    path.parent.mkdir(parents=True)
+    for text in ("{not json", '{"search": {"rrf_k": 0}}', '["a list"]'):
+        path.write_text(text)
+        with pytest.raises(UsageError, match=f"{path.name} is not a tuning record.*delete it"
+                           ) as refused:
+            search_settings(settings, "c1")
+        assert "\n" not in str(refused.value)  # one line of advice
 
 
 @pytest.mark.slow
