@@ -18,7 +18,7 @@ from benchmarks import common
 from tessera.core.settings import Settings, load_settings
 from tessera.jobs.quality import METRICS, dataset_settings, load_dataset, quality_collection
 from tessera.jobs.significance import compare_runs
-from tessera.jobs.tune import score_all
+from tessera.jobs.tune import embedded, score_all
 
 SETS = {"scifact": common.SCIFACT, "sample": common.REPO / "examples" / "quality"}
 
@@ -35,7 +35,7 @@ def judge(settings: Settings, candidate: dict[str, Any]) -> dict[str, Any]:
         run_ingest(scoped, sources=[scoped.sources[0].name], flow="quality")
         data = load_dataset(path, name)
         before, after = score_all(settings, quality_collection(settings, path, name), data,
-                                  "hybrid", [default, trial])
+                                  "hybrid", [default, trial], embedded(settings, data, "hybrid"))
         found = compare_runs(settings.quality, before, after, METRICS)
         out["sets"][name] = {m: c.row() for m, c in found.items()}
     gated = settings.quality.gate_metrics

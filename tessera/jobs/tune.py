@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from tessera.core import telemetry
 from tessera.core.errors import UsageError
 from tessera.core.events import EventLog, new_run_id, utcnow
@@ -78,13 +80,18 @@ def candidates(current: SearchConfig, mode: str) -> list[SearchConfig]:
     return out
 
 
+def embedded(settings: Settings, data: QualityData, mode: str) -> np.ndarray | None:
+    """The set's queries embedded once (in the order of `data.queries`); None in sparse mode."""
+    return embed_queries(settings, list(data.queries.values())) if mode != "sparse" else None
+
+
 def score_all(settings: Settings, collection: str, data: QualityData, mode: str,
-              configs: list[SearchConfig]) -> list[dict[str, dict[str, float]]]:
+              configs: list[SearchConfig], vectors: np.ndarray | None
+              ) -> list[dict[str, dict[str, float]]]:
     """Per config, the per-query scores on `data` (one engine batch per fusion; the document
     score is applied to the same chunk hits)."""
     qids = list(data.queries)
     texts = [data.queries[q] for q in qids]
-    vectors = embed_queries(settings, texts) if mode != "sparse" else None
     store = open_store(settings)
     try:
         hits: dict[tuple[str, int], list[Any]] = {}
@@ -101,15 +108,15 @@ def score_all(settings: Settings, collection: str, data: QualityData, mode: str,
         store.close()
 
 
-def depth_candidates(chosen: SearchConfig, mode: str) -> list[list[SearchConfig]]:
-    """Stage 2's rounds: each side's prefetch (hybrid only), then `ef` (where a graph is
-    searched); each round starts from the best of the one before."""
-    rounds: list[list[SearchConfig]] = []
+def depth_rounds(mode: str) -> list[list[dict[str, int]]]:
+    """Stage 2's rounds, as changes to the settings chosen so far: each side's prefetch (hybrid
+    only), then `ef` (where a graph is searched)."""
+    rounds: list[list[dict[str, int]]] = []
     if mode == "hybrid":
-        rounds.append([chosen.model_copy(update={"dense_prefetch": d, "sparse_prefetch": s})
+        rounds.append([{"dense_prefetch": d, "sparse_prefetch": s}
                        for d, s in itertools.product(PREFETCHES, PREFETCHES)])
     if mode != "sparse":
-        rounds.append([chosen.model_copy(update={"hnsw_ef": ef}) for ef in EFS])
+        rounds.append([{"hnsw_ef": ef} for ef in EFS])
     return rounds
 
 
@@ -119,12 +126,12 @@ def _cost(cfg: SearchConfig) -> tuple[int, int]:
 
 
 def service_runs(settings: Settings, collection: str, data: QualityData, mode: str,
-                 configs: list[SearchConfig]) -> list[dict[str, dict[str, float]]]:
+                 configs: list[SearchConfig], vectors: np.ndarray | None
+                 ) -> list[dict[str, dict[str, float]]]:
     """Per config, the per-query scores of the top SERVICE_K documents as the search service
     finds them: the graph at `hnsw_ef`, each side's prefetch, documents grouped from chunks."""
     qids = list(data.queries)
     texts = [data.queries[q] for q in qids]
-    vectors = embed_queries(settings, texts) if mode != "sparse" else None
     store = open_store(settings)
     try:
         info = store.get_collection(collection)
@@ -151,11 +158,14 @@ def service_runs(settings: Settings, collection: str, data: QualityData, mode: s
 
 
 def choose_depth(settings: Settings, collection: str, train: QualityData, mode: str,
-                 chosen: SearchConfig) -> tuple[SearchConfig, list[dict[str, Any]]]:
-    """Stage 2: the cheapest depths that score as well as any (at 3 decimals) on train."""
+                 chosen: SearchConfig, vectors: np.ndarray | None
+                 ) -> tuple[SearchConfig, list[dict[str, Any]]]:
+    """Stage 2: the cheapest depths that score as well as any (at 3 decimals) on train; each
+    round starts from the best of the one before."""
     trials: list[dict[str, Any]] = []
-    for configs in depth_candidates(chosen, mode):
-        scored = service_runs(settings, collection, train, mode, [chosen, *configs])
+    for updates in depth_rounds(mode):
+        configs = [chosen.model_copy(update=u) for u in updates]
+        scored = service_runs(settings, collection, train, mode, [chosen, *configs], vectors)
         means = [mean_metrics(per, SERVICE_METRICS) for per in scored]
         trials += [{"search": tuned_values(c), **m} for c, m in zip(configs, means[1:],
                                                                      strict=True)]
@@ -167,10 +177,11 @@ def choose_depth(settings: Settings, collection: str, train: QualityData, mode: 
 
 
 def choose(settings: Settings, collection: str, train: QualityData, mode: str,
-           current: SearchConfig) -> tuple[SearchConfig, list[dict[str, Any]]]:
+           current: SearchConfig, vectors: np.ndarray | None
+           ) -> tuple[SearchConfig, list[dict[str, Any]]]:
     """The best candidate on the train split by mean nDCG@10, and every trial's scores."""
     configs = candidates(current, mode)
-    scored = score_all(settings, collection, train, mode, configs)
+    scored = score_all(settings, collection, train, mode, configs, vectors)
     trials = [{"search": tuned_values(cfg), **mean_metrics(per)}
               for cfg, per in zip(configs, scored, strict=True)]
     best = max(range(len(configs)), key=lambda i: (trials[i]["ndcg@10"], -i))
@@ -208,14 +219,16 @@ def run_tune(settings: Settings, dataset: str, steps: Steps | None = None,
     collection = quality_collection(settings, path, name)
     mode = tuning_mode(settings, collection)
     current = search_settings(settings, collection)
+    vectors = steps.run("embed-train", embedded, settings, train, mode)
     ranked, trials = steps.run("choose-on-train", choose, settings, collection, train, mode,
-                               current)
+                               current, vectors)
     chosen, deep = steps.run("choose-depth-on-train", choose_depth, settings, collection, train,
-                             mode, ranked)
+                             mode, ranked, vectors)
     test = load_dataset(path, name)  # the test split: read only once the choice is made
-    both = [current, chosen]
-    full = steps.run("score-test", score_all, settings, collection, test, mode, both)
-    top = steps.run("score-test-k10", service_runs, settings, collection, test, mode, both)
+    both, vectors = [current, chosen], steps.run("embed-test", embedded, settings, test, mode)
+    full = steps.run("score-test", score_all, settings, collection, test, mode, both, vectors)
+    top = steps.run("score-test-k10", service_runs, settings, collection, test, mode, both,
+                    vectors)
     tested = [_Tested("full depth", (full[0], full[1]),
                       compare_runs(settings.quality, full[0], full[1], METRICS)),
               _Tested(f"k={SERVICE_K}", (top[0], top[1]),

@@ -130,6 +130,10 @@ def test_tune_chooses_on_train_without_reading_test_then_gates_on_test(
     assert len(result["trials"]) == 15 and result["trials"][0]["search"] == result["current"]
     assert len(result["depth_trials"]) == 16 + 4  # each side's prefetch, then ef
     assert {t["search"]["hnsw_ef"] for t in result["depth_trials"][16:]} == {64, 128, 256, 512}
+    # The ef round starts from the prefetch pair the first round chose.
+    assert {(t["search"]["dense_prefetch"], t["search"]["sparse_prefetch"])
+            for t in result["depth_trials"][16:]} == {
+        (result["chosen"]["dense_prefetch"], result["chosen"]["sparse_prefetch"])}
     k10 = result["comparison_k10"]
     assert set(k10) == {"ndcg@10", "recall@10", "mrr@10"} and 0 <= k10["ndcg@10"]["p_value"] <= 1
     best = max(t["ndcg@10"] for t in result["trials"])
