@@ -102,11 +102,11 @@ def _lock_pin(name: str) -> str:
     raise KeyError(name)
 
 
-def ensure_before_tree() -> Path:
-    """The CLI as it was at BEFORE_COMMIT, as plain files (no worktree, no checkout)."""
-    tree = common.OUT / f"before-{BEFORE_COMMIT}"
-    if not (tree / "flows" / "cli.py").exists():
-        blob = subprocess.run(["git", "archive", BEFORE_COMMIT], cwd=common.REPO, check=True,
+def ensure_before_tree(commit: str = BEFORE_COMMIT) -> Path:
+    """The code as it was at `commit`, as plain files (no worktree, no checkout)."""
+    tree = common.OUT / f"before-{commit}"
+    if not (tree / "pyproject.toml").exists():
+        blob = subprocess.run(["git", "archive", commit], cwd=common.REPO, check=True,
                               capture_output=True).stdout
         tree.mkdir(parents=True, exist_ok=True)
         with tarfile.open(fileobj=BytesIO(blob)) as tar:

@@ -7,6 +7,8 @@ events, fs) <- `store`, `sources` <- `ingest` <- `jobs`, `service` <- the Prefec
 
 from tessera.core.env import apply_offline_defaults
 
+__version__ = "0.1.0"  # the package's version (pyproject reads it: [tool.setuptools.dynamic])
+
 # A Prefect worker, uvicorn or Modal imports a module of ours in a fresh process: the defaults
 # must hold there too, before any Hugging Face library reads them.
 apply_offline_defaults()

@@ -9,13 +9,9 @@ import sys
 
 def version_line(config: str | None = None) -> str:
     """`tessera 0.1.0 · model ... · runtime ... · store ...` (from the config in force)."""
-    from importlib.metadata import PackageNotFoundError, version
+    import tessera
 
-    try:
-        ours = version("tessera")
-    except PackageNotFoundError:  # pragma: no cover - a source tree without an install
-        ours = "unknown"
-    parts = [f"tessera {ours}", f"python {sys.version.split()[0]}"]
+    parts = [f"tessera {tessera.__version__}", f"python {sys.version.split()[0]}"]
     try:
         from tessera.core.settings import load_settings
 

@@ -10,7 +10,6 @@ import logging
 import time
 from datetime import UTC, datetime
 from functools import partial
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from mcp.server.mcpserver import MCPServer
@@ -19,6 +18,7 @@ from mcp.server.mcpserver.resources import FunctionResource
 from mcp.types import ToolAnnotations
 from pydantic import ValidationError
 
+import tessera
 from tessera.core import telemetry
 from tessera.core.errors import PipelineError, UsageError
 from tessera.core.settings import Settings
@@ -44,11 +44,8 @@ READ_ONLY = {"readOnlyHint": True, "idempotentHint": True, "destructiveHint": Fa
 
 
 def tessera_version() -> str:
-    """The installed tessera's version, which the server reports in `initialize`."""
-    try:
-        return version("tessera")
-    except PackageNotFoundError:  # pragma: no cover - a source tree without an install
-        return "unknown"
+    """Tessera's version, which the server reports in `initialize`."""
+    return tessera.__version__
 
 
 def describe_index(settings: Settings, found: dict[str, Any] | PipelineError,
