@@ -24,7 +24,7 @@ _.collect  # prometheus_client calls a collector's collect (tessera/service/metr
 _.__signature__  # the MCP SDK reads a tool's signature for its input schema (tessera/service/mcp_tools.py)
 _.__annotations__  # and its annotations for its output schema (tessera/service/mcp_tools.py)
 _.grouped  # a field of the search response schema (tessera/service/schemas.py)
-_.refreshes  # snapshots taken after the first: read by tests/service/test_api_snapshot.py
+_.writeable  # numpy's array flag: the query cache hands out read-only vectors (tessera/service/query_cache.py)
 _.handle_starttag  # html.parser.HTMLParser's callbacks (tessera/sources/text_formats.py)
 _.handle_endtag
 _.handle_data

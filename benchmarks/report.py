@@ -259,6 +259,77 @@ def _cli_startup(r: dict[str, Any]) -> list[str]:
     return out
 
 
+def _snapshots(r: dict[str, Any]) -> list[str]:
+    out = [f"A search snapshot taken after a writer re-upserted {r['change']:.0%} of the points "
+           "(new versions of existing ids, spread over every segment) and closed. before: the "
+           "whole shard copied under the writer's lock (the reader up to 3934b90); after: sealed "
+           "write-once files hard-linked, the rest copied (`tessera.service.shard_copy`). Lock "
+           "held = the most a writer arriving then waits. Extra disk: blocks of shard and "
+           "snapshot counted once (`du`), minus the shard's. Medians of the rounds; the arms "
+           "alternate which goes first.", "",
+           "| points | shard on disk | segments | lock held before / after | refresh before / "
+           "after | extra disk before / after | old snapshot after the changes |",
+           "|---|---|---|---|---|---|---|"]
+    for size in r["sizes"]:
+        b, a = size["medians"]["before"], size["medians"]["after"]
+        old = max(size["old_snapshot_extra_share"])
+        out.append(f"| {size['points']:,} | {size['shard_disk_mib']:,.0f} MiB | "
+                   f"{size['segments']} | {b['lock_s']:.2f} s / **{a['lock_s']:.2f} s** | "
+                   f"{b['take_s']:.2f} s / **{a['take_s']:.2f} s** | "
+                   f"{b['extra_disk_share']:.0%} / **{a['extra_disk_share']:.1%}** "
+                   f"({a['extra_disk_bytes'] / 2**20:,.0f} MiB) | {old:.1%} |")
+    out += ["", "Goals at 1M after a 1% change: refresh <= 2 s, writer wait <= 1 s, extra disk "
+            "<= 25% of the shard. \"Old snapshot\": what the snapshot a reader still serves "
+            "keeps alive of files the writers replaced since it was taken (the worst round)."]
+    return out
+
+
+def _int8(r: dict[str, Any]) -> list[str]:
+    out = [f"SciFact ({r['queries']} test queries) on `{r['collection']}` (documents embedded as "
+           f"shipped, OpenVINO {r['precision']}); int8 = `api.query_precision = \"int8\"` "
+           f"(NNCF, calibrated on {r['calibration_texts']} of the collection's chunks). Cosine "
+           f"of each int8 query vector to the default's: mean {r['cosine_mean']:.4f}, min "
+           f"{r['cosine_min']:.4f}.", "",
+           "| mode | nDCG@10 default | int8 | difference [95%] | p | recall@100 default | "
+           "int8 |", "|---|---|---|---|---|---|---|"]
+    for mode, m in r["modes"].items():
+        c = m["comparison"]["ndcg@10"]
+        out.append(f"| {mode} | {m['default']['ndcg@10']:.4f} | {m['int8']['ndcg@10']:.4f} | "
+                   f"{c['difference']:+.4f} [{c['low']:+.4f}, {c['high']:+.4f}] | "
+                   f"{c['p_value']:.3g} | {m['default']['recall@100']:.4f} | "
+                   f"{m['int8']['recall@100']:.4f} |")
+    t = r["ms_per_query_median"]
+    out += ["", f"One query at a time (all cores, as the service runs it): default "
+            f"{t['default']:.2f} ms, int8 {t['int8']:.2f} ms a query "
+            f"(**{t['int8'] / t['default']:.2f}x**), medians of {len(r['ms_per_query']['int8'])} "
+            "interleaved rounds over the 300 queries."]
+    return out
+
+
+def _api_wrk(r: dict[str, Any]) -> list[str]:
+    out = [f"{r['points']:,} points, {r['mode']} SciFact queries, {r['pinning']}; wrk "
+           f"{r['seconds']:g} s per level, query cache {r['cache_size']:,} entries. unique: every "
+           "request's text differs (a running number appended); repeated: a Zipf mix (s = 1.1) "
+           f"over the {r['queries']} queries.", "",
+           "| mix | connections | requests/s | p50 ms | p90 ms | p99 ms | server CPU ms / "
+           "request | cache hit ratio | errors |", "|---|---|---|---|---|---|---|---|---|"]
+    for mix, rows in r["levels"].items():
+        for lv in rows:
+            ratio = "-" if lv["cache_hit_ratio"] is None else f"{lv['cache_hit_ratio']:.2f}"
+            out.append(f"| {mix} | {lv['concurrency']} | {lv['requests_per_second']:.1f} | "
+                       f"{lv['p50_ms']:.2f} | {lv['p90_ms']:.2f} | {lv['p99_ms']:.2f} | "
+                       f"{lv['server_cpu_ms_per_request']:.2f} | {ratio} | {lv['errors']} |")
+    shares = r.get("profile_c8_unique_shares") or {}
+    if shares:
+        c8 = next(lv for lv in r["levels"]["unique"] if lv["concurrency"] == 8)
+        cpu = c8["server_cpu_ms_per_request"]
+        out += ["", "Server CPU per request by component (py-spy over the unique, c=8 level; "
+                "share of the samples x CPU per request):", "",
+                "| component | share | ms / request |", "|---|---|---|"]
+        out += [f"| {name} | {share:.0%} | {share * cpu:.2f} |" for name, share in shares.items()]
+    return out
+
+
 def _defaults(r: dict[str, Any]) -> list[str]:
     out = ["Each candidate against the shipped `[search]` default, hybrid, on every labelled set "
            "the project ships, paired over the queries (95% bootstrap interval, permutation "
@@ -292,7 +363,14 @@ SECTIONS = (("runtimes", "Goal 2: CPU runtimes for all-MiniLM-L6-v2", _runtimes)
             ("defaults", "Defaults: decided on every shipped labelled set", _defaults),
             ("tracing_overhead", "Tracing: spans exported over OTLP against tracing off",
              _tracing),
-            ("cli_startup", "CLI: the commands typed most, whole process", _cli_startup))
+            ("cli_startup", "CLI: the commands typed most, whole process", _cli_startup),
+            ("snapshots", "Snapshots: what a refresh costs after a 1% change", _snapshots),
+            ("int8_queries", "Int8 queries: quality and speed against the shipped default",
+             _int8),
+            ("api_wrk", "Search service under wrk (server and load generator on their own "
+                        "cores)", _api_wrk),
+            ("api_wrk_nocache", "The same, query cache off (api.query_cache_size = 0)",
+             _api_wrk))
 
 
 def write() -> Path:

@@ -335,7 +335,10 @@ class OpenVINOBackend:
     """Text embeddings through the OpenVINO export of a mean-pooled sentence-transformers model."""
 
     def __init__(self, spec: ModelSpec, path: Path, cache_dir: Path, precision: Precision = "f32",
-                 batch_size: int = 32, threads: int | None = None) -> None:
+                 batch_size: int = 32, threads: int | None = None,
+                 int8_queries: Callable[[], list[str]] | None = None) -> None:
+        """`int8_queries`: embed queries with the int8 copy of the model (models.quantized),
+        calibrated, when it is first made, on the texts this returns (indexed documents)."""
         if spec.kind != "sentence-transformers":
             raise EmbeddingError(f"runtime 'openvino' runs text models only; {spec.name!r} is "
                                  f"{spec.kind}. Use runtime = 'torch'")
@@ -347,6 +350,8 @@ class OpenVINOBackend:
         self.threads = threads
         self.stats = EmbedStats(backend="local", device="cpu")
         self._runner: _Runner | None = None
+        self.int8_queries = int8_queries
+        self._query_runner: _Runner | None = None
 
     @property
     def runner(self) -> _Runner:
@@ -368,10 +373,10 @@ class OpenVINOBackend:
                     "without it, and report the openvino version") from exc
         return self._runner
 
-    def _encode(self, items: Sequence[Any], embed: Callable[[_Runner], np.ndarray]) -> np.ndarray:
+    def _encode(self, items: Sequence[Any], embed: Callable[[], np.ndarray]) -> np.ndarray:
         if not items:
             return np.zeros((0, self.spec.dimension), dtype=np.float32)
-        vectors = embed(self.runner)
+        vectors = embed()
         self.stats.items += len(items)
         self.stats.batches += 1
         return vectors
@@ -379,16 +384,30 @@ class OpenVINOBackend:
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         """Embed document chunks."""
         texts = list(texts)
-        return self._encode(texts, lambda runner: runner.embed(texts))
+        return self._encode(texts, lambda: self.runner.embed(texts))
 
     def embed_token_ids(self, ids: Sequence[Sequence[int]]) -> np.ndarray:
         """Embed document chunks from their token ids (tokenized with this model's tokenizer.json,
         no special tokens): what the chunker already computed."""
-        return self._encode(ids, lambda runner: runner.embed_ids(ids))
+        return self._encode(ids, lambda: self.runner.embed_ids(ids))
+
+    @property
+    def query_runner(self) -> _Runner:
+        """The model queries go through: the int8 copy where asked for, else the model."""
+        if self.int8_queries is None:
+            return self.runner
+        if self._query_runner is None:
+            from models.quantized import export_int8
+
+            folder = export_int8(self.spec, self.path, self.cache_dir, self.int8_queries)
+            self._query_runner = _Runner(self.spec, self.path, folder, self.precision,
+                                         self.batch_size, self.threads)
+        return self._query_runner
 
     def embed_queries(self, texts: list[str]) -> np.ndarray:
         """Embed queries (this model family uses no query prefix)."""
-        return self.embed_texts(texts)
+        texts = list(texts)
+        return self._encode(texts, lambda: self.query_runner.embed(texts))
 
     def embed_images(self, images: list[bytes]) -> np.ndarray:
         """Refused: this runtime runs text models only, and a text model embeds no images on
@@ -398,8 +417,8 @@ class OpenVINOBackend:
                              f"{self.spec.name!r} images")
 
     def close(self) -> None:
-        """Drop the compiled model."""
-        self._runner = None
+        """Drop the compiled models."""
+        self._runner = self._query_runner = None
 
 
 def openvino_loader(cache_dir: Path, precision: Precision = "f32") -> Callable[

@@ -420,6 +420,17 @@ class ApiConfig(_Section):
     for more cores."""
     embed_threads: int | None = Field(default=None, ge=1)
     """OpenVINO threads per copy (unset: all cores)."""
+    query_precision: Literal["same", "int8"] = "same"
+    """How a serving process embeds queries: "same" (as the collection's documents, by
+    `embedding.precision`), or "int8": an int8 copy of the model (OpenVINO on CPU; NNCF
+    quantization calibrated on 300 of the collection's indexed chunks, made once per model cache
+    when the service starts, about a minute on 2 cores). Measured on SciFact in
+    benchmarks/REPORT.md (Int8 queries): less CPU per query, vectors at cosine ~0.998 to the
+    full-precision ones."""
+    query_cache_size: int = Field(default=4096, ge=0)
+    """Query vectors a serving process keeps, per model: the last this many distinct queries
+    (whitespace normalised) are answered without the model (0: off). About 1.6 KiB each at 384
+    dimensions."""
     search_threads: int | None = Field(default=None, ge=1)
     """Qdrant Edge search threads per snapshot (unset: the cores this process may run on; the
     engine's own default was 8 on 2 cores, which spent more CPU per search)."""

@@ -44,6 +44,7 @@ from tessera.service.schemas import (
     SearchResponse,
 )
 from tessera.service.service import InvalidRequest, NotFound, SearchService
+from tessera.service.snapshot import SnapshotReader
 from tessera.service.startup import StartupClock
 from tessera.service.web import live_page
 
@@ -382,6 +383,9 @@ def _lifespan(settings: Settings, service: SearchService | None, metrics: Metric
         metrics.watch_index(lambda: {n: svc.points(n) for n in svc.reader.live.list_collections()},
                             settings.events_dir, {s.name: s.schedule for s in settings.sources},
                             settings.timezone)
+        metrics.watch_cache(svc.cache_stats)
+        if isinstance(svc.reader, SnapshotReader):
+            metrics.watch_snapshots(svc.reader)
         await anyio.to_thread.run_sync(svc.warm)
         await anyio.to_thread.run_sync(app.state.startup.ready)
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from models import EmbeddingBackend
 from tessera.core import telemetry
+from tessera.service.query_cache import QueryCache
 
 _STOP = object()
 
@@ -30,9 +31,14 @@ class BatchingEmbedder:
     the model."""
 
     def __init__(self, backend: EmbeddingBackend, max_batch: int = 32,
-                 more: Sequence[EmbeddingBackend] = ()) -> None:
-        """`backend` and each of `more` (copies of the same model) get a worker thread."""
+                 more: Sequence[EmbeddingBackend] = (), cache_size: int = 0) -> None:
+        """`backend` and each of `more` (copies of the same model) get a worker thread; the
+        vectors of the last `cache_size` distinct queries are kept (0: none)."""
         self.backend = backend
+        precision = ("int8 queries" if getattr(backend, "int8_queries", None) is not None
+                     else getattr(backend, "precision", ""))
+        runtime = f"{type(backend).__name__} {precision}".strip()
+        self.cache = QueryCache(cache_size, f"{backend.spec.id} ({runtime})")
         self.backends = [backend, *more]
         self.spec = backend.spec
         self.stats = backend.stats
@@ -66,8 +72,21 @@ class BatchingEmbedder:
         return vectors
 
     def embed_queries(self, texts: list[str]) -> np.ndarray:
-        """Queue the queries; returns when the batch holding them is embedded."""
-        return self._submit("query", texts)
+        """The queries' vectors: from the cache, or queued and returned when the batch holding
+        them is embedded."""
+        if self.cache.capacity <= 0:
+            return self._submit("query", texts)
+        found = [self.cache.get(text) for text in texts]
+        missing = [i for i, vector in enumerate(found) if vector is None]
+        telemetry.set_attributes(cache_hits=len(texts) - len(missing))
+        if missing:
+            fresh = self._submit("query", [texts[i] for i in missing])
+            for i, vector in zip(missing, fresh, strict=True):
+                self.cache.put(texts[i], vector)
+                found[i] = vector
+        if not texts:
+            return self._submit("query", [])
+        return np.stack(found)  # type: ignore[arg-type]  # every slot is filled by now
 
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         """Documents' text, through the same worker."""

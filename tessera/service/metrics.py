@@ -22,6 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from tessera.core.events import read_events
+from tessera.service.query_cache import CacheStats
 from tessera.service.report_data import last_completed, missed_runs
 
 logger = logging.getLogger(__name__)
@@ -120,6 +121,59 @@ def quarantined_records(rows: list[dict[str, Any]]) -> dict[str, int]:
     return {source: len(keys) for source, keys in seen.items()}
 
 
+class CacheCollector(Collector):
+    """The query caches' counters, read at scrape time (one series per model and runtime)."""
+
+    def __init__(self, stats: Callable[[], dict[str, CacheStats]]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield hits, misses, entries and capacity per cache."""
+        hits = CounterMetricFamily("tessera_query_cache_hits", "Queries answered from the query "
+                                   "cache, by model and runtime", labels=["model"])
+        misses = CounterMetricFamily("tessera_query_cache_misses", "Queries the model embedded "
+                                     "(not in the cache), by model and runtime", labels=["model"])
+        entries = GaugeMetricFamily("tessera_query_cache_entries", "Query vectors held",
+                                    labels=["model"])
+        capacity = GaugeMetricFamily("tessera_query_cache_capacity", "Query vectors the cache "
+                                     "may hold (api.query_cache_size)", labels=["model"])
+        for model, s in sorted(self._stats().items()):
+            hits.add_metric([model], s.hits)
+            misses.add_metric([model], s.misses)
+            entries.add_metric([model], s.entries)
+            capacity.add_metric([model], s.capacity)
+        yield from (hits, misses, entries, capacity)
+
+
+class SnapshotCollector(Collector):
+    """The search snapshots of the embedded store, read at scrape time (tessera/service/
+    snapshot.py): what the last one cost, how many were taken, whether any was torn."""
+
+    def __init__(self, reader: Any) -> None:
+        self._reader = reader
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the last snapshot's seconds and bytes, the refreshes and the torn count."""
+        last = dict(self._reader.last_take)
+        seconds = GaugeMetricFamily("tessera_snapshot_last_seconds", "The last search "
+                                    "snapshot: the writer's lock held (phase=lock), the whole "
+                                    "refresh (phase=take)", labels=["phase"])
+        size = GaugeMetricFamily("tessera_snapshot_last_bytes", "The last search snapshot: "
+                                 "bytes copied (kind=copied), shared with the shard by hard "
+                                 "links (kind=linked)", labels=["kind"])
+        if last:
+            seconds.add_metric(["lock"], last["lock_s"])
+            seconds.add_metric(["take"], last["take_s"])
+            size.add_metric(["copied"], last["copied_bytes"])
+            size.add_metric(["linked"], last["linked_bytes"])
+        yield from (seconds, size)
+        yield CounterMetricFamily("tessera_snapshot_refreshes", "Search snapshots taken after "
+                                  "the first", value=self._reader.refreshes)
+        yield CounterMetricFamily("tessera_snapshot_torn", "Snapshots found sharing a file a "
+                                  "writer changed in place (a fresh one replaced each; 0 "
+                                  "expected)", value=self._reader.torn)
+
+
 class Metrics:
     """The service's metrics, in a registry of its own."""
 
@@ -148,6 +202,14 @@ class Metrics:
                     timezone: str = "UTC") -> None:
         """Add the index gauges (points, freshness, missed runs, quarantine)."""
         self.registry.register(IndexCollector(points, events_dir, schedules, timezone))
+
+    def watch_snapshots(self, reader: Any) -> None:
+        """Add the snapshot reader's gauges and counters."""
+        self.registry.register(SnapshotCollector(reader))
+
+    def watch_cache(self, stats: Callable[[], dict[str, CacheStats]]) -> None:
+        """Add the query caches' counters."""
+        self.registry.register(CacheCollector(stats))
 
     def observe_search(self, timings: dict[str, Any], hits: int) -> None:
         """One search's embed and engine time, and its hit count."""

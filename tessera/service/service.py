@@ -13,13 +13,15 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from itertools import islice
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from models import get_spec, make_backend
+from models import EmbeddingBackend, get_spec, make_backend
 from models.optimized import OpenVINOBackend
+from models.quantized import CALIBRATION_TEXTS
 from tessera.core import suggest
 from tessera.core.errors import PipelineError
 from tessera.core.events import read_events
@@ -27,6 +29,7 @@ from tessera.core.fs import writable
 from tessera.core.settings import Settings
 from tessera.core.types import CollectionInfo, Match
 from tessera.service.batching import BatchingEmbedder
+from tessera.service.query_cache import CacheStats
 from tessera.service.schemas import SearchRequest
 from tessera.service.search import SearchQuery, image_refusal, public_uri, run_search
 from tessera.service.snapshot import SnapshotReader
@@ -206,14 +209,41 @@ class SearchService:
                         update={"threads": settings.api.embed_threads})
                     settings = settings.model_copy(update={"embedding": embedding})
                 spec = get_spec(settings, info.model_name)
-                backend = make_backend(settings, spec)
+                backends = [make_backend(settings, spec)]
                 # More copies only of a model that runs on a fixed number of threads (OpenVINO):
                 # torch spreads one call over every core already.
-                more = ([make_backend(settings, spec)
-                         for _ in range(settings.api.embed_workers - 1)]
-                        if isinstance(backend, OpenVINOBackend) else [])
-                found = self._embedders[info.model_id] = BatchingEmbedder(backend, more=more)
+                if isinstance(backends[0], OpenVINOBackend):
+                    backends += [make_backend(settings, spec)
+                                 for _ in range(settings.api.embed_workers - 1)]
+                self._int8_queries(backends, info)
+                backend, more = backends[0], backends[1:]
+                found = self._embedders[info.model_id] = BatchingEmbedder(
+                    backend, more=more, cache_size=settings.api.query_cache_size)
             return found
+
+    def _int8_queries(self, backends: list[EmbeddingBackend], info: CollectionInfo) -> None:
+        """With api.query_precision = "int8", queries go through the int8 copy of the model,
+        calibrated on chunks of the collection that first loads it."""
+        if self.settings.api.query_precision != "int8":
+            return
+        if not isinstance(backends[0], OpenVINOBackend):
+            logger.warning("api.query_precision = 'int8' needs the OpenVINO runtime on CPU for "
+                           "%s; queries are embedded as the documents were", info.model_name)
+            return
+        for backend in backends:
+            if isinstance(backend, OpenVINOBackend):
+                backend.int8_queries = lambda: self.sample_texts(info.name)
+
+    def sample_texts(self, name: str, limit: int = CALIBRATION_TEXTS) -> list[str]:
+        """Up to `limit` chunk texts of a collection (in point-id order: a spread sample)."""
+        with self.reader.reading(name) as store:
+            rows = islice(store.scan(name, Match(), ["text"]), limit)
+            return [str(p["text"]) for _, p in rows if p.get("text")]
+
+    def cache_stats(self) -> dict[str, CacheStats]:
+        """Each loaded model's query cache counters, by its namespace (model and runtime)."""
+        with self._lock:
+            return {e.cache.namespace: e.cache.stats() for e in self._embedders.values()}
 
     def collections(self) -> dict[str, Any]:
         """Every collection's model, dimension, points and aliases."""

@@ -2,8 +2,10 @@
 
 Qdrant Edge has one writer per shard, and the writer (an ingest, a prune) holds the shard's lock
 for its whole run. A long-lived reader (the API, the MCP server) therefore does not open the live
-shard. It copies it, holding the lock only for the copy (the writer has closed and flushed it),
-and searches the copy. Each writer that changed a shard rewrites its generation marker as it
+shard. It takes a snapshot, holding the lock only while it does (the writer has closed and flushed
+the shard), and searches that. A snapshot shares the sealed segments' write-once files with the
+shard (hard links) and copies the rest (`tessera.service.shard_copy`), so its time and disk grow
+with what the writers changed, not with the index. Each writer that changed a shard rewrites its generation marker as it
 closes it (`EdgeStore.generation`); the reader looks at the marker every
 `api.snapshot_check_seconds` and, when it moved and the lock is free, takes a fresh copy in a
 background thread and swaps it in. Searches in flight finish on the copy they started on.
@@ -19,7 +21,6 @@ collection open for a moment after it moves the alias.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tempfile
 import threading
@@ -27,38 +28,28 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from tessera.core.errors import DiskSpaceError, StoreLockedError
-from tessera.core.fs import MIB, HeldLock, LockBusy, allocated_bytes, free_bytes, writable
+from tessera.core.fs import MIB, HeldLock, LockBusy, free_bytes, writable
+from tessera.service.shard_copy import (
+    ShardCopy,
+    changed_in_place,
+    copy_bytes_needed,
+    snapshot_shard,
+)
 from tessera.store.edge import LAYOUT_FILES, EdgeStore
+from tessera.store.edge.layout import GENERATION
 
 logger = logging.getLogger(__name__)
 
-_BLOCK = 1024 * 1024
-_ZEROS = bytes(_BLOCK)
-
-
-def _sparse_copy(src: str, dst: str) -> None:
-    """Copy a file, leaving holes where the source has zeros (the engine preallocates 32 MiB
-    WAL segments that are mostly holes; a plain copy would fill them in)."""
-    with open(src, "rb") as fin, open(dst, "wb") as fout:
-        size = 0
-        while block := fin.read(_BLOCK):
-            size += len(block)
-            if block == _ZEROS[:len(block)]:
-                fout.seek(len(block), os.SEEK_CUR)
-            else:
-                fout.write(block)
-        fout.truncate(size)
-    shutil.copystat(src, dst)
-
 
 class _Snapshot:
-    """One private copy of one collection, with a count of the searches using it."""
+    """One snapshot of one collection, with a count of the searches using it."""
 
-    def __init__(self, name: str, generation: str, root: Path,
+    def __init__(self, name: str, generation: str, root: Path, copy: ShardCopy,
                  search_threads: int | None = None) -> None:
-        self.name, self.generation, self.root = name, generation, root
+        self.name, self.generation, self.root, self.copy = name, generation, root, copy
         self.store = EdgeStore(root, search_threads=search_threads)
         self.store._shard(name)  # open now, in the background, not on the first search
         self._users = 0
@@ -104,10 +95,13 @@ class SnapshotReader:
         self._refreshing: set[str] = set()
         self._lock = threading.Lock()
         self.refreshes = 0  # snapshots taken after the first, for tests and metrics
+        self.torn = 0  # snapshots found sharing a file a writer changed in place (never, so far)
+        self.last_take: dict[str, Any] = {}  # the last snapshot's lock time, take time and bytes
 
     def _take(self, name: str) -> _Snapshot:
-        """Copy the shard while holding its lock (so no writer has it open), then open the copy."""
+        """Snapshot the shard while holding its lock (so no writer has it open), then open it."""
         folder = self.root / name
+        started = time.perf_counter()
         lock = None
         if writable(folder):  # a read-only store has no writer to wait for
             try:
@@ -118,31 +112,52 @@ class SnapshotReader:
                     "and this reader has no snapshot of it yet; searches work once that write "
                     "finishes") from None
         try:
+            self._check_torn(name)
             generation = self.live.generation(name)
-            need = allocated_bytes(folder / "shard") + 64 * MIB
-            if free_bytes(self.workdir) < need:
-                raise DiskSpaceError(
-                    f"a search snapshot of collection {name!r} needs about {need / MIB:.0f} MiB "
-                    f"free in {self.workdir}; free some space there")
-            target = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.workdir))
-            try:
-                (target / name).mkdir()
-                for file in ("tessera.json", *LAYOUT_FILES):
-                    if (folder / file).exists():
-                        shutil.copy2(folder / file, target / name / file)
-                shutil.copytree(folder / "shard", target / name / "shard",
-                                copy_function=_sparse_copy)
-            except BaseException:
-                shutil.rmtree(target, ignore_errors=True)
-                raise
+            target, copy = self._copy(name, folder)
         finally:
             if lock is not None:
                 lock.release()
+        locked = time.perf_counter() - started
         try:
-            return _Snapshot(name, generation, target, self.search_threads)
+            snap = _Snapshot(name, generation, target, copy, self.search_threads)
         except BaseException:
             shutil.rmtree(target, ignore_errors=True)
             raise
+        self.last_take = {"lock_s": locked, "take_s": time.perf_counter() - started,
+                          "copied_bytes": copy.copied_bytes, "linked_bytes": copy.linked_bytes,
+                          "copied_files": copy.copied_files, "linked_files": len(copy.linked)}
+        return snap
+
+    def _copy(self, name: str, folder: Path) -> tuple[Path, ShardCopy]:
+        """The collection's files under a new folder of the workdir (the shard as a snapshot)."""
+        need = copy_bytes_needed(folder / "shard") + 64 * MIB
+        if free_bytes(self.workdir) < need:
+            raise DiskSpaceError(
+                f"a search snapshot of collection {name!r} needs about {need / MIB:.0f} MiB "
+                f"free in {self.workdir}; free some space there")
+        target = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.workdir))
+        try:
+            (target / name).mkdir()
+            for file in ("tessera.json", GENERATION, *LAYOUT_FILES):
+                if (folder / file).exists():
+                    shutil.copy2(folder / file, target / name / file)
+            return target, snapshot_shard(folder / "shard", target / name / "shard")
+        except BaseException:
+            shutil.rmtree(target, ignore_errors=True)
+            raise
+
+    def _check_torn(self, name: str) -> None:
+        """Under the lock, before a fresh snapshot: did a writer write to a file the current
+        snapshot shares with the shard? (It must not; the fresh one replaces it at once.)"""
+        with self._lock:
+            snap = self._snaps.get(name)
+        changed = changed_in_place(snap.copy) if snap is not None else []
+        if changed:
+            self.torn += 1
+            logger.error("collection %r: %d file(s) the search snapshot shares with the shard "
+                         "were changed in place by a writer (%s); replacing the snapshot now",
+                         name, len(changed), ", ".join(sorted(changed)[:3]))
 
     def _refresh(self, name: str) -> None:
         try:

@@ -406,6 +406,21 @@ def test_metrics_parse_and_move(served: Served, indexed: Settings) -> None:
     fresh = after[("tessera_source_seconds_since_last_ingest", (("source", "docs"),))]
     assert 0 <= fresh < 3600
     assert ("tessera_http_requests_in_flight", ()) in after
+    # The same query three times: the model embedded it at most once (the query cache).
+    (model,) = {dict(labels)["model"] for (name, labels), _ in after.items()
+                if name == "tessera_query_cache_hits_total"}
+    label = (("model", model),)
+    hits = after[("tessera_query_cache_hits_total", label)] - before.get(
+        ("tessera_query_cache_hits_total", label), 0)
+    misses = after[("tessera_query_cache_misses_total", label)] - before.get(
+        ("tessera_query_cache_misses_total", label), 0)
+    assert hits >= 2 and misses <= 1 and hits + misses == 3
+    assert 1 <= after[("tessera_query_cache_entries", label)] <= after[
+        ("tessera_query_cache_capacity", label)] == 4096
+    # The embedded store's search snapshot: what the last one cost, and none torn.
+    assert after[("tessera_snapshot_last_seconds", (("phase", "lock"),))] >= 0
+    assert after[("tessera_snapshot_last_bytes", (("kind", "copied"),))] > 0
+    assert after[("tessera_snapshot_torn_total", ())] == 0
     assert KEY not in text and "secret-query-text" not in text
 
 
