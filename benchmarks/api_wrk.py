@@ -1,7 +1,7 @@
 """Load test of the search API with a compiled load generator: wrk, pinned to its own core.
 
     python -m benchmarks.api_wrk [--points 50000] [--seconds 15] [--levels 1,8,32]
-                                 [--cache-size 4096] [--profile]
+                                 [--cache-size 4096] [--query-precision same|int8] [--profile]
 
 The collection is benchmarks.api_load's (SciFact-derived points, hybrid). `tessera api` runs
 pinned to core 0 and wrk (Debian's `wrk`, one thread, `-c` connections, a Lua script that writes
@@ -150,7 +150,7 @@ def split_profile(folded: Path) -> dict[str, float]:
     return {k: round(v / total, 3) for k, v in shares.most_common()} if total else {}
 
 
-def run(points: int, seconds: float, levels: list[int], cache_size: int,
+def run(points: int, seconds: float, levels: list[int], cache_size: int, precision: str,
         profile: bool) -> dict[str, Any]:
     """Build (or reuse) the collection, serve it on core 0, load it from core 1."""
     from tessera.core.beir import load_test_set
@@ -164,7 +164,8 @@ def run(points: int, seconds: float, levels: list[int], cache_size: int,
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "TESSERA_CONFIG": str(config), "TESSERA_API__KEYS": KEY,
            "TESSERA_API__RATE_LIMIT": "1000000", "TESSERA_API__BURST": "1000000",
-           "TESSERA_API__QUERY_CACHE_SIZE": str(cache_size), "PYTHONPATH": str(common.REPO)}
+           "TESSERA_API__QUERY_CACHE_SIZE": str(cache_size),
+           "TESSERA_API__QUERY_PRECISION": precision, "PYTHONPATH": str(common.REPO)}
     server = subprocess.Popen(["taskset", "-c", "0", sys.executable, "-m", "tessera.cli.main",
                                "api", "--port", str(port)], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -191,6 +192,7 @@ def run(points: int, seconds: float, levels: list[int], cache_size: int,
     finally:
         stop_server(server)
     return {"points": points, "seconds": seconds, "mode": MODE, "cache_size": cache_size,
+            "query_precision": precision,
             "pinning": "server on core 0, wrk on core 1 (taskset)", "levels": rows,
             "profile_c8_unique_shares": shares, "queries": len(queries)}
 
@@ -201,13 +203,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seconds", type=float, default=15.0)
     ap.add_argument("--levels", default="1,8,32")
     ap.add_argument("--cache-size", type=int, default=4096)
+    ap.add_argument("--query-precision", default="same", choices=("same", "int8"))
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--name", default="api_wrk", help="the results file's name")
     args = ap.parse_args(argv)
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk (Debian's package)")
     result = run(args.points, args.seconds, [int(x) for x in args.levels.split(",")],
-                 args.cache_size, args.profile)
+                 args.cache_size, args.query_precision, args.profile)
     print(f"wrote {common.save_result(args.name, {**result, 'machine': common.machine()})}")
 
 

@@ -308,7 +308,8 @@ def _int8(r: dict[str, Any]) -> list[str]:
 
 def _api_wrk(r: dict[str, Any]) -> list[str]:
     out = [f"{r['points']:,} points, {r['mode']} SciFact queries, {r['pinning']}; wrk "
-           f"{r['seconds']:g} s per level, query cache {r['cache_size']:,} entries. unique: every "
+           f"{r['seconds']:g} s per level, query cache {r['cache_size']:,} entries, queries "
+           f"embedded {r.get('query_precision', 'same')}. unique: every "
            "request's text differs (a running number appended); repeated: a Zipf mix (s = 1.1) "
            f"over the {r['queries']} queries.", "",
            "| mix | connections | requests/s | p50 ms | p90 ms | p99 ms | server CPU ms / "
@@ -369,7 +370,9 @@ SECTIONS = (("runtimes", "Goal 2: CPU runtimes for all-MiniLM-L6-v2", _runtimes)
              _int8),
             ("api_wrk", "Search service under wrk (server and load generator on their own "
                         "cores)", _api_wrk),
-            ("api_wrk_nocache", "The same, query cache off (api.query_cache_size = 0)",
+            ("api_wrk_nocache", "The same, query cache off (api.query_cache_size = 0): as before "
+                                "#29", _api_wrk),
+            ("api_wrk_int8", "The same, int8 queries (api.query_precision = \"int8\")",
              _api_wrk))
 
 

@@ -33,22 +33,31 @@ def tiny_seals(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(tuning, attr, value)
 
 
+def _sealed(tmp_path: Path, points: int) -> Path:
+    """A collection of `points` points written in ingest-sized batches (sealing as it goes);
+    returns the store's root."""
+    root = tmp_path / "edge"
+    store = EdgeStore(root)
+    store.create_collection(shards.collection())
+    for lo in range(0, points, 150):
+        store.upsert("c", shards.points(range(lo, min(lo + 150, points))))
+    store.close()
+    assert shareable(root / "c" / "shard")
+    return root
+
+
 def _files(shard: Path) -> dict[Path, tuple[int, str]]:
     return {p: (p.stat().st_ino, hashlib.md5(p.read_bytes()).hexdigest())
             for p in shard.rglob("*") if p.is_file()}
 
 
+@pytest.mark.slow  # ~45 s: seven kinds of write, each with its seals and merges
 @pytest.mark.usefixtures("tiny_seals")
 def test_no_file_a_snapshot_links_is_ever_written_in_place(tmp_path: Path) -> None:
     """Every write a collection sees (new points, deletes, re-upserts, a payload update of all,
     seals and merges, an explicit optimize): no file `shareable` picks changes while keeping its
     inode. If an engine upgrade starts writing one of them in place, this fails first."""
-    root = tmp_path / "edge"
-    store = EdgeStore(root)
-    store.create_collection(shards.collection())
-    for lo in range(0, 1500, 150):
-        store.upsert("c", shards.points(range(lo, lo + 150)))
-    store.close()
+    root = _sealed(tmp_path, 1500)
     shard = root / "c" / "shard"
     assert len(sealed_segments(shard)) >= 5
     steps = [lambda s: s.upsert("c", shards.points(range(1500, 1600))),
@@ -75,13 +84,7 @@ def test_no_file_a_snapshot_links_is_ever_written_in_place(tmp_path: Path) -> No
 
 @pytest.mark.usefixtures("tiny_seals")
 def test_a_snapshot_links_the_sealed_bulk_and_copies_the_rest(tmp_path: Path) -> None:
-    root = tmp_path / "edge"
-    store = EdgeStore(root)
-    store.create_collection(shards.collection())
-    for lo in range(0, 2000, 150):
-        store.upsert("c", shards.points(range(lo, lo + 150)))
-    store.close()
-    shard = root / "c" / "shard"
+    shard = _sealed(tmp_path, 2000) / "c" / "shard"
     copy = snapshot_shard(shard, tmp_path / "snap")
     linked = {Path(p).relative_to(tmp_path / "snap") for p in copy.linked}
     assert linked == {p.relative_to(shard) for p in shareable(shard)} and linked
@@ -100,13 +103,7 @@ def test_where_links_fail_a_snapshot_copies_every_file(tmp_path: Path,
     """Another file system (EXDEV): the same snapshot, all copies, one reason recorded."""
     import errno
 
-    root = tmp_path / "edge"
-    store = EdgeStore(root)
-    store.create_collection(shards.collection())
-    for lo in range(0, 600, 150):
-        store.upsert("c", shards.points(range(lo, lo + 150)))
-    store.close()
-    assert shareable(root / "c" / "shard")
+    root = _sealed(tmp_path, 600)
 
     def cross_device(src: object, dst: object) -> None:
         raise OSError(errno.EXDEV, "Invalid cross-device link")
@@ -179,6 +176,7 @@ def _seen(store: EdgeStore) -> dict[str, int]:
     return {pid: payload["v"] for pid, payload in held.items()}
 
 
+@pytest.mark.slow  # ~30 s: six generations held across the writer's rounds, then a kill
 def test_snapshots_under_a_writer_that_upserts_deletes_seals_and_is_killed(
         tmp_path: Path) -> None:
     """A child writer changes the shard in rounds (120 new points, 15 deletes, 25 re-upserts
