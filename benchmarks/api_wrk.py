@@ -8,14 +8,16 @@ pinned to core 0 and wrk (Debian's `wrk`, one thread, `-c` connections, a Lua sc
 each POST body) to core 1 with `taskset`, so the client's CPU is not the server's. Two query
 mixes, each level run once per mix:
 
-- unique: the SciFact test queries in turn, each with a running number appended, so no two
-  requests carry the same text (every request embeds: the cache cannot help);
+- unique: the SciFact test queries in turn, each with the run's id and a running number
+  appended, so no two requests carry the same text (every request embeds: the cache cannot help);
 - repeated: a Zipf mix (s = 1.1) over the same queries, as real traffic repeats itself.
 
 Per level: requests/s, latency p50/p90/p99 (wrk's own histogram), server CPU per request (from
 /proc over the level), and the query cache's hits and misses over the level (from /metrics).
-With `--profile`, py-spy samples the server during the c=8 unique level and the report splits its
-CPU by component (query embedding, the engine, HTTP and JSON, the rest). Results:
+With `--profile`, a child pinned to core 0 measures CPU per search by component in-process: the
+query embedding alone, a whole search of a unique query, and one whose vector is cached (engine
+and pipeline); the server's CPU per request beyond a whole search is HTTP, JSON, the event loop
+and the hand-offs between threads. Results:
 benchmarks/results/api_wrk.json.
 """
 
@@ -28,7 +30,6 @@ import shutil
 import subprocess
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -38,18 +39,19 @@ from benchmarks import common
 from benchmarks.api_load import KEY, MODE, _cpu_seconds, _free_port, _wait_ready, build, stop_server
 
 WORK = common.OUT / "api-wrk"
-PY_SPY = shutil.which("py-spy") or "/tmp/pyspy/py_spy-0.4.3.data/scripts/py-spy"
 LUA = """
 local bodies = {%(bodies)s}
 local unique = %(unique)s
 local n = 0
+local run = "0"
+init = function(args) run = args[1] or "0" end
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer %(key)s"
 request = function()
   n = n + 1
   local body = bodies[(n - 1) %% #bodies + 1]
-  if unique then body = string.gsub(body, "@N@", tostring(n)) end
+  if unique then body = string.gsub(body, "@N@", run .. "." .. tostring(n)) end
   return wrk.format(nil, "/v1/search", nil, body)
 end
 done = function(summary, latency, requests)
@@ -103,8 +105,10 @@ def level(url: str, lua: Path, concurrency: int, seconds: float, pid: int) -> di
     """One wrk run on core 1; the server's CPU and cache counters over it."""
     hits0, misses0 = _cache_counts(url)
     cpu0 = _cpu_seconds(pid)
+    run_id = f"{time.time_ns()}"  # unique texts stay unique across levels (each is a new wrk)
     out = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", f"-c{concurrency}",
-                          f"-d{seconds:g}s", "--timeout", "10s", "-s", str(lua), url],
+                          f"-d{seconds:g}s", "--timeout", "10s", "-s", str(lua), url, "--",
+                          run_id],
                          check=True, capture_output=True, text=True).stdout
     cpu = _cpu_seconds(pid) - cpu0
     hits1, misses1 = _cache_counts(url)
@@ -120,34 +124,47 @@ def level(url: str, lua: Path, concurrency: int, seconds: float, pid: int) -> di
             "cache_hit_ratio": round((hits1 - hits0) / lookups, 3) if lookups else None}
 
 
-COMPONENTS = (("query embedding", ("embed_queries", "models/optimized.py", "models/local.py",
-                                   "batching.py")),
-              ("engine (Qdrant Edge)", ("store/edge/", "qdrant_edge")),
-              ("search pipeline (fusion, grouping, payload)", ("service/search.py",
-                                                               "core/query.py", "store/base.py")),
-              ("HTTP, JSON and the event loop", ("uvicorn", "starlette", "fastapi", "h11",
-                                                 "httptools", "json", "pydantic", "asyncio",
-                                                 "anyio", "service/app.py")))
+def components(config: Path, queries: list[str], precision: str) -> dict[str, float]:
+    """CPU ms per search by component, measured in a child pinned to the server's core: the
+    query embedding alone (unique queries), a whole in-process search with a unique query, and
+    one whose vector is cached (the engine and the pipeline alone). HTTP, JSON, the event loop
+    and thread hand-offs are what the server spends per request beyond the whole search."""
+    out = subprocess.run(["taskset", "-c", "0", sys.executable, "-m", "benchmarks.api_wrk",
+                          "--components-child", str(config), "--query-precision", precision],
+                         input=json.dumps(queries), check=True, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(common.REPO)}).stdout
+    return json.loads(out.strip().splitlines()[-1])
 
 
-def split_profile(folded: Path) -> dict[str, float]:
-    """Shares of the sampled CPU by component, from py-spy's collapsed stacks (the innermost
-    matching frame decides: an embed inside a request counts as embedding)."""
-    shares: Counter[str] = Counter()
-    total = 0
-    for line in folded.read_text(errors="replace").splitlines():
-        stack, _, count = line.rpartition(" ")
-        frames = stack.split(";")
-        total += int(count)
-        for frame in reversed(frames):
-            found = next((name for name, marks in COMPONENTS
-                          if any(m in frame for m in marks)), None)
-            if found:
-                shares[found] += int(count)
-                break
-        else:
-            shares["other (threads, GC, Python start-up of work)"] += int(count)
-    return {k: round(v / total, 3) for k, v in shares.most_common()} if total else {}
+def _components_child(config: Path, precision: str) -> None:
+    from tessera.core.settings import load_settings
+    from tessera.service.schemas import SearchRequest
+    from tessera.service.service import SearchService
+
+    queries = json.loads(sys.stdin.read())
+    settings = load_settings(config)
+    api = settings.api.model_copy(update={"query_precision": precision})
+    service = SearchService(settings.model_copy(update={"api": api}))
+    service.warm()
+    info = service.info(service.resolve(None))
+    backend = service.embedder(info).backend
+
+    def cpu_ms(fn: Any, items: list[str]) -> float:
+        fn(items[0])
+        started = time.process_time()
+        for item in items:
+            fn(item)
+        return (time.process_time() - started) * 1000 / len(items)
+
+    unique = [f"{q} u{i}" for i, q in enumerate(queries)]
+    result = {
+        "embedding": cpu_ms(lambda q: backend.embed_queries([q]), unique),
+        "search, unique query": cpu_ms(lambda q: service.search(
+            SearchRequest(query=q + " s", k=10, mode=MODE)), unique),
+        "search, cached query vector": cpu_ms(lambda q: service.search(
+            SearchRequest(query=q + " s", k=10, mode=MODE)), unique)}
+    service.close()
+    print(json.dumps(result))
 
 
 def run(points: int, seconds: float, levels: list[int], cache_size: int, precision: str,
@@ -170,31 +187,21 @@ def run(points: int, seconds: float, levels: list[int], cache_size: int, precisi
                                "api", "--port", str(port)], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     rows: dict[str, list[dict[str, Any]]] = {"unique": [], "repeated": []}
-    shares: dict[str, float] = {}
     try:
         _wait_ready(url, server)
         level(url, scripts["unique"], 8, 3, server.pid)  # warm-up, not reported
         for concurrency in levels:
             for mix in ("unique", "repeated"):
-                spy = None
-                if profile and mix == "unique" and concurrency == 8:
-                    folded = WORK / "profile-c8-unique.txt"
-                    spy = subprocess.Popen(["taskset", "-c", "1", PY_SPY, "record", "-r", "200",
-                                            "-d", str(int(seconds)), "-f", "raw", "-o",
-                                            str(folded), "-p", str(server.pid)],
-                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 rows[mix].append(level(url, scripts[mix], concurrency, seconds, server.pid))
-                if spy is not None:
-                    spy.wait(timeout=60)
-                    shares = split_profile(WORK / "profile-c8-unique.txt")
                 print(mix, json.dumps(rows[mix][-1]), flush=True)
                 time.sleep(1)
     finally:
         stop_server(server)
+    split = components(config, queries, precision) if profile else {}
     return {"points": points, "seconds": seconds, "mode": MODE, "cache_size": cache_size,
             "query_precision": precision,
             "pinning": "server on core 0, wrk on core 1 (taskset)", "levels": rows,
-            "profile_c8_unique_shares": shares, "queries": len(queries)}
+            "components_cpu_ms": split, "queries": len(queries)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -204,9 +211,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--levels", default="1,8,32")
     ap.add_argument("--cache-size", type=int, default=4096)
     ap.add_argument("--query-precision", default="same", choices=("same", "int8"))
-    ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--profile", action="store_true",
+                    help="also split the CPU per search by component (a child on core 0)")
+    ap.add_argument("--components-child", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--name", default="api_wrk", help="the results file's name")
     args = ap.parse_args(argv)
+    if args.components_child:
+        _components_child(args.components_child, args.query_precision)
+        return
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk (Debian's package)")
     result = run(args.points, args.seconds, [int(x) for x in args.levels.split(",")],

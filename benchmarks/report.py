@@ -320,14 +320,20 @@ def _api_wrk(r: dict[str, Any]) -> list[str]:
             out.append(f"| {mix} | {lv['concurrency']} | {lv['requests_per_second']:.1f} | "
                        f"{lv['p50_ms']:.2f} | {lv['p90_ms']:.2f} | {lv['p99_ms']:.2f} | "
                        f"{lv['server_cpu_ms_per_request']:.2f} | {ratio} | {lv['errors']} |")
-    shares = r.get("profile_c8_unique_shares") or {}
-    if shares:
-        c8 = next(lv for lv in r["levels"]["unique"] if lv["concurrency"] == 8)
-        cpu = c8["server_cpu_ms_per_request"]
-        out += ["", "Server CPU per request by component (py-spy over the unique, c=8 level; "
-                "share of the samples x CPU per request):", "",
-                "| component | share | ms / request |", "|---|---|---|"]
-        out += [f"| {name} | {share:.0%} | {share * cpu:.2f} |" for name, share in shares.items()]
+    split = r.get("components_cpu_ms") or {}
+    if split:
+        c1 = next(lv for lv in r["levels"]["unique"] if lv["concurrency"] == 1)
+        whole, cached = split["search, unique query"], split["search, cached query vector"]
+        out += ["", "Server CPU per unique-query request by component (in-process, one core; "
+                "the HTTP share is the server's CPU per request at concurrency 1 minus a whole "
+                "in-process search):", "",
+                "| component | CPU ms / request |", "|---|---|",
+                f"| query embedding | {split['embedding']:.2f} |",
+                f"| engine and search pipeline (vector cached) | {cached:.2f} |",
+                f"| the rest of a search (cache lookup, embedder hand-off) | "
+                f"{max(whole - cached - split['embedding'], 0):.2f} |",
+                f"| HTTP, JSON, event loop, threads | {c1['server_cpu_ms_per_request'] - whole:.2f} |",
+                f"| **server, unique, concurrency 1** | **{c1['server_cpu_ms_per_request']:.2f}** |"]
     return out
 
 
