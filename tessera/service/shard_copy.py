@@ -10,8 +10,8 @@ replaces a whole segment by writing a new folder and deleting the old one.
 
 So a snapshot hard-links the large write-once files of sealed segments (the vectors, the HNSW
 graph, the sparse inverted index, the payload pages and payload indexes, the id maps: the bulk of
-a shard) and copies everything else: the appendable segment, the WAL (sparsely: its segments are
-mostly holes), and the small in-place files. A link shares the file's blocks, so the snapshot
+a shard) and the WAL's closed segments, and copies everything else: the appendable segment, the
+open WAL segment (sparsely: it is mostly holes), and the small in-place files. A link shares the file's blocks, so the snapshot
 takes extra disk only for what it copies, and a writer that later deletes the segment leaves the
 snapshot's link (and the blocks) in place until the snapshot is dropped.
 
@@ -46,6 +46,9 @@ WRITE_ONCE = re.compile(
     r"|payload_storage/page_\d+\.dat"
     r"|payload_index/.+/(point_to_values|values_to_points|data|data_block_index"
     r"|histogram_borders)\.bin)$")
+# The shard's WAL: a segment is appended to while open, then closed (renamed) and only ever
+# deleted once a flush has made it unneeded; the open one is copied.
+CLOSED_WAL = re.compile(r"^closed-\d+$")
 _NO_LINK = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP}
 Identity = tuple[int, int, int]  # inode, size, mtime_ns
 
@@ -98,7 +101,7 @@ def sealed_segments(shard: Path) -> set[str]:
 
 def shareable(shard: Path) -> set[Path]:
     """The files under `shard` a snapshot may link rather than copy."""
-    out: set[Path] = set()
+    out: set[Path] = {p for p in (shard / "wal").glob("closed-*") if CLOSED_WAL.match(p.name)}
     for name in sealed_segments(shard):
         segment = shard / "segments" / name
         out.update(p for p in segment.rglob("*")
@@ -106,16 +109,16 @@ def shareable(shard: Path) -> set[Path]:
     return out
 
 
-def copy_bytes_needed(shard: Path) -> int:
+def copy_bytes_needed(shard: Path, share: set[Path]) -> int:
     """Disk blocks the files a snapshot copies hold now (what it needs free)."""
-    share = shareable(shard)
     return sum(p.stat().st_blocks * 512 for p in shard.rglob("*")
                if p.is_file() and p not in share)
 
 
-def snapshot_shard(src: Path, dst: Path) -> ShardCopy:
-    """Make `dst` a snapshot of the closed shard `src`: write-once files linked, the rest copied."""
-    share = shareable(src)
+def snapshot_shard(src: Path, dst: Path, share: set[Path] | None = None) -> ShardCopy:
+    """Make `dst` a snapshot of the closed shard `src`: write-once files (`share`, by default
+    `shareable(src)`) linked, the rest copied."""
+    share = shareable(src) if share is None else share
     done = ShardCopy()
     for folder, _, files in os.walk(src):
         here = Path(folder)

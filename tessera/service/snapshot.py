@@ -36,6 +36,7 @@ from tessera.service.shard_copy import (
     ShardCopy,
     changed_in_place,
     copy_bytes_needed,
+    shareable,
     snapshot_shard,
 )
 from tessera.store.edge import LAYOUT_FILES, EdgeStore
@@ -131,7 +132,8 @@ class SnapshotReader:
 
     def _copy(self, name: str, folder: Path) -> tuple[Path, ShardCopy]:
         """The collection's files under a new folder of the workdir (the shard as a snapshot)."""
-        need = copy_bytes_needed(folder / "shard") + 64 * MIB
+        share = shareable(folder / "shard")
+        need = copy_bytes_needed(folder / "shard", share) + 64 * MIB
         if free_bytes(self.workdir) < need:
             raise DiskSpaceError(
                 f"a search snapshot of collection {name!r} needs about {need / MIB:.0f} MiB "
@@ -142,7 +144,7 @@ class SnapshotReader:
             for file in ("tessera.json", GENERATION, *LAYOUT_FILES):
                 if (folder / file).exists():
                     shutil.copy2(folder / file, target / name / file)
-            return target, snapshot_shard(folder / "shard", target / name / "shard")
+            return target, snapshot_shard(folder / "shard", target / name / "shard", share)
         except BaseException:
             shutil.rmtree(target, ignore_errors=True)
             raise

@@ -17,7 +17,13 @@ from pathlib import Path
 import pytest
 
 from tessera.core.types import Match
-from tessera.service.shard_copy import WRITE_ONCE, sealed_segments, shareable, snapshot_shard
+from tessera.service.shard_copy import (
+    CLOSED_WAL,
+    WRITE_ONCE,
+    sealed_segments,
+    shareable,
+    snapshot_shard,
+)
 from tessera.service.snapshot import SnapshotReader
 from tessera.store.edge import EdgeStore, tuning
 from tests.support import shards
@@ -82,6 +88,38 @@ def test_no_file_a_snapshot_links_is_ever_written_in_place(tmp_path: Path) -> No
     assert checked > 500
 
 
+@pytest.mark.slow  # ~30 s: 80 MB written through the WAL
+def test_a_closed_wal_segment_is_never_written_again(tmp_path: Path) -> None:
+    """The WAL's 32 MiB segments: once one is closed (full), writes go to the next, and a flush
+    only deletes closed segments it no longer needs. Over upserts that close two, deletes, a
+    re-upsert and the flushes at each close, every closed segment that keeps its inode keeps its
+    bytes, and a snapshot links them."""
+    root = tmp_path / "edge"
+    wal = root / "c" / "shard" / "wal"
+    store = EdgeStore(root)
+    store.create_collection(shards.collection())
+    seen: dict[Path, tuple[int, str]] = {}
+    checked = 0
+    for lo in range(0, 16_000, 2000):
+        store.upsert("c", shards.points(range(lo, lo + 2000)))
+        if lo % 4000 == 0:
+            store.delete("c", [shards.pid(i) for i in range(lo, lo + 2000, 7)])
+            store.upsert("c", shards.points(range(lo, lo + 300), version=1))
+        now = {p: v for p, v in _files(wal).items() if CLOSED_WAL.match(p.name)}
+        for path, (inode, digest) in now.items():
+            if seen.get(path, (None,))[0] == inode:
+                assert seen[path][1] == digest, f"written in place: {path}"
+                checked += 1
+        seen = now
+        if lo % 6000 == 0:
+            store.close()  # a flush may delete closed segments: never rewrite them
+            store = EdgeStore(root)
+    assert checked >= 2 and seen
+    copy = snapshot_shard(root / "c" / "shard", tmp_path / "snap")
+    assert {Path(p).name for p in copy.linked} >= {p.name for p in seen}
+    store.close()
+
+
 @pytest.mark.usefixtures("tiny_seals")
 def test_a_snapshot_links_the_sealed_bulk_and_copies_the_rest(tmp_path: Path) -> None:
     shard = _sealed(tmp_path, 2000) / "c" / "shard"
@@ -90,7 +128,8 @@ def test_a_snapshot_links_the_sealed_bulk_and_copies_the_rest(tmp_path: Path) ->
     assert linked == {p.relative_to(shard) for p in shareable(shard)} and linked
     for rel in linked:
         assert (shard / rel).stat().st_ino == (tmp_path / "snap" / rel).stat().st_ino
-        assert WRITE_ONCE.match(rel.relative_to(Path(*rel.parts[:2])).as_posix())
+        assert (CLOSED_WAL.match(rel.name) if rel.parts[0] == "wal"
+                else WRITE_ONCE.match(rel.relative_to(Path(*rel.parts[:2])).as_posix()))
     kinds = {rel.name for rel in linked}
     assert {"matrix.dat", "inverted_index.dat", "page_0.dat"} <= kinds
     assert not kinds & {"id_tracker.versions", "id_tracker.deleted", "segment.json"}
