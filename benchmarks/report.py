@@ -303,6 +303,10 @@ def _int8(r: dict[str, Any]) -> list[str]:
             f"{t['default']:.2f} ms, int8 {t['int8']:.2f} ms a query "
             f"(**{t['int8'] / t['default']:.2f}x**), medians of {len(r['ms_per_query']['int8'])} "
             "interleaved rounds over the 300 queries."]
+    one = r.get("one_thread_ms_per_query_median")
+    if one:
+        out.append(f"On one OpenVINO thread: default {one['default']:.2f} ms, int8 "
+                   f"{one['int8']:.2f} ms (**{one['int8'] / one['default']:.2f}x**).")
     return out
 
 
