@@ -53,6 +53,7 @@ def _per_query_ms(backend: Any, queries: list[str]) -> float:
 def run(home: Path, rounds: int) -> dict[str, Any]:
     from models import get_spec
     from models.optimized import OpenVINOBackend
+    from models.quantized import int8_query_ir
     from models.registry import resolve_model_path
     from tessera.core.beir import load_test_set
     from tessera.core.settings import load_settings
@@ -68,8 +69,9 @@ def run(home: Path, rounds: int) -> dict[str, Any]:
     spec = get_spec(settings)
     path, emb = resolve_model_path(spec, settings.model_cache_dir), settings.embedding
     default = OpenVINOBackend(spec, path, settings.model_cache_dir, emb.precision, emb.batch_size)
+    made = int8_query_ir(spec, path, settings.model_cache_dir, lambda: calibration)
     int8 = OpenVINOBackend(spec, path, settings.model_cache_dir, emb.precision, emb.batch_size,
-                           int8_queries=lambda: calibration)
+                           query_ir=made)
     texts, qrels = load_test_set(common.SCIFACT)
     qids = list(qrels)
     queries = [texts[q] for q in qids]
@@ -89,7 +91,7 @@ def run(home: Path, rounds: int) -> dict[str, Any]:
     one = {"default": OpenVINOBackend(spec, path, settings.model_cache_dir, emb.precision,
                                       emb.batch_size, threads=1),
            "int8": OpenVINOBackend(spec, path, settings.model_cache_dir, emb.precision,
-                                   emb.batch_size, threads=1, int8_queries=lambda: calibration)}
+                                   emb.batch_size, threads=1, query_ir=made)}
     timing: dict[str, list[float]] = {"default": [], "int8": []}
     single: dict[str, list[float]] = {"default": [], "int8": []}
     for _ in range(rounds):

@@ -336,9 +336,9 @@ class OpenVINOBackend:
 
     def __init__(self, spec: ModelSpec, path: Path, cache_dir: Path, precision: Precision = "f32",
                  batch_size: int = 32, threads: int | None = None,
-                 int8_queries: Callable[[], list[str]] | None = None) -> None:
-        """`int8_queries`: embed queries with the int8 copy of the model (models.quantized),
-        calibrated, when it is first made, on the texts this returns (indexed documents)."""
+                 query_ir: Callable[[], Path] | None = None) -> None:
+        """`query_ir`: embed queries with another export of the model, the folder this returns
+        on first use (models.quantized.int8_query_ir: the int8 copy)."""
         if spec.kind != "sentence-transformers":
             raise EmbeddingError(f"runtime 'openvino' runs text models only; {spec.name!r} is "
                                  f"{spec.kind}. Use runtime = 'torch'")
@@ -350,7 +350,7 @@ class OpenVINOBackend:
         self.threads = threads
         self.stats = EmbedStats(backend="local", device="cpu")
         self._runner: _Runner | None = None
-        self.int8_queries = int8_queries
+        self.query_ir = query_ir
         self._query_runner: _Runner | None = None
 
     @property
@@ -393,14 +393,11 @@ class OpenVINOBackend:
 
     @property
     def query_runner(self) -> _Runner:
-        """The model queries go through: the int8 copy where asked for, else the model."""
-        if self.int8_queries is None:
+        """The model queries go through: `query_ir`'s export where given, else the model."""
+        if self.query_ir is None:
             return self.runner
         if self._query_runner is None:
-            from models.quantized import export_int8
-
-            folder = export_int8(self.spec, self.path, self.cache_dir, self.int8_queries)
-            self._query_runner = _Runner(self.spec, self.path, folder, self.precision,
+            self._query_runner = _Runner(self.spec, self.path, self.query_ir(), self.precision,
                                          self.batch_size, self.threads)
         return self._query_runner
 

@@ -78,6 +78,12 @@ def export_int8(spec: ModelSpec, model_dir: Path, cache_dir: Path,
     return target
 
 
+def int8_query_ir(spec: ModelSpec, model_dir: Path, cache_dir: Path,
+                  calibration: Callable[[], list[str]]) -> Callable[[], Path]:
+    """For `OpenVINOBackend(query_ir=...)`: the int8 copy's folder, made on first use."""
+    return lambda: export_int8(spec, model_dir, cache_dir, calibration)
+
+
 def _quantize(spec: ModelSpec, model_dir: Path, fp32: Path, tmp: Path, texts: list[str],
               key: dict[str, Any]) -> None:
     import nncf

@@ -35,7 +35,7 @@ class BatchingEmbedder:
         """`backend` and each of `more` (copies of the same model) get a worker thread; the
         vectors of the last `cache_size` distinct queries are kept (0: none)."""
         self.backend = backend
-        precision = ("int8 queries" if getattr(backend, "int8_queries", None) is not None
+        precision = ("int8 queries" if getattr(backend, "query_ir", None) is not None
                      else getattr(backend, "precision", ""))
         runtime = f"{type(backend).__name__} {precision}".strip()
         self.cache = QueryCache(cache_size, f"{backend.spec.id} ({runtime})")

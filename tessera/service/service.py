@@ -21,7 +21,7 @@ import numpy as np
 
 from models import EmbeddingBackend, get_spec, make_backend
 from models.optimized import OpenVINOBackend
-from models.quantized import CALIBRATION_TEXTS
+from models.quantized import CALIBRATION_TEXTS, int8_query_ir
 from tessera.core import suggest
 from tessera.core.errors import PipelineError
 from tessera.core.events import read_events
@@ -232,7 +232,8 @@ class SearchService:
             return
         for backend in backends:
             if isinstance(backend, OpenVINOBackend):
-                backend.int8_queries = lambda: self.sample_texts(info.name)
+                backend.query_ir = int8_query_ir(backend.spec, backend.path, backend.cache_dir,
+                                                 lambda: self.sample_texts(info.name))
 
     def sample_texts(self, name: str, limit: int = CALIBRATION_TEXTS) -> list[str]:
         """Up to `limit` chunk texts of a collection (in point-id order: a spread sample)."""

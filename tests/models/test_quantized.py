@@ -12,7 +12,12 @@ import pytest
 pytest.importorskip("nncf", reason="api.query_precision = 'int8' needs nncf")
 
 from models.optimized import OpenVINOBackend, export_openvino  # noqa: E402
-from models.quantized import MIN_CALIBRATION_TEXTS, export_int8, int8_dir  # noqa: E402
+from models.quantized import (  # noqa: E402
+    MIN_CALIBRATION_TEXTS,
+    export_int8,
+    int8_dir,
+    int8_query_ir,
+)
 from models.registry import BUILTIN, resolve_model_path  # noqa: E402
 from tessera.core import beir  # noqa: E402
 from tessera.core.errors import EmbeddingError  # noqa: E402
@@ -47,7 +52,8 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def test_queries_go_through_int8_and_documents_do_not(cache_dir: Path) -> None:
     path = resolve_model_path(SPEC)
     plain = OpenVINOBackend(SPEC, path, cache_dir, "bf16")
-    int8 = OpenVINOBackend(SPEC, path, cache_dir, "bf16", int8_queries=lambda: [])  # made: unused
+    int8 = OpenVINOBackend(SPEC, path, cache_dir, "bf16",
+                           query_ir=int8_query_ir(SPEC, path, cache_dir, lambda: []))  # made
     queries = int8.embed_queries(QUERIES)
     full = plain.embed_queries(QUERIES)
     assert not np.allclose(queries, full, atol=1e-4)  # another network ran
@@ -76,8 +82,9 @@ def test_the_copy_is_made_once_and_says_what_it_was_made_from(cache_dir: Path) -
 
 
 def test_too_little_indexed_text_is_refused_with_the_way_out(tmp_path: Path) -> None:
-    backend = OpenVINOBackend(SPEC, resolve_model_path(SPEC), tmp_path, "bf16",
-                              int8_queries=lambda: ["one text", "", "  "])
+    path = resolve_model_path(SPEC)
+    backend = OpenVINOBackend(SPEC, path, tmp_path, "bf16", query_ir=int8_query_ir(
+        SPEC, path, tmp_path, lambda: ["one text", "", "  "]))
     with pytest.raises(EmbeddingError, match=r"gave 1 texts.*api.query_precision = 'same'"):
         backend.embed_queries(["q"])
     assert not int8_dir(export_openvino(SPEC, resolve_model_path(SPEC), tmp_path)).exists()
