@@ -429,8 +429,9 @@ class ApiConfig(_Section):
     full-precision ones."""
     query_cache_size: int = Field(default=4096, ge=0)
     """Query vectors a serving process keeps, per model: the last this many distinct queries
-    (whitespace normalised) are answered without the model (0: off). About 1.6 KiB each at 384
-    dimensions."""
+    (whitespace normalised) are answered without the model (0: off). Each entry holds the vector
+    (1.5 KiB at 384 dimensions) and the query's text (at most 10,000 characters): at the default,
+    about 6 MiB for short queries and under 50 MiB at the longest."""
     search_threads: int | None = Field(default=None, ge=1)
     """Qdrant Edge search threads per snapshot (unset: the cores this process may run on; the
     engine's own default was 8 on 2 cores, which spent more CPU per search)."""

@@ -11,12 +11,13 @@ replaces a whole segment by writing a new folder and deleting the old one.
 So a snapshot hard-links the large write-once files of sealed segments (the vectors, the HNSW
 graph, the sparse inverted index, the payload pages and payload indexes, the id maps: the bulk of
 a shard) and the WAL's closed segments, and copies everything else: the appendable segment, the
-open WAL segment (sparsely: it is mostly holes), and the small in-place files. A link shares the file's blocks, so the snapshot
-takes extra disk only for what it copies, and a writer that later deletes the segment leaves the
-snapshot's link (and the blocks) in place until the snapshot is dropped.
+open WAL segment (sparsely: it is mostly holes), and the small in-place files. A link shares the
+file's blocks, so the snapshot takes extra disk only for what it copies, and a writer that later
+deletes the segment leaves the snapshot's link (and the blocks) in place until the snapshot is
+dropped.
 
 Where a link cannot be made (another file system, a file system without hard links) the file is
-copied: the snapshot is then whole, as before, and says so once in the log.
+copied: the snapshot is then whole, as before, and one log line per snapshot says why.
 
 Every linked file's identity (inode, size, modification time) is kept; `changed_in_place` tells
 whether a writer wrote to one after all, which would mean the engine changed what it writes once

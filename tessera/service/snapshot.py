@@ -5,8 +5,8 @@ for its whole run. A long-lived reader (the API, the MCP server) therefore does 
 shard. It takes a snapshot, holding the lock only while it does (the writer has closed and flushed
 the shard), and searches that. A snapshot shares the sealed segments' write-once files with the
 shard (hard links) and copies the rest (`tessera.service.shard_copy`), so its time and disk grow
-with what the writers changed, not with the index. Each writer that changed a shard rewrites its generation marker as it
-closes it (`EdgeStore.generation`); the reader looks at the marker every
+with what the writers changed, not with the index. Each writer that changed a shard rewrites its
+generation marker as it closes it (`EdgeStore.generation`); the reader looks at the marker every
 `api.snapshot_check_seconds` and, when it moved and the lock is free, takes a fresh copy in a
 background thread and swaps it in. Searches in flight finish on the copy they started on.
 
